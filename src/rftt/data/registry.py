@@ -1,0 +1,122 @@
+"""`load_problems`: one entry point for every dataset, chosen by name.
+
+Names: a benchmark (`gsm8k`, `svamp`, `math500`, `mawps`, `asdiv`, `mathqa`, `aime24`,
+`amc23`), `json` (any JSON/JSONL file with a field mapping), `hub:<dataset id>`,
+`reasoning_gym:<task>`, or a preset such as `arithmetic` (the offline default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from rftt.data.benchmarks import BENCHMARKS, load_benchmark
+from rftt.data.records import DataError, Problems
+from rftt.data.sources import load_hub_dataset, load_json_file, load_reasoning_gym
+
+HUB_PREFIX = "hub:"
+REASONING_GYM_PREFIX = "reasoning_gym:"
+DEFAULT_GENERATED_SIZE = 1000
+DEFAULT_DATASET = "arithmetic"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, fully specified generated problem set."""
+
+    name: str
+    options: dict[str, Any]
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "arithmetic": Preset(
+        "reasoning_gym:basic_arithmetic",
+        {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ("+", "-")},
+        "two-term addition and subtraction with 1-2 digit numbers (reasoning-gym basic_arithmetic)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which problems to load. Fields that a kind of dataset does not use must stay unset."""
+
+    name: str = DEFAULT_DATASET
+    path: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    skip_bad: bool = False
+    fields: dict[str, str] | None = None
+    config: str | None = None
+    size: int | None = None
+    seed: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_USED_BY = {
+    "benchmark": {"path", "split"},
+    "json": {"path", "fields"},
+    "hub": {"split", "fields", "config"},
+    "generated": {"size", "seed", "options"},
+}
+
+
+def dataset_names() -> list[str]:
+    """Every name `load_problems` accepts (prefix names shown with a placeholder)."""
+    return [*BENCHMARKS, "json", *PRESETS, f"{HUB_PREFIX}<dataset id>", f"{REASONING_GYM_PREFIX}<task>"]
+
+
+def _kind(name: str) -> str:
+    if name in BENCHMARKS:
+        return "benchmark"
+    if name == "json":
+        return "json"
+    if name.startswith(HUB_PREFIX):
+        return "hub"
+    if name.startswith(REASONING_GYM_PREFIX) or name in PRESETS:
+        return "generated"
+    raise DataError(f"dataset {name!r}", None, "name", f"unknown dataset; choose from {dataset_names()}")
+
+
+def _check_unused_settings(spec: DatasetSpec, kind: str) -> None:
+    always = {"name", "limit", "skip_bad"}
+    for setting in fields(DatasetSpec):
+        value = getattr(spec, setting.name)
+        if setting.name not in always | _USED_BY[kind] and value not in (None, {}):
+            raise DataError(
+                f"dataset {spec.name}", None, setting.name,
+                f"not used by {kind} datasets (they take {sorted(_USED_BY[kind])})",
+            )
+
+
+def load_problems(spec: DatasetSpec | str = DEFAULT_DATASET, **settings: Any) -> Problems:
+    """Problems for a dataset spec, or for a name plus DatasetSpec fields as keywords."""
+    if isinstance(spec, str):
+        spec = DatasetSpec(name=spec)
+    unknown = sorted(set(settings) - {setting.name for setting in fields(DatasetSpec)})
+    if unknown:
+        raise DataError(f"dataset {spec.name}", None, unknown[0], f"unknown setting; known: {[f.name for f in fields(DatasetSpec)]}")
+    spec = replace(spec, **settings)
+    kind = _kind(spec.name)
+    _check_unused_settings(spec, kind)
+    problems = _load(spec, kind)
+    if spec.limit is not None:
+        problems = Problems(problems[: spec.limit], problems.skipped)
+    return problems
+
+
+def _load(spec: DatasetSpec, kind: str) -> Problems:
+    if kind == "benchmark":
+        return load_benchmark(spec.name, spec.path, spec.split, skip_bad=spec.skip_bad)
+    if kind == "json":
+        if spec.path is None:
+            raise DataError("dataset json", None, "path", "missing: name the .json or .jsonl file")
+        return load_json_file(spec.path, spec.fields, skip_bad=spec.skip_bad)
+    if kind == "hub":
+        return load_hub_dataset(spec.name[len(HUB_PREFIX) :], spec.split, spec.config, spec.fields, skip_bad=spec.skip_bad)
+    preset = PRESETS.get(spec.name)
+    task = (preset.name if preset else spec.name)[len(REASONING_GYM_PREFIX) :]
+    options = {**(preset.options if preset else {}), **spec.options}
+    size = spec.size if spec.size is not None else DEFAULT_GENERATED_SIZE
+    return load_reasoning_gym(task, size, spec.seed or 0, options)

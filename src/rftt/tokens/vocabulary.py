@@ -1,0 +1,198 @@
+"""Functional tokens as real vocabulary: add them to a tokenizer and model, initialise, save, load, scan ids.
+
+Every opening and closing tag becomes one special token added through the tokenizer API.
+Its embedding row starts from the mean embedding of the move's own words (the opening
+tag from "analyze", the closing tag from "end analyze"), so a freshly added token already
+means something to the model. Ids are always looked up through the tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from tokenizers import AddedToken
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rftt.errors import RfttError
+from rftt.tokens.moves import Move
+from rftt.tokens.steps import Step, StepSpan, Tag, assemble_spans
+
+FUNCTIONAL_TOKENS_FILE = "functional_tokens.json"
+_FILE_FORMAT_VERSION = 1
+_CLOSING_WORDS_PREFIX = "end "
+
+
+class FunctionalTokenError(RfttError, ValueError):
+    """The tokenizer's functional tokens are missing, split into several ids, or differ from a checkpoint's."""
+
+
+def opening_init_text(move: Move) -> str:
+    """Words whose mean embedding initialises the move's opening token."""
+    return move.words
+
+
+def closing_init_text(move: Move) -> str:
+    """Words whose mean embedding initialises the move's closing token (distinct from the opening one)."""
+    return _CLOSING_WORDS_PREFIX + move.words
+
+
+@dataclass(frozen=True)
+class FunctionalTokens:
+    """The ids of the functional tokens in one tokenizer, with lookups both ways."""
+
+    opening_ids: dict[Move, int]
+    closing_ids: dict[Move, int]
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, moves: Iterable[Move] = tuple(Move)) -> "FunctionalTokens":
+        """Read the ids of `moves`' tags, checking each tag encodes to exactly one id."""
+        moves = tuple(moves)
+        return cls(
+            opening_ids={move: _single_id(tokenizer, move.opening_tag) for move in moves},
+            closing_ids={move: _single_id(tokenizer, move.closing_tag) for move in moves},
+        )
+
+    @property
+    def moves(self) -> tuple[Move, ...]:
+        return tuple(self.opening_ids)
+
+    @property
+    def all_ids(self) -> list[int]:
+        return [*self.opening_ids.values(), *self.closing_ids.values()]
+
+    def tag_of(self, token_id: int) -> Tag | None:
+        """The tag a token id stands for, or None for an ordinary token."""
+        return self._tags_by_id.get(token_id)
+
+    @cached_property
+    def _tags_by_id(self) -> dict[int, Tag]:
+        tags = {token_id: Tag(move, closing=False) for move, token_id in self.opening_ids.items()}
+        tags.update({token_id: Tag(move, closing=True) for move, token_id in self.closing_ids.items()})
+        return tags
+
+    def step_spans(self, token_ids: Sequence[int]) -> list[StepSpan[int]]:
+        """Steps of a trace given as token ids, with the positions of their opening and closing tokens."""
+        tags = self._tags_by_id
+        return assemble_spans([tags.get(token_id, token_id) for token_id in token_ids])
+
+    def parse_token_ids(self, token_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) -> list[Step]:
+        """Steps of a trace given as token ids, their content decoded to text."""
+        return [
+            Step(span.move, tokenizer.decode(list(span.content), skip_special_tokens=False), span.closed)
+            for span in self.step_spans(token_ids)
+        ]
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": _FILE_FORMAT_VERSION,
+            "moves": {
+                move.value: {
+                    "opening": move.opening_tag,
+                    "closing": move.closing_tag,
+                    "opening_id": self.opening_ids[move],
+                    "closing_id": self.closing_ids[move],
+                }
+                for move in self.moves
+            },
+        }
+
+
+def _single_id(tokenizer: PreTrainedTokenizerBase, tag: str) -> int:
+    ids = tokenizer.encode(tag, add_special_tokens=False)
+    if len(ids) != 1:
+        raise FunctionalTokenError(
+            f"functional token {tag!r} encodes to {len(ids)} ids {ids}, not one: "
+            "add the functional tokens with rftt.tokens.add_functional_tokens(model, tokenizer)"
+        )
+    return ids[0]
+
+
+def add_functional_tokens(
+    model: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    moves: Iterable[Move] = tuple(Move),
+) -> FunctionalTokens:
+    """Add the tags of `moves` as special tokens and give each a word-mean embedding row.
+
+    Spare (padded) embedding rows are used first; the matrices grow only when the tokenizer
+    outgrows them. Tags already present are kept as they are. With `model=None` only the
+    tokenizer changes.
+    """
+    moves = tuple(moves)
+    tags = [tag for move in moves for tag in (move.opening_tag, move.closing_tag)]
+    new_tags = [tag for tag in tags if tag not in tokenizer.get_vocab()]
+    if new_tags:
+        tokenizer.add_tokens(
+            [AddedToken(tag, special=True, normalized=False, single_word=False, lstrip=False, rstrip=False) for tag in new_tags],
+            special_tokens=True,
+        )
+    tokens = FunctionalTokens.from_tokenizer(tokenizer, moves)
+    if model is not None and new_tags:
+        _fit_embedding_rows(model, len(tokenizer))
+        initialise_embeddings(model, tokenizer, tokens, only_tags=set(new_tags))
+    return tokens
+
+
+def _fit_embedding_rows(model: PreTrainedModel, vocabulary_size: int) -> None:
+    """Grow the embedding matrices to `vocabulary_size` rows if the spare rows do not suffice."""
+    if model.get_input_embeddings().num_embeddings < vocabulary_size:
+        model.resize_token_embeddings(vocabulary_size, mean_resizing=False)
+
+
+def _embedding_matrices(model: PreTrainedModel) -> list[torch.Tensor]:
+    """The input embedding matrix, plus the output one when it is not tied to the input."""
+    matrices = [model.get_input_embeddings().weight]
+    output = model.get_output_embeddings()
+    if output is not None and output.weight.data_ptr() != matrices[0].data_ptr():
+        matrices.append(output.weight)
+    return matrices
+
+
+def initialise_embeddings(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tokens: FunctionalTokens,
+    only_tags: set[str] | None = None,
+) -> None:
+    """Set each functional token's rows to the mean of the rows of its move's words."""
+    targets = [(move.opening_tag, tokens.opening_ids[move], opening_init_text(move)) for move in tokens.moves]
+    targets += [(move.closing_tag, tokens.closing_ids[move], closing_init_text(move)) for move in tokens.moves]
+    with torch.no_grad():
+        for matrix in _embedding_matrices(model):
+            for tag, token_id, words in targets:
+                if only_tags is None or tag in only_tags:
+                    word_ids = tokenizer.encode(words, add_special_tokens=False)
+                    matrix[token_id] = matrix[word_ids].mean(dim=0)
+
+
+def save_functional_tokens(directory: str | Path, tokens: FunctionalTokens) -> Path:
+    """Record the functional tokens and their ids next to a checkpoint's tokenizer."""
+    path = Path(directory) / FUNCTIONAL_TOKENS_FILE
+    path.write_text(json.dumps(tokens.to_json(), indent=2) + "\n")
+    return path
+
+
+def load_functional_tokens(directory: str | Path, tokenizer: PreTrainedTokenizerBase) -> FunctionalTokens | None:
+    """The functional tokens a checkpoint recorded, checked against its tokenizer; None if it has none."""
+    path = Path(directory) / FUNCTIONAL_TOKENS_FILE
+    if not path.exists():
+        return None
+    try:
+        recorded = json.loads(path.read_text())["moves"]
+        moves = [Move(name) for name in recorded]
+    except (ValueError, KeyError, TypeError) as error:
+        raise FunctionalTokenError(f"{path}: not a functional-token record ({error})") from None
+    tokens = FunctionalTokens.from_tokenizer(tokenizer, moves)
+    for move in moves:
+        expected = (recorded[move.value].get("opening_id"), recorded[move.value].get("closing_id"))
+        actual = (tokens.opening_ids[move], tokens.closing_ids[move])
+        if expected != actual:
+            raise FunctionalTokenError(
+                f"{path}: field moves.{move.value}: recorded ids {expected} but the tokenizer gives {actual}"
+            )
+    return tokens

@@ -1,0 +1,56 @@
+"""Answer verification: find the final answer in a prediction and decide if it equals the gold one.
+
+`check` never raises and never hangs: comparisons run in worker processes under a
+wall-clock timeout (see `rftt.verify.pool`).
+"""
+
+from __future__ import annotations
+
+import atexit
+from typing import Sequence
+
+from rftt.verify.equivalence import DEFAULT_RELATIVE_TOLERANCE, answers_equal, parse_number
+from rftt.verify.extract import extract_answer
+from rftt.verify.outcome import REASONS, CheckOptions, Outcome
+from rftt.verify.pool import DEFAULT_TIMEOUT_SECONDS, VerifierPool
+
+_default_pool: VerifierPool | None = None
+
+
+def default_pool() -> VerifierPool:
+    """The shared pool behind `check` and `check_many`, started on first use and stopped at exit."""
+    global _default_pool
+    if _default_pool is None:
+        _default_pool = VerifierPool()
+        atexit.register(_default_pool.close)
+    return _default_pool
+
+
+def check(prediction_text: object, gold: object, *, last_number_fallback: bool = True,
+          relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE) -> Outcome:
+    """Whether a prediction's final answer equals `gold`: `Outcome(correct, extracted, reason)`."""
+    return check_many([prediction_text], [gold], last_number_fallback=last_number_fallback,
+                      relative_tolerance=relative_tolerance)[0]
+
+
+def check_many(predictions: Sequence[object], golds: Sequence[object], *, last_number_fallback: bool = True,
+               relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE) -> list[Outcome]:
+    """`check` over many pairs at once, spread over the worker processes."""
+    options = CheckOptions(last_number_fallback=last_number_fallback, relative_tolerance=relative_tolerance)
+    return default_pool().check_many(predictions, golds, options)
+
+
+__all__ = [
+    "DEFAULT_RELATIVE_TOLERANCE",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "REASONS",
+    "CheckOptions",
+    "Outcome",
+    "VerifierPool",
+    "answers_equal",
+    "check",
+    "check_many",
+    "default_pool",
+    "extract_answer",
+    "parse_number",
+]

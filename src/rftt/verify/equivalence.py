@@ -1,0 +1,158 @@
+"""Decide whether an extracted answer equals the gold answer.
+
+In order: multiple-choice letters (when the gold is a letter a-e); numbers, read through
+currency, thousands separators, units, percent, fractions and scientific notation, and
+compared with a relative tolerance (a number pair's verdict is final); plain text
+compared case-insensitively; and last symbolic equivalence through math-verify
+(expressions, intervals, tuples, sets). The symbolic step can be slow on pathological
+input: callers run it under a timeout (see `rftt.verify.pool`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+DEFAULT_RELATIVE_TOLERANCE = 1e-6
+_ABSOLUTE_TOLERANCE = 1e-12
+_PERCENT_SCALE = 100.0
+
+_DELIMITERS = re.compile(r"^\$+|\$+$|^\\[(\[]|\\[)\]]$")
+_SPACING_COMMANDS = re.compile(r"\\left|\\right|\\[!,;: ]")
+_TEXT_COMMAND = re.compile(r"\\(?:text|mbox|mathrm|textbf|textit)\s*\{([^{}]*)\}")
+_CURRENCY = re.compile(r"\\\$|[$€£¥₹]")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
+_PERCENT = re.compile(r"\\?%")
+_TRAILING_WORDS = re.compile(r"(?<=[\d}])\s*[A-Za-z][A-Za-z .]*$")
+
+_PLAIN = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"
+_PLAIN_NUMBER = re.compile(rf"^(?:{_PLAIN})$")
+_SCIENTIFIC = re.compile(
+    rf"^({_PLAIN})\s*(?:[eE]([-+]?\d+)|(?:\\times|\\cdot|\*|×)\s*10\s*\^\s*\{{?\s*([-+]?\d+)\s*\}}?)$"
+)
+_LATEX_FRACTION = re.compile(rf"^([-+])?\\frac\s*\{{\s*({_PLAIN})\s*\}}\s*\{{\s*({_PLAIN})\s*\}}$")
+_SHORT_FRACTION = re.compile(r"^([-+])?\\frac(\d)(\d)$")
+_SLASH_FRACTION = re.compile(rf"^({_PLAIN})\s*/\s*({_PLAIN})$")
+
+_CHOICE_GOLD = re.compile(r"^\(?\s*([a-e])\s*\)?$", re.IGNORECASE)
+_CHOICE_PREDICTIONS = (
+    re.compile(r"^\(?\s*([a-e])\s*\)?\.?$", re.IGNORECASE),
+    re.compile(r"^(?:option|choice)\s*\(?\s*([a-e])\s*\)?\.?$", re.IGNORECASE),
+    re.compile(r"^\(\s*([a-e])\s*\)", re.IGNORECASE),
+    re.compile(r"^([a-e])\s*\)", re.IGNORECASE),
+)
+
+
+@dataclass(frozen=True)
+class Number:
+    """A numeric answer and whether it was written as a percentage."""
+
+    value: float
+    percent: bool
+
+
+def clean(text: str) -> str:
+    """Strip math delimiters, sizing and spacing commands, and normalise minus signs and fractions."""
+    text = text.strip().replace("\u2212", "-").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = _SPACING_COMMANDS.sub("", _DELIMITERS.sub("", text)).strip()
+    return text.rstrip(".").strip()
+
+
+def _unwrap_text_commands(text: str) -> str:
+    """`\\text{5 cm}` keeps its content when it holds digits; `5\\text{ cm}` loses the unit."""
+    return _TEXT_COMMAND.sub(lambda match: match.group(1) if re.search(r"\d", match.group(1)) else "", text)
+
+
+def parse_number(text: str) -> Number | None:
+    """The number an answer states, read through units, currency, percent and notation; else None."""
+    text = _unwrap_text_commands(clean(text))
+    percent = bool(_PERCENT.search(text))
+    text = _DEGREES.sub("", _CURRENCY.sub("", _PERCENT.sub("", text))).strip()
+    text = _TRAILING_WORDS.sub("", text).strip()
+    value = _numeric_value(text)
+    return None if value is None or not math.isfinite(value) else Number(value, percent)
+
+
+def _plain_value(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _numeric_value(text: str) -> float | None:
+    if _PLAIN_NUMBER.match(text):
+        return _plain_value(text)
+    match = _SCIENTIFIC.match(text)
+    if match:
+        exponent = int(match.group(2) or match.group(3))
+        return _plain_value(match.group(1)) * 10.0**exponent if abs(exponent) < 300 else None
+    match = _LATEX_FRACTION.match(text) or _SHORT_FRACTION.match(text)
+    if match:
+        return _ratio(match.group(2), match.group(3), negative=match.group(1) == "-")
+    match = _SLASH_FRACTION.match(text)
+    if match:
+        return _ratio(match.group(1), match.group(2), negative=False)
+    return None
+
+
+def _ratio(numerator: str, denominator: str, *, negative: bool) -> float | None:
+    bottom = _plain_value(denominator)
+    if bottom == 0:
+        return None
+    value = _plain_value(numerator) / bottom
+    return -value if negative else value
+
+
+def numbers_equal(predicted: Number, gold: Number, relative_tolerance: float) -> bool:
+    """Equal within tolerance; a percent sign on either side also allows the value scaled by 100."""
+
+    def close(a: float, b: float) -> bool:
+        return math.isclose(a, b, rel_tol=relative_tolerance, abs_tol=_ABSOLUTE_TOLERANCE)
+
+    if close(predicted.value, gold.value):
+        return True
+    if predicted.percent and close(predicted.value / _PERCENT_SCALE, gold.value):
+        return True
+    return gold.percent and close(predicted.value, gold.value / _PERCENT_SCALE)
+
+
+def choice_letter(text: str) -> str | None:
+    """The option letter an answer picks ("(C)", "c )", "option c"), lower-cased; else None."""
+    text = _unwrap_text_commands(clean(text))
+    for pattern in _CHOICE_PREDICTIONS:
+        match = pattern.match(text)
+        if match:
+            return match.group(1).lower()
+    return None
+
+
+def is_choice_letter(gold: str) -> bool:
+    """Whether a gold answer is a multiple-choice option letter (a-e)."""
+    return _CHOICE_GOLD.match(clean(gold)) is not None
+
+
+def _plain_text(text: str) -> str:
+    return " ".join(_unwrap_text_commands(clean(text)).lower().split())
+
+
+def symbolically_equal(predicted: str, gold: str) -> bool:
+    """math-verify's verdict on two LaTeX/plain expressions (no timeout of its own: callers bound it)."""
+    from math_verify import parse, verify
+
+    gold_parsed = parse(f"${clean(gold)}$", parsing_timeout=None)
+    predicted_parsed = parse(f"${clean(predicted)}$", parsing_timeout=None)
+    if not gold_parsed or not predicted_parsed:
+        return False
+    return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
+
+
+def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE) -> bool:
+    """Whether an extracted answer states the gold answer (see the module docstring for the order)."""
+    gold_choice = _CHOICE_GOLD.match(clean(gold))
+    if gold_choice:
+        return choice_letter(predicted) == gold_choice.group(1).lower()
+    predicted_number, gold_number = parse_number(predicted), parse_number(gold)
+    if predicted_number is not None and gold_number is not None:
+        return numbers_equal(predicted_number, gold_number, relative_tolerance)
+    if _plain_text(predicted) == _plain_text(gold):
+        return True
+    return symbolically_equal(predicted, gold)

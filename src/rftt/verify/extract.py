@@ -1,0 +1,95 @@
+"""Find the final answer in a model's output, in a fixed order of precedence.
+
+1. the last `<output>` step (inside it: the last `\\boxed{}`, else an "answer is" phrase,
+   else the whole step);
+2. the last `\\boxed{}` or `\\fbox{}`, nested braces matched;
+3. GSM8K's `#### N`;
+4. the last "the answer is X" / "final answer: X" phrase;
+5. for multiple-choice questions only, the last option marker ("(C)", "option c", a lone letter);
+6. the last number in the text (can be switched off).
+
+Every pattern here runs in linear time, so a huge or adversarial text cannot stall it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rftt.tokens.moves import Move
+from rftt.tokens.steps import parse_steps
+
+_BOXED_COMMANDS = ("\\boxed", "\\fbox")
+_GSM8K_ANSWER = re.compile(r"####[ \t]*([^\n]*)")
+_ANSWER_PHRASE = re.compile(r"answer[ \t]*(?:is[ \t]*:?|:)[ \t]*", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?:\s|$)")
+_CHOICE_MARKER = re.compile(r"\(\s*([a-e])\s*\)|\b(?:option|choice)\s+\(?([a-e])\b|^\s*([a-e])\s*\)?\s*$", re.IGNORECASE)
+_NUMBER = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-\u2212]?\.\d+")
+
+
+def extract_answer(text: str, *, last_number_fallback: bool = True, multiple_choice: bool = False) -> str | None:
+    """The final answer written in `text`, or None when there is none."""
+    if not text:
+        return None
+    output_step = _last_output_step(text)
+    if output_step is not None:
+        return _last_boxed(output_step) or _answer_phrase(output_step) or output_step.strip() or None
+    for finder in (_last_boxed, _gsm8k_answer, _answer_phrase):
+        answer = finder(text)
+        if answer:
+            return answer
+    if multiple_choice:
+        choice = _last_choice(text)
+        if choice:
+            return choice
+    return _last_number(text) if last_number_fallback else None
+
+
+def _last_output_step(text: str) -> str | None:
+    if Move.OUTPUT.opening_tag not in text:
+        return None
+    outputs = [step.content for step in parse_steps(text) if step.move is Move.OUTPUT]
+    return outputs[-1] if outputs else None
+
+
+def _last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces matched; None if unclosed."""
+    start = max(text.rfind(command + "{") for command in _BOXED_COMMANDS)
+    if start < 0:
+        return None
+    position = text.index("{", start)
+    depth = 0
+    for index in range(position, len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[position + 1 : index].strip() or None
+    return None
+
+
+def _gsm8k_answer(text: str) -> str | None:
+    matches = _GSM8K_ANSWER.findall(text)
+    return matches[-1].strip() or None if matches else None
+
+
+def _answer_phrase(text: str) -> str | None:
+    """What follows the last "answer is" / "answer:", to the end of its line or sentence."""
+    matches = list(_ANSWER_PHRASE.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end() :].split("\n", 1)[0]
+    sentence_end = _SENTENCE_END.search(rest)
+    if sentence_end:
+        rest = rest[: sentence_end.start()]
+    return rest.strip().rstrip(".").strip().strip("$").strip() or None
+
+
+def _last_choice(text: str) -> str | None:
+    matches = list(_CHOICE_MARKER.finditer(text))
+    return next(group for group in matches[-1].groups() if group) if matches else None
+
+
+def _last_number(text: str) -> str | None:
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None

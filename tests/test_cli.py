@@ -1,0 +1,48 @@
+"""The `rftt` command line: sub-commands run in-process, errors come out as one clear line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from rftt.cli import main
+
+
+def test_data_prints_problems_as_json_lines(capsys):
+    assert main(["data", "arithmetic", "--size", "5", "--seed", "2", "--show", "2"]) == 0
+    output = capsys.readouterr()
+    lines = output.out.strip().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[0])["id"] == "basic_arithmetic/2/0"
+    assert "5 problems, 0 malformed rows skipped" in output.err
+
+
+def test_data_reports_skipped_rows(tmp_path, capsys):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "no answer"}\n')
+    assert main(["data", "json", "--path", str(path), "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert "1 problems, 1 malformed rows skipped" in err and "line 2: field 'answer': missing" in err
+
+
+def test_bad_input_is_one_line_without_a_traceback(tmp_path, capsys):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"question": "no answer"}\n')
+    assert main(["data", "json", "--path", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"rftt data: {path} line 1: field 'answer': missing"
+
+
+def test_verify_exit_status_follows_the_verdict(capsys):
+    assert main(["verify", "so the answer is \\boxed{\\frac{1}{2}}", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"correct": True, "extracted": "\\frac{1}{2}", "reason": "equal"}
+    assert main(["verify", "I think 3", "4"]) == 1
+    assert main(["verify", "I think 3", "3", "--no-last-number"]) == 1
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["reason"] == "no_answer"
+
+
+def test_the_installed_command_runs():
+    result = subprocess.run([sys.executable, "-m", "rftt.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("data", "verify", "model", "tokens", "demo"):
+        assert command in result.stdout
