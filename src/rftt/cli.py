@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -11,10 +12,11 @@ from typing import Callable, Sequence
 
 from rftt.data import DatasetSpec, dataset_names, load_problems
 from rftt.errors import RfttError
+from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
 
 
-def _dataset_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    parser.add_argument("dataset", nargs="?" if default else None, default=default,
+def _dataset_arguments(parser: argparse.ArgumentParser, default: str | None = None, optional: bool = False) -> None:
+    parser.add_argument("dataset", nargs="?" if default or optional else None, default=default,
                         help=f"dataset name: {', '.join(dataset_names())}")
     parser.add_argument("--path", help="file or folder of a benchmark or json dataset")
     parser.add_argument("--split", help="split of a benchmark or hub dataset")
@@ -87,6 +89,39 @@ def command_tokens(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_eval(arguments: argparse.Namespace) -> int:
+    """Evaluate a model on a dataset with a method; resumable; prints and writes a summary."""
+    from rftt.config import load_config
+    from rftt.evaluate import EvalConfig, evaluate, format_summary
+
+    flags = {
+        "model": arguments.model, "method": arguments.method, "template": arguments.template,
+        "max_new_tokens": arguments.max_new_tokens, "output_dir": arguments.output_dir,
+        "dataset": {key: value for key, value in {
+            "name": arguments.dataset, "path": arguments.path, "split": arguments.split, "limit": arguments.limit,
+            "size": arguments.size, "seed": arguments.seed, "skip_bad": arguments.skip_bad or None}.items()
+            if value is not None},
+        "engine": {key: value for key, value in {"kind": arguments.engine, "base_url": arguments.base_url}.items()
+                   if value is not None},
+    }
+    config = load_config(EvalConfig, arguments.config, arguments.set,
+                         base={key: value for key, value in flags.items() if value not in (None, {})})
+    summary = evaluate(config)
+    print(format_summary(summary))
+    print(f"written to {config.output_dir}")
+    return 0
+
+
+def command_serve(arguments: argparse.Namespace) -> int:
+    """Serve a model behind the OpenAI-compatible API until interrupted."""
+    from rftt.serve.app import serve
+
+    api_key = arguments.api_key or os.environ.get(API_KEY_ENVIRONMENT_VARIABLE)
+    serve(arguments.model, host=arguments.host, port=arguments.port, api_key=api_key, dtype=arguments.dtype,
+          batch_window_seconds=arguments.batch_window_ms / 1000)
+    return 0
+
+
 def command_demo(arguments: argparse.Namespace) -> int:
     from rftt.demo import run_demo
 
@@ -118,6 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = commands.add_parser("tokens", help="show the functional tokens and the move grammar")
     tokens.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     tokens.set_defaults(run=command_tokens)
+
+    evaluation = commands.add_parser("eval", help="evaluate a model on a dataset (greedy or maj@k), resumable")
+    _dataset_arguments(evaluation, default=None, optional=True)
+    evaluation.add_argument("--config", help="YAML file of EvalConfig settings")
+    evaluation.add_argument("--model")
+    evaluation.add_argument("--method", help="greedy or maj@k, for example maj@8")
+    evaluation.add_argument("--template", help="prompt template: chat, functional, reft, plain")
+    evaluation.add_argument("--max-new-tokens", type=int)
+    evaluation.add_argument("--output-dir")
+    evaluation.add_argument("--engine", choices=["hf", "openai", "vllm"])
+    evaluation.add_argument("--base-url", help="server address for --engine openai")
+    evaluation.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="any EvalConfig setting, dotted: --set temperature=0.8 --set engine.max_batch_rows=32")
+    evaluation.set_defaults(run=command_eval)
+
+    serve = commands.add_parser("serve", help="serve a model behind the OpenAI-compatible completions API")
+    serve.add_argument("--model", default=DEFAULT_MODEL)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", help=f"require this bearer key (or set ${API_KEY_ENVIRONMENT_VARIABLE})")
+    serve.add_argument("--dtype", default="auto")
+    serve.add_argument("--batch-window-ms", type=float, default=10.0,
+                       help="how long to wait for concurrent requests to batch together")
+    serve.set_defaults(run=command_serve)
 
     demo = commands.add_parser("demo", help="the pipeline so far on the embedded model")
     _dataset_arguments(demo, default="arithmetic")

@@ -1,0 +1,137 @@
+"""Typed configuration: dataclasses filled from YAML recipes and `key.sub=value` overrides.
+
+Unknown keys and values of the wrong type are errors that name the file and the dotted
+key, so a typo in a recipe never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Sequence, TypeVar, Union
+
+import yaml
+
+from rftt.errors import RfttError
+
+Config = TypeVar("Config")
+
+
+class ConfigError(RfttError):
+    """A configuration value that is unknown, missing or of the wrong type."""
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """`value` checked against (and, for nested dataclasses and tuples, converted to) `annotation`."""
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in arguments:
+            return None
+        errors = []
+        for option in (argument for argument in arguments if argument is not type(None)):
+            try:
+                return _convert(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(annotation)}")
+    if origin is typing.Literal:
+        if value not in arguments:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(arguments)}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {annotation.__name__} settings, got {value!r}")
+        return from_dict(annotation, value, where)
+    if origin in (dict, Mapping) or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin in (tuple, list, Sequence) or annotation in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_type = arguments[0] if arguments else Any
+        items = [_convert(item, item_type, f"{where}[{index}]") for index, item in enumerate(value)]
+        return tuple(items) if origin is tuple or annotation is tuple else items
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(annotation, type) and not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[Config], data: Mapping[str, Any], where: str = "config") -> Config:
+    """An instance of dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    known = {field.name: field for field in dataclasses.fields(cls) if field.init}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys: {', '.join(known)}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config as plain data (tuples as lists), ready for YAML or JSON."""
+    return _plain(dataclasses.asdict(config))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in nested `data`; the value is read as YAML (numbers, booleans, lists)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value, for example engine.kind=openai")
+    key, raw_value = override.split("=", 1)
+    parts = key.strip().split(".")
+    target = data
+    for part in parts[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    target[parts[-1]] = yaml.safe_load(raw_value) if raw_value.strip() else None
+
+
+def load_config(cls: type[Config], path: str | Path | None = None, overrides: Sequence[str] = (),
+                base: Mapping[str, Any] | None = None) -> Config:
+    """A config from defaults, then `base`, then a YAML file, then overrides (each later one wins)."""
+    data: dict[str, Any] = _merge({}, dict(base or {}))
+    where = "config"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"{path}: cannot read the recipe ({error})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of settings, got {type(loaded).__name__}")
+        data = _merge(data, loaded)
+    for override in overrides:
+        apply_override(data, override)
+    return from_dict(cls, data, where)
+
+
+def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+    return into

@@ -1,0 +1,210 @@
+"""The Hugging Face backend: batched decoding with a KV cache, on CPU or one GPU.
+
+Prompts are left-padded and decoded together; each prompt is prefilled once and its KV
+cache copied to its `n` samples. Rows that finish are dropped from the batch once half
+of it is done, so long and short completions do not pay for each other. Requests larger
+than `max_batch_tokens` are cut into chunks. The model object is shared, not copied: a
+training loop that updates it is generating with the new weights on the next call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from rftt.engine.base import Engine
+from rftt.engine.sampling import sample_tokens
+from rftt.engine.stops import StopStrings, cut_at_stop
+from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams
+
+DEFAULT_MAX_BATCH_TOKENS = 65_536
+DEFAULT_MAX_BATCH_ROWS = 64
+_COMPACT_WHEN_FINISHED_FRACTION = 0.5
+
+
+@dataclass
+class _Rows:
+    """The decoding state of the rows still in the batch (indices into the chunk's rows)."""
+
+    index: torch.Tensor
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor
+    logits: torch.Tensor
+    finished: torch.Tensor
+
+
+class HFEngine(Engine):
+    """Generation with a transformers model held in this process."""
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_rows = max_batch_rows
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None:
+            raise EngineError("the tokenizer has neither a padding nor an end-of-sequence token")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt; text is encoded as is (templates add any special tokens they need)."""
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt, add_special_tokens=False)
+        ids = [int(token_id) for token_id in prompt]
+        if not ids:
+            raise EngineError("an empty token-id prompt cannot be continued")
+        return ids
+
+    def _chunks(self, lengths: list[int], rows_per_prompt: int, new_tokens: int) -> list[list[int]]:
+        """Prompt indices grouped by length into chunks that respect the row and token bounds."""
+        chunks: list[list[int]] = []
+        for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+            chunk = chunks[-1] if chunks else None
+            if chunk is not None:
+                rows = (len(chunk) + 1) * rows_per_prompt
+                if rows <= self.max_batch_rows and rows * (lengths[index] + new_tokens) <= self.max_batch_tokens:
+                    chunk.append(index)
+                    continue
+            chunks.append([index])
+        return chunks
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        encoded = [self.encode(prompt) for prompt in prompts]
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        stop_strings = StopStrings(self.tokenizer, params.stop) if params.stop else None
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for chunk in self._chunks([len(ids) for ids in encoded], params.n, params.max_new_tokens):
+            completions = self._generate_chunk([encoded[i] for i in chunk], params, generator, stop_strings)
+            for position, index in enumerate(chunk):
+                results[index] = completions[position * params.n : (position + 1) * params.n]
+        return results
+
+    def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(ids) for ids in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def _forward(self, input_ids, attention_mask, positions, cache) -> torch.Tensor:
+        output = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        return output.logits[:, -1, :].float()
+
+    def _prefill(self, prompts: list[list[int]], copies: int) -> tuple[_Rows, DynamicCache]:
+        """Run the prompts once and give each of its `copies` samples the same cache and logits."""
+        input_ids, attention_mask = self._left_pad(prompts)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(input_ids, attention_mask, positions, cache)
+        if copies > 1:
+            cache.batch_repeat_interleave(copies)
+            logits = logits.repeat_interleave(copies, dim=0)
+            attention_mask = attention_mask.repeat_interleave(copies, dim=0)
+            positions = positions.repeat_interleave(copies, dim=0)
+        index = torch.arange(len(prompts) * copies, device=self.device)
+        finished = torch.zeros_like(index, dtype=torch.bool)
+        return _Rows(index, attention_mask, positions[:, -1] + 1, logits, finished), cache
+
+    def _stop_ids(self, params: SamplingParams) -> torch.Tensor:
+        ids = set(params.stop_token_ids)
+        if not params.ignore_eos and self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return torch.tensor(sorted(ids), dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def _generate_chunk(
+        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None,
+        stop_strings: StopStrings | None,
+    ) -> list[Completion]:
+        rows, cache = self._prefill(prompts, params.n)
+        total = rows.index.numel()
+        tokens = torch.full((total, params.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
+        logprobs = torch.zeros((total, params.max_new_tokens), device=self.device)
+        lengths = torch.full((total,), params.max_new_tokens, dtype=torch.long, device=self.device)
+        stop_reasons: dict[int, str | int] = {}
+        stop_ids = self._stop_ids(params)
+        for step in range(params.max_new_tokens):
+            new_tokens = sample_tokens(rows.logits, params.temperature, params.top_k, params.top_p, generator)
+            tokens[rows.index, step] = new_tokens
+            logprobs[rows.index, step] = torch.log_softmax(rows.logits, dim=-1).gather(1, new_tokens[:, None]).squeeze(1)
+            done = torch.isin(new_tokens, stop_ids) & ~rows.finished
+            for row in done.nonzero().flatten().tolist():
+                stop_reasons[int(rows.index[row])] = int(new_tokens[row])
+            if stop_strings:
+                for row in stop_strings.candidate_rows(new_tokens).tolist():
+                    original = int(rows.index[row])
+                    if rows.finished[row] or done[row]:
+                        continue
+                    stop = stop_strings.completed(tokens[original, : step + 1].tolist())
+                    if stop is not None:
+                        stop_reasons[original], done[row] = stop, True
+            lengths[rows.index[done]] = step + 1
+            rows.finished |= done
+            if bool(rows.finished.all()) or step + 1 == params.max_new_tokens:
+                break
+            rows, cache = self._advance(rows, cache, new_tokens)
+        return [
+            self._completion(tokens[row, : lengths[row]].tolist(), logprobs[row, : lengths[row]].tolist(),
+                             stop_reasons.get(row), params, len(prompts[row // params.n]))
+            for row in range(total)
+        ]
+
+    def _advance(self, rows: _Rows, cache: DynamicCache, new_tokens: torch.Tensor) -> tuple[_Rows, DynamicCache]:
+        """Feed the new tokens to the batch, first dropping finished rows once enough of them have finished."""
+        if float(rows.finished.float().mean()) >= _COMPACT_WHEN_FINISHED_FRACTION:
+            kept = (~rows.finished).nonzero().flatten()
+            cache.batch_select_indices(kept)
+            rows = _Rows(rows.index[kept], rows.attention_mask[kept], rows.next_position[kept], rows.logits[kept],
+                         rows.finished[kept])
+            new_tokens = new_tokens[kept]
+        new_tokens = torch.where(rows.finished, torch.full_like(new_tokens, self.pad_id), new_tokens)
+        attention_mask = torch.cat([rows.attention_mask, torch.ones_like(rows.attention_mask[:, :1])], dim=1)
+        logits = self._forward(new_tokens[:, None], attention_mask, rows.next_position[:, None], cache)
+        return _Rows(rows.index, attention_mask, rows.next_position + 1, logits, rows.finished), cache
+
+    def _completion(
+        self, token_ids: list[int], logprobs: list[float], stop_reason: str | int | None, params: SamplingParams,
+        prompt_tokens: int,
+    ) -> Completion:
+        hidden = {self.tokenizer.eos_token_id, self.pad_id} - set(params.stop_token_ids)
+        text = self.tokenizer.decode([token for token in token_ids if token not in hidden], skip_special_tokens=False)
+        if isinstance(stop_reason, str):
+            text = cut_at_stop(text, params.stop)
+        finish_reason = "stop" if stop_reason is not None else "length"
+        return Completion(text, token_ids, logprobs, finish_reason, stop_reason, prompt_tokens)
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, prefixes: Sequence[Prompt], candidate_token_ids: Sequence[int]) -> list[list[float]]:
+        encoded = [self.encode(prefix) for prefix in prefixes]
+        candidates = torch.tensor(list(candidate_token_ids), dtype=torch.long, device=self.device)
+        results: list[list[float]] = [[] for _ in encoded]
+        for chunk in self._chunks([len(ids) for ids in encoded], 1, 1):
+            input_ids, attention_mask = self._left_pad([encoded[i] for i in chunk])
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self._forward(input_ids, attention_mask, positions, DynamicCache(config=self.model.config))
+            chosen = torch.log_softmax(logits, dim=-1)[:, candidates]
+            for position, index in enumerate(chunk):
+                results[index] = chosen[position].tolist()
+        return results

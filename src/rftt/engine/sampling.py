@@ -1,0 +1,30 @@
+"""Choosing the next token from logits: greedy, temperature, top-k and top-p, as pure tensor functions."""
+
+from __future__ import annotations
+
+import torch
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Logits scaled by temperature, with tokens outside the top-k and the top-p nucleus set to -inf."""
+    logits = logits / temperature
+    if 0 < top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probabilities = torch.softmax(sorted_logits, dim=-1)
+        mass_before = probabilities.cumsum(dim=-1) - probabilities
+        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """One token id per row of `logits` (rows x vocabulary): argmax when temperature is 0, else a draw."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probabilities = torch.softmax(filter_logits(logits.float(), temperature, top_k, top_p), dim=-1)
+    return torch.multinomial(probabilities, num_samples=1, generator=generator).squeeze(-1)

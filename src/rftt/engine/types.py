@@ -1,0 +1,75 @@
+"""What every generation engine takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+from rftt.errors import RfttError
+
+Prompt = Union[str, Sequence[int]]
+"""A prompt as text (already templated) or as token ids."""
+
+FINISH_REASONS = ("stop", "length")
+
+
+class EngineError(RfttError):
+    """A generation request that cannot be served: bad parameters, an unreachable server, a bad answer."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: `temperature=0` is greedy; `top_k=0` and `top_p=1` switch those filters off.
+
+    Generation ends at `max_new_tokens`, at the end-of-sequence token (unless `ignore_eos`),
+    at any of `stop_token_ids` (kept in the output, so functional tokens can close steps),
+    or at any of `stop` strings (cut from the text). `seed` makes sampling reproducible.
+    """
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int | None = None
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {
+            "n": self.n >= 1,
+            "temperature": self.temperature >= 0,
+            "top_p": 0 < self.top_p <= 1,
+            "top_k": self.top_k >= 0,
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "stop": all(isinstance(text, str) and text for text in self.stop),
+        }
+        for name, valid in checks.items():
+            if not valid:
+                raise EngineError(f"sampling parameter {name}={getattr(self, name)!r} is out of range")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation of a prompt.
+
+    `logprobs[i]` is the log-probability of `token_ids[i]` under the model's own
+    distribution (temperature 1, no filtering), as a separate forward pass would give it.
+    `stop_reason` is the stop string or token id that ended it (None at the length limit).
+    """
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str
+    stop_reason: str | int | None = None
+    prompt_tokens: int = 0
+
+    @property
+    def cumulative_logprob(self) -> float:
+        return float(sum(self.logprobs))

@@ -1,0 +1,160 @@
+"""The hf engine on a tiny random model, checked against plain forward passes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rftt.engine import EngineError, SamplingParams, make_engine
+from rftt.engine.sampling import filter_logits, sample_tokens
+
+PROMPTS = ["the answer is", "clarify the question and what is asked then", "12 +", "verify the previous steps, refine"]
+
+
+@pytest.fixture
+def engine(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    return make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer)
+
+
+def manual_greedy(model, tokenizer, prompt: str, steps: int, stop_ids: set[int]) -> list[int]:
+    """Argmax decoding with a full forward pass per step, no cache, no padding."""
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    generated: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(torch.tensor([ids + generated])).logits[0, -1]
+            generated.append(int(logits.argmax()))
+            if generated[-1] in stop_ids:
+                break
+    return generated
+
+
+def forward_logprobs(model, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + completion_ids])).logits[0].float()
+    positions = torch.arange(len(prompt_ids) - 1, len(prompt_ids) + len(completion_ids) - 1)
+    return torch.log_softmax(logits[positions], dim=-1).gather(1, torch.tensor(completion_ids)[:, None]).squeeze(1)
+
+
+def assert_same_completions(got, expected) -> None:
+    """Same tokens, text and finish; log-probs equal up to the float noise of another batch layout."""
+    assert len(got) == len(expected)
+    for got_samples, expected_samples in zip(got, expected):
+        assert [(c.text, c.token_ids, c.finish_reason, c.stop_reason) for c in got_samples] == [
+            (c.text, c.token_ids, c.finish_reason, c.stop_reason) for c in expected_samples]
+        for a, b in zip(got_samples, expected_samples):
+            torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
+
+
+def test_greedy_equals_a_manual_argmax_loop(engine, tiny_model, tiny_tokenizer):
+    results = engine.generate(PROMPTS, SamplingParams(max_new_tokens=12))
+    for prompt, [completion] in zip(PROMPTS, results):
+        expected = manual_greedy(tiny_model, tiny_tokenizer, prompt, 12, {tiny_tokenizer.eos_token_id})
+        assert completion.token_ids == expected
+        assert completion.finish_reason == ("stop" if expected[-1] == tiny_tokenizer.eos_token_id else "length")
+
+
+def test_token_id_prompts_equal_text_prompts(engine, tiny_tokenizer):
+    ids = [tiny_tokenizer.encode(prompt, add_special_tokens=False) for prompt in PROMPTS]
+    params = SamplingParams(max_new_tokens=8)
+    assert_same_completions(engine.generate(ids, params), engine.generate(PROMPTS, params))
+
+
+def test_a_stop_id_ends_the_sequence_on_that_token(engine, tiny_model, tiny_tokenizer):
+    expected = manual_greedy(tiny_model, tiny_tokenizer, PROMPTS[1], 12, set())
+    stop_id = expected[5]
+    first = expected.index(stop_id)
+    [[completion]] = engine.generate([PROMPTS[1]], SamplingParams(max_new_tokens=12, stop_token_ids=(stop_id,), ignore_eos=True))
+    assert completion.token_ids == expected[: first + 1]
+    assert (completion.finish_reason, completion.stop_reason) == ("stop", stop_id)
+
+
+def test_a_stop_string_cuts_the_text_exactly(engine, tiny_model, tiny_tokenizer):
+    expected = manual_greedy(tiny_model, tiny_tokenizer, PROMPTS[0], 16, set())
+    full_text = tiny_tokenizer.decode(expected)
+    stop = full_text[len(full_text) // 2 : len(full_text) // 2 + 2]
+    assert stop.strip(), full_text
+    [[completion]] = engine.generate([PROMPTS[0]], SamplingParams(max_new_tokens=16, stop=(stop,), ignore_eos=True))
+    assert completion.text == full_text[: full_text.index(stop)]
+    assert completion.stop_reason == stop and completion.finish_reason == "stop"
+    decoded = tiny_tokenizer.decode(completion.token_ids)
+    assert stop in decoded and stop not in tiny_tokenizer.decode(completion.token_ids[:-1])
+
+
+def test_rows_that_stop_early_leave_the_others_exact(engine, tiny_model, tiny_tokenizer):
+    """Finished rows are dropped from the batch mid-way; the rows that go on must not change."""
+    stop_id = manual_greedy(tiny_model, tiny_tokenizer, PROMPTS[0], 3, set())[1]
+    params = SamplingParams(max_new_tokens=14, stop_token_ids=(stop_id,), ignore_eos=True)
+    for prompt, [completion] in zip(PROMPTS, engine.generate(PROMPTS, params)):
+        assert completion.token_ids == manual_greedy(tiny_model, tiny_tokenizer, prompt, 14, {stop_id})
+
+
+def test_logprobs_match_a_separate_forward_pass(engine, tiny_model, tiny_tokenizer):
+    params = SamplingParams(n=3, temperature=1.0, top_k=50, top_p=0.9, max_new_tokens=10, seed=0)
+    for prompt, samples in zip(PROMPTS, engine.generate(PROMPTS, params)):
+        assert len(samples) == 3
+        prompt_ids = tiny_tokenizer.encode(prompt, add_special_tokens=False)
+        for completion in samples:
+            expected = forward_logprobs(tiny_model, prompt_ids, completion.token_ids)
+            torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_samples_are_reproducible_under_a_seed(engine):
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=7)
+    first, again = engine.generate(PROMPTS[:2], params), engine.generate(PROMPTS[:2], params)
+    other = engine.generate(PROMPTS[:2], SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=8))
+    assert first == again and first != other
+    assert len({tuple(completion.token_ids) for completion in first[0]}) > 1
+
+
+def test_chunking_to_a_memory_bound_gives_the_same_answers(tiny_model, tiny_tokenizer, engine):
+    small = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, max_batch_rows=2, max_batch_tokens=40)
+    params = SamplingParams(n=2, max_new_tokens=8)
+    assert_same_completions(small.generate(PROMPTS, params), engine.generate(PROMPTS, params))
+    assert small._chunks([5, 30, 6, 7], 2, 8) == [[0], [2], [3], [1]]
+
+
+def test_next_token_logprobs_match_a_forward_pass(engine, tiny_model, tiny_tokenizer):
+    candidates = [3, 17, 42]
+    got = engine.next_token_logprobs(PROMPTS, candidates)
+    for prompt, row in zip(PROMPTS, got):
+        ids = tiny_tokenizer.encode(prompt, add_special_tokens=False)
+        with torch.no_grad():
+            expected = torch.log_softmax(tiny_model(torch.tensor([ids])).logits[0, -1].float(), -1)[candidates]
+        torch.testing.assert_close(torch.tensor(row), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_bad_requests_are_clear(engine):
+    with pytest.raises(EngineError, match="temperature"):
+        SamplingParams(temperature=-1)
+    with pytest.raises(EngineError, match="empty token-id prompt"):
+        engine.generate([[]], SamplingParams())
+    with pytest.raises(EngineError, match="unknown engine 'tgi'"):
+        make_engine("tgi")
+
+
+def test_top_k_and_top_p_filters_by_hand():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(filter_logits(logits, 1.0, top_k=2, top_p=1.0))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, 1.0, top_k=0, top_p=0.8))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, 1.0, top_k=0, top_p=0.81))
+    assert kept.tolist() == [[True, True, True, False]]
+    scaled = filter_logits(logits, 0.5, top_k=0, top_p=1.0)
+    torch.testing.assert_close(scaled, logits * 2)
+    assert sample_tokens(logits, 0.0, 0, 1.0, None).tolist() == [0]
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_tokens(logits, 1.0, 2, 1.0, generator) for _ in range(200)])
+    assert set(draws.flatten().tolist()) == {0, 1}
+
+
+def test_vllm_backend_imports_without_vllm():
+    import importlib.util
+
+    from rftt.engine import vllm_backend
+
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(EngineError, match=r"pip install 'rftt\[vllm\]'"):
+            vllm_backend.VLLMEngine("some-model")
