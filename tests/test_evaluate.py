@@ -125,7 +125,7 @@ def test_eval_through_a_given_engine_and_problem_list(tmp_path, tiny_model, tiny
 
 
 def test_bad_method_and_unknown_settings_are_named():
-    with pytest.raises(ConfigError, match="config.method: 'majority' is not 'greedy' or 'maj@k'"):
+    with pytest.raises(ConfigError, match="config.method: 'majority' is not 'greedy', 'tree' or 'maj@k'"):
         EvalConfig(method="majority").sampling_params()
     with pytest.raises(ConfigError, match="config.temprature: unknown key"):
         load_config(EvalConfig, overrides=["temprature=0.5"])

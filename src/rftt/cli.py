@@ -1,4 +1,8 @@
-"""The `rftt` command: one sub-command per stage of the pipeline."""
+"""The `rftt` command: one sub-command per stage of the pipeline.
+
+Long jobs (eval, search) take a typed config: defaults, then a YAML recipe (`--config`),
+then the flags below, then `--set key.sub=value` overrides; unknown keys are errors.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ import os
 import sys
 import time
 from dataclasses import asdict
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from rftt.data import DatasetSpec, dataset_names, load_problems
 from rftt.errors import RfttError
 from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
+
+DATASET_FLAGS = {"dataset": "dataset.name", "path": "dataset.path", "split": "dataset.split",
+                 "limit": "dataset.limit", "size": "dataset.size", "seed": "dataset.seed"}
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser, default: str | None = None, optional: bool = False) -> None:
@@ -24,6 +31,31 @@ def _dataset_arguments(parser: argparse.ArgumentParser, default: str | None = No
     parser.add_argument("--size", type=int, help="number of problems of a generated dataset")
     parser.add_argument("--seed", type=int, help="seed of a generated dataset")
     parser.add_argument("--skip-bad", action="store_true", help="skip malformed rows (and report them)")
+
+
+def _job_arguments(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]]) -> None:
+    """Dataset arguments, `--config`, `--set`, and flags that each set one dotted config key."""
+    _dataset_arguments(parser, optional=True)
+    parser.add_argument("--config", help="YAML recipe (see recipes/)")
+    for flag, (_, kind, help_text) in flags.items():
+        parser.add_argument(f"--{flag}", type=kind, help=help_text)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config setting, dotted, for example --set engine.max_batch_rows=32")
+    parser.set_defaults(job_flags=flags)
+
+
+def _job_config(config_class: type, arguments: argparse.Namespace) -> Any:
+    from rftt.config import load_config, set_dotted
+
+    base: dict[str, Any] = {}
+    keys = {**DATASET_FLAGS, **{flag.replace("-", "_"): key for flag, (key, _, _) in arguments.job_flags.items()}}
+    for attribute, key in keys.items():
+        value = getattr(arguments, attribute, None)
+        if value is not None:
+            set_dotted(base, key, value)
+    if arguments.skip_bad:
+        set_dotted(base, "dataset.skip_bad", True)
+    return load_config(config_class, arguments.config, arguments.set, base=base)
 
 
 def dataset_spec(arguments: argparse.Namespace) -> DatasetSpec:
@@ -91,34 +123,46 @@ def command_tokens(arguments: argparse.Namespace) -> int:
 
 def command_eval(arguments: argparse.Namespace) -> int:
     """Evaluate a model on a dataset with a method; resumable; prints and writes a summary."""
-    from rftt.config import load_config
     from rftt.evaluate import EvalConfig, evaluate, format_summary
 
-    flags = {
-        "model": arguments.model, "method": arguments.method, "template": arguments.template,
-        "max_new_tokens": arguments.max_new_tokens, "output_dir": arguments.output_dir,
-        "dataset": {key: value for key, value in {
-            "name": arguments.dataset, "path": arguments.path, "split": arguments.split, "limit": arguments.limit,
-            "size": arguments.size, "seed": arguments.seed, "skip_bad": arguments.skip_bad or None}.items()
-            if value is not None},
-        "engine": {key: value for key, value in {"kind": arguments.engine, "base_url": arguments.base_url}.items()
-                   if value is not None},
-    }
-    config = load_config(EvalConfig, arguments.config, arguments.set,
-                         base={key: value for key, value in flags.items() if value not in (None, {})})
-    summary = evaluate(config)
-    print(format_summary(summary))
+    config = _job_config(EvalConfig, arguments)
+    print(format_summary(evaluate(config)))
     print(f"written to {config.output_dir}")
     return 0
 
 
+def command_search(arguments: argparse.Namespace) -> int:
+    """Tree search on a dataset: trees, SFT data and a summary; resumable."""
+    from rftt.search.runner import SearchRunConfig, run_search
+
+    config = _job_config(SearchRunConfig, arguments)
+    summary = run_search(config)
+    for key, value in summary.items():
+        print(f"{key:<22}{value:.1f}" if isinstance(value, float) else f"{key:<22}{value}")
+    print(f"written to {config.output_dir}")
+    return 0
+
+
+def command_view(arguments: argparse.Namespace) -> int:
+    """Write the HTML page of one tree of a search run."""
+    from rftt.search.viewer import write_tree_page
+
+    print(write_tree_page(arguments.run, arguments.problem, arguments.output))
+    return 0
+
+
 def command_serve(arguments: argparse.Namespace) -> int:
-    """Serve a model behind the OpenAI-compatible API until interrupted."""
+    """Serve a model behind the OpenAI-compatible API (or as a process reward model) until interrupted."""
+    from rftt.search.process_rewards import ProcessRewardConfig
     from rftt.serve.app import serve
 
     api_key = arguments.api_key or os.environ.get(API_KEY_ENVIRONMENT_VARIABLE)
-    serve(arguments.model, host=arguments.host, port=arguments.port, api_key=api_key, dtype=arguments.dtype,
-          batch_window_seconds=arguments.batch_window_ms / 1000)
+    prm = None
+    if arguments.prm:
+        prm = ProcessRewardConfig(kind="hf", step_tag=arguments.prm_step_tag, good_token=arguments.prm_good_token,
+                                  bad_token=arguments.prm_bad_token)
+    serve(arguments.prm or arguments.model, host=arguments.host, port=arguments.port, api_key=api_key,
+          dtype=arguments.dtype, batch_window_seconds=arguments.batch_window_ms / 1000, prm=prm)
     return 0
 
 
@@ -129,11 +173,31 @@ def command_demo(arguments: argparse.Namespace) -> int:
                     batch_size=arguments.batch_size)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from rftt.models import DEFAULT_MODEL
+EVAL_FLAGS = {
+    "model": ("model", str, "model name, folder or hub id"),
+    "method": ("method", str, "greedy, maj@k (for example maj@8) or tree"),
+    "rollouts": ("tree_rollouts", lambda text: [int(part) for part in text.split(",")],
+                 "for --method tree: rollout counts to report, for example 1,4,16"),
+    "template": ("template", str, "prompt template: chat, functional, reft, plain"),
+    "max-new-tokens": ("max_new_tokens", int, "longest completion"),
+    "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
+    "engine": ("engine.kind", str, "hf, openai or vllm"),
+    "base-url": ("engine.base_url", str, "server address for --engine openai"),
+}
+SEARCH_FLAGS = {
+    "model": ("model", str, "model name, folder or hub id"),
+    "policy": ("policy", str, "prompted (phase 1) or token_guided (phase 2)"),
+    "rollouts": ("search.rollouts", int, "rollouts per problem"),
+    "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
+    "engine": ("engine.kind", str, "hf, openai or vllm"),
+    "base-url": ("engine.base_url", str, "server address for --engine openai"),
+}
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rftt", description="Reinforced fine-tuning for reasoning: RFTT and ReFT.")
     commands = parser.add_subparsers(dest="command", required=True)
+    from rftt.models import DEFAULT_MODEL as default_model
 
     data = commands.add_parser("data", help="load a dataset and print its problems")
     _dataset_arguments(data)
@@ -146,30 +210,32 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-last-number", action="store_true", help="do not fall back to the last number")
     verify.set_defaults(run=command_verify)
 
-    model = commands.add_parser("model", help="load (and on first use convert) a model and describe it")
-    model.add_argument("model", nargs="?", default=DEFAULT_MODEL)
-    model.set_defaults(run=command_model)
+    for name, run, text in (("model", command_model, "load (and on first use convert) a model and describe it"),
+                            ("tokens", command_tokens, "show the functional tokens and the move grammar")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("model", nargs="?", default=default_model)
+        sub.set_defaults(run=run)
 
-    tokens = commands.add_parser("tokens", help="show the functional tokens and the move grammar")
-    tokens.add_argument("model", nargs="?", default=DEFAULT_MODEL)
-    tokens.set_defaults(run=command_tokens)
-
-    evaluation = commands.add_parser("eval", help="evaluate a model on a dataset (greedy or maj@k), resumable")
-    _dataset_arguments(evaluation, default=None, optional=True)
-    evaluation.add_argument("--config", help="YAML file of EvalConfig settings")
-    evaluation.add_argument("--model")
-    evaluation.add_argument("--method", help="greedy or maj@k, for example maj@8")
-    evaluation.add_argument("--template", help="prompt template: chat, functional, reft, plain")
-    evaluation.add_argument("--max-new-tokens", type=int)
-    evaluation.add_argument("--output-dir")
-    evaluation.add_argument("--engine", choices=["hf", "openai", "vllm"])
-    evaluation.add_argument("--base-url", help="server address for --engine openai")
-    evaluation.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="any EvalConfig setting, dotted: --set temperature=0.8 --set engine.max_batch_rows=32")
+    evaluation = commands.add_parser("eval", help="evaluate a model on a dataset (greedy, maj@k, tree), resumable")
+    _job_arguments(evaluation, EVAL_FLAGS)
     evaluation.set_defaults(run=command_eval)
 
+    search = commands.add_parser("search", help="tree search: trees and SFT data for a dataset, resumable")
+    _job_arguments(search, SEARCH_FLAGS)
+    search.set_defaults(run=command_search)
+
+    view = commands.add_parser("view", help="write the HTML page of a search tree")
+    view.add_argument("run", help="a search run folder (or its trees.jsonl)")
+    view.add_argument("--problem", help="problem id (default: the first tree)")
+    view.add_argument("--output", help="HTML file to write (default: in the run folder)")
+    view.set_defaults(run=command_view)
+
     serve = commands.add_parser("serve", help="serve a model behind the OpenAI-compatible completions API")
-    serve.add_argument("--model", default=DEFAULT_MODEL)
+    serve.add_argument("--model", default=default_model)
+    serve.add_argument("--prm", metavar="MODEL", help="serve this model as a process reward model instead")
+    serve.add_argument("--prm-step-tag", default=" ки", help="token placed after each step (Math-Shepherd: ' ки')")
+    serve.add_argument("--prm-good-token", default="+")
+    serve.add_argument("--prm-bad-token", default="-")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", help=f"require this bearer key (or set ${API_KEY_ENVIRONMENT_VARIABLE})")
@@ -180,10 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the pipeline so far on the embedded model")
     _dataset_arguments(demo, default="arithmetic")
-    demo.add_argument("--model", default=DEFAULT_MODEL)
+    demo.add_argument("--model", default=default_model)
     demo.add_argument("--max-new-tokens", type=int, default=96)
     demo.add_argument("--batch-size", type=int, default=16)
-    demo.set_defaults(run=command_demo, size=None, limit=None)
+    demo.set_defaults(run=command_demo)
     return parser
 
 

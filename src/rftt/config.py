@@ -95,18 +95,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in nested `data`; the value is read as YAML (numbers, booleans, lists)."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key=value, for example engine.kind=openai")
-    key, raw_value = override.split("=", 1)
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set `a.b.c` in nested `data` to `value`, creating sections on the way."""
     parts = key.strip().split(".")
     target = data
     for part in parts[:-1]:
         target = target.setdefault(part, {})
         if not isinstance(target, dict):
-            raise ConfigError(f"override {override!r}: {part} is not a section")
-    target[parts[-1]] = yaml.safe_load(raw_value) if raw_value.strip() else None
+            raise ConfigError(f"setting {key!r}: {part} is not a section")
+    target[parts[-1]] = value
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set `a.b.c=value` in nested `data`; the value is read as YAML (numbers, booleans, lists)."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key=value, for example engine.kind=openai")
+    key, raw_value = override.split("=", 1)
+    set_dotted(data, key, yaml.safe_load(raw_value) if raw_value.strip() else None)
 
 
 def load_config(cls: type[Config], path: str | Path | None = None, overrides: Sequence[str] = (),

@@ -9,10 +9,9 @@ summary is always computed from the whole file.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,15 +22,22 @@ from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
+from rftt.jsonl import append_records, read_records
 from rftt.prompts import get_template
+from rftt.search.mcts import SearchConfig, TreeSearch
+from rftt.search.policies import TokenGuidedPolicy
+from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
+from rftt.search.scoring import ANSWERED_REASONS, SelfConsistencyScorer
+from rftt.search.tree import Tree
+from rftt.tokens import Move, add_functional_tokens, render_steps
 from rftt.stats import wilson_interval
 from rftt.verify import check_many
-from rftt.voting import majority_vote
+from rftt.voting import majority_vote, weighted_vote
 
 PROBLEMS_FILE = "problems.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
-_METHOD = re.compile(r"^(greedy|maj@(\d+))$")
+_METHOD = re.compile(r"^(greedy|tree|maj@(\d+))$")
 _SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output_dir"})
 
 
@@ -51,36 +57,22 @@ class EvalConfig:
     dtype: str = "auto"
     output_dir: str = "runs/eval"
     engine: EngineConfig = field(default_factory=EngineConfig)
+    tree_rollouts: tuple[int, ...] = (1, 4, 16)
+    tree_temperature: float = 0.1
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior"))
+    process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
 
     def samples(self) -> int:
-        """k of `maj@k` (1 for greedy)."""
+        """k of `maj@k` (1 for greedy and tree)."""
         match = _METHOD.match(self.method)
         if not match:
-            raise ConfigError(f"config.method: {self.method!r} is not 'greedy' or 'maj@k' (for example maj@8)")
+            raise ConfigError(f"config.method: {self.method!r} is not 'greedy', 'tree' or 'maj@k' (for example maj@8)")
         return int(match.group(2) or 1)
 
     def sampling_params(self) -> SamplingParams:
         k = self.samples()
         return SamplingParams(n=k, temperature=0.0 if self.method == "greedy" else self.temperature, top_p=self.top_p,
                               max_new_tokens=self.max_new_tokens, seed=self.seed)
-
-
-def _read_finished(path: Path) -> list[dict[str, Any]]:
-    """Records already written; a last line cut short by a crash is dropped from the file."""
-    if not path.exists():
-        return []
-    records, kept_bytes = [], 0
-    with path.open("rb") as file:
-        for line in file:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            kept_bytes += len(line)
-    if kept_bytes != path.stat().st_size:
-        with path.open("r+b") as file:
-            file.truncate(kept_bytes)
-    return records
 
 
 def _check_same_run(output: Path, config: EvalConfig) -> None:
@@ -117,6 +109,69 @@ def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: 
     }
 
 
+def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
+    """A function from a batch of problems to their records, for greedy and maj@k."""
+    params = config.sampling_params()
+    template = get_template(config.template)
+
+    def make(batch: Sequence[Problem]) -> list[dict[str, Any]]:
+        prompts = [template.render(problem.question, tokenizer) for problem in batch]
+        started = time.perf_counter()
+        results = engine.generate(prompts, params)
+        seconds = (time.perf_counter() - started) / len(batch)
+        texts = [completion.text for samples in results for completion in samples]
+        golds = [problem.answer for problem in batch for _ in range(params.n)]
+        outcomes = check_many(texts, golds)
+        return [
+            _problem_record(problem, prompt, samples, outcomes[index * params.n : (index + 1) * params.n], seconds)
+            for index, (problem, prompt, samples) in enumerate(zip(batch, prompts, results))
+        ]
+
+    return make
+
+
+def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
+    """A function from a batch of problems to their records, for inference-time tree search."""
+    tokens = add_functional_tokens(getattr(engine, "model", None), tokenizer)
+    policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.tree_temperature,
+                               seed=config.seed, max_tokens={move: config.max_new_tokens for move in Move})
+    rewards = config.process_rewards
+    scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight)
+    search = TreeSearch(policy, scorer, replace(config.search, rollouts=max(config.tree_rollouts)))
+    template = get_template(config.template)
+
+    def make(batch: Sequence[Problem]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        trees = search.run(batch)
+        seconds = (time.perf_counter() - started) / len(batch)
+        return [_tree_record(tree, template.render(tree.question, tokenizer), config.tree_rollouts, seconds)
+                for tree in trees]
+
+    return make
+
+
+def _tree_record(tree: Tree, prompt: str, rollout_counts: Sequence[int], seconds: float) -> dict[str, Any]:
+    """A tree's terminals as samples; the answer after N rollouts is the value-weighted vote of the first N."""
+    terminals = [tree.nodes[index] for index in tree.rollout_terminals]
+    by_rollouts = {}
+    for count in rollout_counts:
+        first = terminals[:count]
+        vote = weighted_vote([node.answer for node in first], [node.reward or 0.0 for node in first],
+                             [bool(node.correct) for node in first])
+        by_rollouts[str(count)] = {"answer": vote.answer, "correct": vote.correct}
+    final = by_rollouts[str(max(rollout_counts))]
+    return {
+        "id": tree.problem_id, "prompt": prompt, "gold": tree.gold,
+        "completions": [render_steps(tree.steps(node)) for node in terminals],
+        "finish_reasons": ["stop" if node.terminal_reason in ANSWERED_REASONS else "length" for node in terminals],
+        "completion_tokens": [tree.trace_tokens(node) for node in terminals],
+        "extracted": [node.answer for node in terminals],
+        "sample_correct": [bool(node.correct) for node in terminals],
+        "answer": final["answer"], "votes": None, "correct": final["correct"],
+        "by_rollouts": by_rollouts, "nodes_written": tree.written_nodes(), "generation_seconds": seconds,
+    }
+
+
 def summarise(records: Sequence[dict[str, Any]], config: EvalConfig) -> dict[str, Any]:
     """Accuracy with its 95% interval, extraction rate, lengths and speed over all records."""
     total = len(records)
@@ -140,7 +195,16 @@ def summarise(records: Sequence[dict[str, Any]], config: EvalConfig) -> dict[str
                                / len(samples) if samples else 0.0),
         "tokens_per_second": tokens / seconds if seconds else 0.0,
         "generation_seconds": seconds,
+        **_accuracy_by_rollouts(records),
     }
+
+
+def _accuracy_by_rollouts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    if not records or "by_rollouts" not in records[0]:
+        return {}
+    counts = list(records[0]["by_rollouts"])
+    return {"accuracy_by_rollouts": {count: sum(record["by_rollouts"][count]["correct"] for record in records)
+                                     / len(records) for count in counts}}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -158,43 +222,35 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("hit the length limit", f"{summary['truncated_fraction']:.1%}"),
         ("generation tokens/s", f"{summary['tokens_per_second']:.1f}"),
     ]
+    rows += [(f"accuracy, {count} rollouts", f"{accuracy:.1%}")
+             for count, accuracy in summary.get("accuracy_by_rollouts", {}).items()]
     return "\n".join(f"{name:<26}{value}" for name, value in rows)
 
 
 def evaluate(config: EvalConfig, *, engine: Engine | None = None, tokenizer: Any = None,
              problems: Sequence[Problem] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) an evaluation and return its summary; files go to `config.output_dir`."""
-    params = config.sampling_params()
-    template = get_template(config.template)
+    config.samples()
+    get_template(config.template)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     _check_same_run(output, config)
     problems = list(problems if problems is not None else load_problems(config.dataset))
     records_path = output / PROBLEMS_FILE
-    finished = _read_finished(records_path)
+    finished = read_records(records_path, repair=True)
     done_ids = {record["id"] for record in finished}
     todo = [problem for problem in problems if problem.id not in done_ids]
     if todo and engine is None:
         engine, tokenizer = build_engine(config.engine, config.model, config.dtype)
+    make_records = _tree_records(config, engine, tokenizer) if config.method == "tree" else _sampled_records(
+        config, engine, tokenizer)
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="eval", unit="problem", disable=not progress)
-    with records_path.open("a") as file:
-        for start in range(0, len(todo), config.batch_size):
-            batch = todo[start : start + config.batch_size]
-            prompts = [template.render(problem.question, tokenizer) for problem in batch]
-            started = time.perf_counter()
-            results = engine.generate(prompts, params)
-            seconds = (time.perf_counter() - started) / len(batch)
-            texts = [completion.text for samples in results for completion in samples]
-            golds = [problem.answer for problem in batch for _ in range(params.n)]
-            outcomes = check_many(texts, golds)
-            for index, (problem, prompt, samples) in enumerate(zip(batch, prompts, results)):
-                record = _problem_record(problem, prompt, samples, outcomes[index * params.n : (index + 1) * params.n],
-                                         seconds)
-                file.write(json.dumps(record, ensure_ascii=False) + "\n")
-                finished.append(record)
-            file.flush()
-            os.fsync(file.fileno())
-            bar.update(len(batch))
+    for start in range(0, len(todo), config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        records = make_records(batch)
+        append_records(records_path, records)
+        finished.extend(records)
+        bar.update(len(batch))
     bar.close()
     wanted = {problem.id for problem in problems}
     summary = summarise([record for record in finished if record["id"] in wanted], config)

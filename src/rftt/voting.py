@@ -20,20 +20,28 @@ def answer_key(answer: str) -> str:
 
 @dataclass(frozen=True)
 class Vote:
-    """The winning answer, its votes, and whether it is correct (None when no sample had an answer)."""
+    """The winning answer, its votes (or total weight), and whether it is correct (None: no sample answered)."""
 
     answer: str | None
-    votes: int
+    votes: float
     correct: bool
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float], correct: Sequence[bool]) -> Vote:
+    """The answer with the largest total weight (ties go to the answer seen first); None answers do not vote."""
+    totals: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for index, (answer, weight) in enumerate(zip(answers, weights)):
+        if answer is not None:
+            key = answer_key(answer)
+            totals[key] = totals.get(key, 0.0) + weight
+            first.setdefault(key, index)
+    if not totals:
+        return Vote(None, 0, False)
+    winner = max(totals, key=lambda key: totals[key])
+    return Vote(answers[first[winner]], totals[winner], bool(correct[first[winner]]))
 
 
 def majority_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> Vote:
     """The most frequent answer among samples (ties go to the answer seen first); None answers do not vote."""
-    groups: dict[str, list[int]] = {}
-    for index, answer in enumerate(answers):
-        if answer is not None:
-            groups.setdefault(answer_key(answer), []).append(index)
-    if not groups:
-        return Vote(None, 0, False)
-    winner = max(groups.values(), key=len)
-    return Vote(answers[winner[0]], len(winner), bool(correct[winner[0]]))
+    return weighted_vote(answers, [1.0] * len(answers), correct)

@@ -1,7 +1,8 @@
 """`rftt serve`: any model `rftt.models` can load, behind the OpenAI-compatible completions API.
 
 Endpoints: `GET /health`, `GET /v1/models`, `POST /v1/completions`,
-`POST /v1/chat/completions`, and rftt's `POST /v1/next_token_logprobs`. Concurrent
+`POST /v1/chat/completions`, and rftt's `POST /v1/next_token_logprobs`; or, with `--prm`,
+`POST /v1/process_rewards` (per-step scores of a process reward model). Concurrent
 requests are merged into batched engine calls (see `rftt.serve.batching`). With an API
 key, every request must send `Authorization: Bearer <key>`.
 """
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import Completion, EngineError
+from rftt.search.process_rewards import PROCESS_REWARDS_PATH, HFProcessRewardModel, ProcessRewardConfig
 from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, RequestBatcher
 from rftt.serve.protocol import (
     ChatChoice,
@@ -31,6 +33,8 @@ from rftt.serve.protocol import (
     Logprobs,
     NextTokenRequest,
     NextTokenResponse,
+    ProcessRewardRequest,
+    ProcessRewardResponse,
     Usage,
 )
 
@@ -38,9 +42,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 
 
-def create_app(engine: HFEngine, model_name: str, *, api_key: str | None = None,
-               batch_window_seconds: float = DEFAULT_WINDOW_SECONDS) -> FastAPI:
-    """The server application around an in-process engine."""
+def create_app(engine: HFEngine | None, model_name: str, *, api_key: str | None = None,
+               batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+               process_rewards: HFProcessRewardModel | None = None) -> FastAPI:
+    """The server around an in-process engine (generation routes) or a process reward model (its route)."""
     batcher = RequestBatcher(engine, window_seconds=batch_window_seconds)
 
     @asynccontextmanager
@@ -63,6 +68,21 @@ def create_app(engine: HFEngine, model_name: str, *, api_key: str | None = None,
     async def health() -> dict:
         return {"status": "ok", "model": model_name, "batching": asdict(batcher.statistics)}
 
+    if process_rewards is not None:
+
+        @app.post(PROCESS_REWARDS_PATH, dependencies=[Depends(authorised)])
+        async def score_process(request: ProcessRewardRequest) -> ProcessRewardResponse:
+            items = [(item.question, item.steps) for item in request.items]
+            return ProcessRewardResponse(scores=await batcher.run_exclusive(lambda: process_rewards.score_steps(items)))
+
+    if engine is not None:
+        _add_generation_routes(app, engine, batcher, model_name, authorised)
+    app.state.batcher = batcher
+    return app
+
+
+def _add_generation_routes(app: FastAPI, engine: HFEngine, batcher: RequestBatcher, model_name: str,
+                           authorised) -> None:
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "rftt"}]}
@@ -100,9 +120,6 @@ def create_app(engine: HFEngine, model_name: str, *, api_key: str | None = None,
             lambda: engine.next_token_logprobs(request.prefixes, request.candidate_token_ids))
         return NextTokenResponse(logprobs=logprobs)
 
-    app.state.batcher = batcher
-    return app
-
 
 def _choice(engine: HFEngine, completion: Completion, index: int, request: CompletionRequest) -> CompletionChoice:
     logprobs = None
@@ -124,13 +141,19 @@ def _usage(results: list[list[Completion]]) -> Usage:
 
 
 def serve(model_name: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
-          dtype: str = "auto", batch_window_seconds: float = DEFAULT_WINDOW_SECONDS) -> None:
-    """Load a model and serve it until interrupted."""
+          dtype: str = "auto", batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+          prm: ProcessRewardConfig | None = None) -> None:
+    """Load a model and serve it until interrupted: for generation, or (with `prm`) as a process reward model."""
     import uvicorn
 
     from rftt.models import load_model
 
     model, tokenizer = load_model(model_name, dtype=dtype)
     model.eval()
-    app = create_app(HFEngine(model, tokenizer), model_name, api_key=api_key, batch_window_seconds=batch_window_seconds)
+    if prm is not None:
+        scorer = HFProcessRewardModel(model, tokenizer, prm.step_tag, prm.good_token, prm.bad_token)
+        app = create_app(None, model_name, api_key=api_key, process_rewards=scorer)
+    else:
+        app = create_app(HFEngine(model, tokenizer), model_name, api_key=api_key,
+                         batch_window_seconds=batch_window_seconds)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -40,7 +40,7 @@ class BatchingStatistics:
 class RequestBatcher:
     """Queues requests and serves them with one engine thread (engines are not thread-safe)."""
 
-    def __init__(self, engine: Engine, window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    def __init__(self, engine: Engine | None, window_seconds: float = DEFAULT_WINDOW_SECONDS,
                  max_prompts_per_call: int = DEFAULT_MAX_PROMPTS_PER_CALL):
         self.engine = engine
         self.window_seconds = window_seconds

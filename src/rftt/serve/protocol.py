@@ -147,3 +147,20 @@ class NextTokenRequest(BaseModel):
 
 class NextTokenResponse(BaseModel):
     logprobs: list[list[float]]
+
+
+class ProcessRewardItem(BaseModel):
+    question: str
+    steps: list[str]
+
+
+class ProcessRewardRequest(BaseModel):
+    """POST /v1/process_rewards (rftt, with `--prm`): one score per step of each item."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ProcessRewardItem] = Field(min_length=1)
+
+
+class ProcessRewardResponse(BaseModel):
+    scores: list[list[float]]

@@ -1,0 +1,197 @@
+"""Monte Carlo tree search over reasoning steps, batched across trees.
+
+Each rollout walks from the root: it takes the best child by the selection rule (UCT or
+PUCT; unvisited children first, in random or prior order), waits when the node it reached
+must be written or expanded, and ends at a terminal node, whose value it backs up along
+its path. Many rollouts are in flight at once (several per tree, spread by virtual
+loss), and every iteration serves all the waiting ones with one batched call per kind of
+work: expansions, step writing, terminal scoring. Terminal: an `<output>` step, the end
+of the model's answer, the depth limit, or the token budget.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+from rftt.data import Problem
+from rftt.search.policies import ExpansionPolicy
+from rftt.search.scoring import TerminalScorer
+from rftt.search.tree import SELECTION_RULES, Node, Tree
+from rftt.tokens import Move
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How much to search and how to choose. `trees_at_once=1, parallel_rollouts=1, max_batch=1` is the
+    released design (one tree, one rollout, one engine call per node)."""
+
+    rollouts: int = 16
+    parallel_rollouts: int = 4
+    trees_at_once: int = 64
+    max_batch: int | None = None
+    max_depth: int = 15
+    max_trace_tokens: int = 2048
+    selection: Literal["uct", "puct"] = "uct"
+    exploration: float = 2.0
+    unvisited_order: Literal["random", "prior"] = "random"
+    seed: int = 0
+
+
+@dataclass
+class SearchStatistics:
+    """What a search did, for throughput figures."""
+
+    nodes_written: int = 0
+    generated_tokens: int = 0
+    engine_calls: int = 0
+    seconds: float = 0.0
+
+    @property
+    def nodes_per_second(self) -> float:
+        return self.nodes_written / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class _Walker:
+    """One rollout in flight: its tree and the nodes it went through (root first)."""
+
+    tree: Tree
+    path: list[Node] = field(default_factory=list)
+
+    @property
+    def node(self) -> Node:
+        return self.path[-1]
+
+
+class TreeSearch:
+    """Runs MCTS on many problems with one expansion policy and one terminal scorer."""
+
+    def __init__(self, policy: ExpansionPolicy, scorer: TerminalScorer, config: SearchConfig = SearchConfig()):
+        self.policy = policy
+        self.scorer = scorer
+        self.config = config
+        self.statistics = SearchStatistics()
+        self._random = random.Random(config.seed)
+        self._score = SELECTION_RULES[config.selection]
+
+    def run(self, problems: Sequence[Problem]) -> list[Tree]:
+        """One finished tree per problem, in order."""
+        trees = [Tree(problem.id, problem.question, problem.answer) for problem in problems]
+        started = time.perf_counter()
+        for start in range(0, len(trees), self.config.trees_at_once):
+            self._search_group(trees[start : start + self.config.trees_at_once])
+        self.statistics.seconds += time.perf_counter() - started
+        return trees
+
+    def _search_group(self, trees: list[Tree]) -> None:
+        walkers: list[_Walker] = []
+        while True:
+            walkers.extend(self._new_walkers(trees, walkers))
+            if not walkers:
+                return
+            waiting_expansion: dict[tuple[int, int], tuple[Tree, Node]] = {}
+            waiting_writing: dict[tuple[int, int], tuple[Tree, Node]] = {}
+            waiting_score: dict[tuple[int, int], tuple[Tree, Node]] = {}
+            for walker in walkers:
+                node = self._descend(walker)
+                key = (id(walker.tree), node.id)
+                if not node.written:
+                    waiting_writing[key] = (walker.tree, node)
+                elif node.terminal and node.reward is None:
+                    waiting_score[key] = (walker.tree, node)
+                elif not node.terminal:
+                    waiting_expansion[key] = (walker.tree, node)
+            finished = [walker for walker in walkers if walker.node.terminal and walker.node.reward is not None]
+            for walker in finished:
+                self._back_up(walker)
+            walkers = [walker for walker in walkers if walker not in finished]
+            self._in_batches(self._expand, list(waiting_expansion.values()))
+            self._in_batches(self._write, list(waiting_writing.values()))
+            self._in_batches(self._score_terminals, list(waiting_score.values()))
+
+    def _new_walkers(self, trees: list[Tree], walkers: list[_Walker]) -> list[_Walker]:
+        """Start rollouts until each tree has `parallel_rollouts` in flight or its budget is used."""
+        started = []
+        for tree in trees:
+            in_flight = sum(walker.tree is tree for walker in walkers)
+            room = min(self.config.parallel_rollouts - in_flight, self.config.rollouts - tree.rollouts - in_flight)
+            for _ in range(max(room, 0)):
+                tree.root.virtual_visits += 1
+                started.append(_Walker(tree, [tree.root]))
+        return started
+
+    def _descend(self, walker: _Walker) -> Node:
+        """Move the walker down through written, expanded nodes until it needs work or ends."""
+        node = walker.node
+        while node.written and node.expanded and not node.terminal and node.children:
+            node = self._select(walker.tree, node)
+            node.virtual_visits += 1
+            walker.path.append(node)
+        return node
+
+    def _select(self, tree: Tree, parent: Node) -> Node:
+        parent_visits = parent.visits + parent.virtual_visits
+        children = tree.children(parent)
+        if self.config.unvisited_order == "random":
+            self._random.shuffle(children)
+        else:
+            children.sort(key=lambda child: -child.prior)
+        return max(children, key=lambda child: self._score(child, parent_visits, self.config.exploration))
+
+    def _back_up(self, walker: _Walker) -> None:
+        value = walker.node.reward or 0.0
+        for node in walker.path:
+            node.virtual_visits -= 1
+            node.visits += 1
+            node.value_sum += value
+        walker.tree.rollouts += 1
+        walker.tree.rollout_terminals.append(walker.node.id)
+
+    def _in_batches(self, work, requests: list[tuple[Tree, Node]]) -> None:
+        size = self.config.max_batch or len(requests) or 1
+        for start in range(0, len(requests), size):
+            work(requests[start : start + size])
+
+    def _expand(self, requests: list[tuple[Tree, Node]]) -> None:
+        for (tree, node), slots in zip(requests, self.policy.moves_and_priors(requests)):
+            for move, prior in slots:
+                tree.add_child(node, move, prior)
+            node.expanded = True
+            if not slots:
+                self._make_terminal(node, "no_legal_move")
+
+    def _write(self, requests: list[tuple[Tree, Node]]) -> None:
+        self.statistics.engine_calls += len({node.move for _, node in requests})
+        for (tree, node), step in zip(requests, self.policy.write(requests)):
+            node.content, node.token_ids, node.generated_tokens = step.content, step.token_ids, step.generated_tokens
+            self.statistics.nodes_written += 1
+            self.statistics.generated_tokens += step.generated_tokens
+            self._after_writing(tree, node, ended=step.ended)
+
+    def _after_writing(self, tree: Tree, node: Node, *, ended: bool) -> None:
+        """Decide whether a freshly written node ends the trace, or is followed by an automatic output."""
+        if node.move is Move.OUTPUT:
+            self._make_terminal(node, "output")
+        elif ended:
+            self._make_terminal(node, "end_of_sequence")
+        elif (output := self.policy.automatic_output(node)) is not None:
+            child = tree.add_child(node, Move.OUTPUT, 1.0)
+            child.content = output
+            node.expanded = True
+            self._make_terminal(child, "output")
+        elif node.depth >= self.config.max_depth:
+            self._make_terminal(node, "depth_limit")
+        elif tree.trace_tokens(node) >= self.config.max_trace_tokens:
+            self._make_terminal(node, "token_budget")
+
+    @staticmethod
+    def _make_terminal(node: Node, reason: str) -> None:
+        node.terminal, node.terminal_reason = True, reason
+
+    def _score_terminals(self, requests: list[tuple[Tree, Node]]) -> None:
+        for (tree, node), scored in zip(requests, self.scorer.score(requests)):
+            node.reward, node.correct, node.answer, node.process_reward = (
+                scored.value, scored.correct, scored.answer, scored.process_reward)

@@ -1,0 +1,189 @@
+"""Expansion policies: who proposes the next moves of a node (with priors) and who writes a step.
+
+- `PromptedPolicy` (phase 1): an instruct model writes each move's content from a prompt
+  written for that move; every legal move gets `candidates` child slots with equal priors.
+  A written step that states a `\\boxed{}` answer is followed by an automatic `<output>`.
+- `TokenGuidedPolicy` (phase 2 and inference): the policy's own probabilities of the legal
+  opening tokens after the trace are the priors, and the policy writes each step itself
+  until it closes it, so the trace is exactly what the model would generate.
+
+Both work in batches: one call serves every node of every tree that needs it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from rftt.engine.base import Engine
+from rftt.engine.types import Completion, SamplingParams
+from rftt.prompts import get_template
+from rftt.search.tree import Node, Tree
+from rftt.tokens import Move, legal_next_moves
+from rftt.verify.extract import extract_answer
+
+PHASE_ONE_MOVES = (Move.CLARIFY, Move.ANALYZE, Move.SUBQUESTION, Move.NEXT_STEP, Move.DIRECT_ANSWER)
+ANSWERING_MOVES = (Move.NEXT_STEP, Move.DIRECT_ANSWER)
+
+MOVE_INSTRUCTIONS: dict[Move, str] = {
+    Move.CLARIFY: "Restate the question below in your own words, in at most three sentences, saying exactly "
+                  "what is asked. Do not solve it.",
+    Move.ANALYZE: "In one or two sentences, say how to approach the rest of this problem. Do not calculate anything.",
+    Move.SUBQUESTION: "Ask the next smaller question that has to be answered to solve this problem. "
+                      "Write only that question.",
+    Move.NEXT_STEP: "Write only the next step of the solution: one short calculation and its result. If this step "
+                    "gives the final answer, end with: The answer is \\boxed{ANSWER}.",
+    Move.DIRECT_ANSWER: "Solve the rest of the problem step by step and end with: The answer is \\boxed{ANSWER}.",
+}
+
+
+@dataclass(frozen=True)
+class WrittenStep:
+    """A step's content as a policy wrote it. `ended`: the model ended the whole answer inside the step."""
+
+    content: str
+    token_ids: list[int] = field(default_factory=list)
+    generated_tokens: int = 0
+    ended: bool = False
+    truncated: bool = False
+
+
+class ExpansionPolicy(Protocol):
+    def moves_and_priors(self, requests: Sequence[tuple[Tree, Node]]) -> list[list[tuple[Move, float]]]:
+        """For each node, the child slots to create: (move, prior) pairs, legal after the node's move."""
+
+    def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
+        """The content of each (not yet written) node."""
+
+    def automatic_output(self, node: Node) -> str | None:
+        """Content of an `<output>` step to add right after a written node, or None."""
+
+
+def _by_move(requests: Sequence[tuple[Tree, Node]]) -> dict[Move, list[int]]:
+    groups: dict[Move, list[int]] = defaultdict(list)
+    for index, (_, node) in enumerate(requests):
+        assert node.move is not None
+        groups[node.move].append(index)
+    return groups
+
+
+@dataclass
+class PromptedPolicy:
+    """Phase 1: an instruct model prompted per move (the model of `engine`, its `tokenizer`'s chat template)."""
+
+    engine: Engine
+    tokenizer: Any
+    moves: tuple[Move, ...] = PHASE_ONE_MOVES
+    candidates: int = 2
+    direct_answer_candidates: int = 1
+    temperature: float = 0.7
+    max_tokens: dict[Move, int] = field(default_factory=lambda: {
+        Move.CLARIFY: 96, Move.ANALYZE: 96, Move.SUBQUESTION: 64, Move.NEXT_STEP: 128, Move.DIRECT_ANSWER: 256})
+    seed: int | None = None
+
+    def moves_and_priors(self, requests: Sequence[tuple[Tree, Node]]) -> list[list[tuple[Move, float]]]:
+        slots = []
+        for _, node in requests:
+            moves = [move for move in legal_next_moves(node.move) if move in self.moves]
+            copies = [(move, self.direct_answer_candidates if move is Move.DIRECT_ANSWER else self.candidates)
+                      for move in moves]
+            total = sum(count for _, count in copies)
+            slots.append([(move, 1.0 / total) for move, count in copies for _ in range(count)])
+        return slots
+
+    def prompt(self, tree: Tree, node: Node) -> str:
+        assert node.move is not None
+        earlier = tree.steps(tree.nodes[node.parent]) if node.parent is not None else []
+        steps = "\n".join(f"{number}. ({step.move.value}) {step.content.strip()}"
+                          for number, step in enumerate(earlier, start=1)) or "None"
+        message = f"{MOVE_INSTRUCTIONS[node.move]}\n\nQuestion: {tree.question}\n\nSteps so far:\n{steps}"
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
+        written: list[WrittenStep | None] = [None] * len(requests)
+        for move, indices in _by_move(requests).items():
+            params = SamplingParams(temperature=self.temperature, max_new_tokens=self.max_tokens[move], seed=self.seed)
+            results = self.engine.generate([self.prompt(*requests[index]) for index in indices], params)
+            for index, [completion] in zip(indices, results):
+                written[index] = WrittenStep(completion.text.strip(), [], len(completion.token_ids),
+                                             truncated=completion.finish_reason == "length")
+        return [step for step in written if step is not None]
+
+    def automatic_output(self, node: Node) -> str | None:
+        if node.move not in ANSWERING_MOVES or node.content is None:
+            return None
+        answer = extract_answer(node.content, last_number_fallback=False)
+        if answer is None and node.move is not Move.DIRECT_ANSWER:
+            return None
+        return f"\\boxed{{{answer}}}" if answer is not None else ""
+
+
+@dataclass
+class TokenGuidedPolicy:
+    """Phase 2 and inference: the policy ranks moves by its next-token probabilities and writes them itself."""
+
+    engine: Engine
+    tokenizer: Any
+    functional_tokens: Any
+    template: str = "functional"
+    temperature: float = 0.1
+    top_p: float = 0.95
+    max_children: int | None = None
+    max_tokens: dict[Move, int] = field(default_factory=lambda: {move: 256 for move in Move})
+    seed: int | None = None
+
+    def prefix_ids(self, tree: Tree, node: Node) -> list[int]:
+        """Token ids of the prompt and every step down to `node` (the exact sequence the policy continues)."""
+        prompt = get_template(self.template).render(tree.question, self.tokenizer)
+        ids = self.tokenizer.encode(prompt, add_special_tokens=False)
+        for step in tree.path(node):
+            ids.extend(step.token_ids)
+        return ids
+
+    def moves_and_priors(self, requests: Sequence[tuple[Tree, Node]]) -> list[list[tuple[Move, float]]]:
+        legal = [legal_next_moves(node.move) for _, node in requests]
+        union = sorted({move for moves in legal for move in moves}, key=list(Move).index)
+        candidates = [self.functional_tokens.opening_ids[move] for move in union]
+        logprobs = self.engine.next_token_logprobs([self.prefix_ids(*request) for request in requests], candidates)
+        slots = []
+        for moves, row in zip(legal, logprobs):
+            scores = {move: row[union.index(move)] for move in moves}
+            top = max(scores.values())
+            weights = {move: math.exp(score - top) if math.isfinite(score) else 0.0 for move, score in scores.items()}
+            total = sum(weights.values())
+            priors = {move: weight / total if total else 1.0 / len(moves) for move, weight in weights.items()}
+            ranked = sorted(moves, key=lambda move: -priors[move])[: self.max_children or len(moves)]
+            slots.append([(move, priors[move]) for move in ranked])
+        return slots
+
+    def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
+        written: list[WrittenStep | None] = [None] * len(requests)
+        closing = tuple(self.functional_tokens.closing_ids.values())
+        for move, indices in _by_move(requests).items():
+            params = SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_tokens[move],
+                                    stop_token_ids=closing, seed=self.seed)
+            opening = self.functional_tokens.opening_ids[move]
+            prompts = [self.prefix_ids(*requests[index]) + [opening] for index in indices]
+            for index, [completion] in zip(indices, self.engine.generate(prompts, params)):
+                written[index] = self._step(move, completion)
+        return [step for step in written if step is not None]
+
+    def _step(self, move: Move, completion: Completion) -> WrittenStep:
+        """The step as token ids. A step closed by any closing tag (or cut at the length limit) is closed with its
+        own closing tag; a step in which the model ended its answer keeps the end-of-sequence token, unclosed."""
+        opening = self.functional_tokens.opening_ids[move]
+        ended = completion.finish_reason == "stop" and completion.stop_reason not in self.functional_tokens.all_ids
+        content_ids = list(completion.token_ids[:-1] if completion.finish_reason == "stop" else completion.token_ids)
+        if ended:
+            token_ids = [opening, *completion.token_ids]
+        else:
+            token_ids = [opening, *content_ids, self.functional_tokens.closing_ids[move]]
+        content = self.tokenizer.decode(content_ids, skip_special_tokens=False)
+        return WrittenStep(content, token_ids, len(completion.token_ids), ended=ended,
+                           truncated=completion.finish_reason == "length")
+
+    def automatic_output(self, node: Node) -> str | None:
+        return None

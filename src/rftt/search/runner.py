@@ -1,0 +1,143 @@
+"""`rftt search`: dataset + model + budget -> a tree per problem and the SFT file, resumable after a kill.
+
+Problems are searched in groups; after each group its trees (one JSON line per problem,
+with the greedy baseline's answer) and then its training records are appended and
+flushed. On restart, problems whose tree line exists are skipped, a half-written last
+line is dropped, and training records of problems without a tree line are removed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from tqdm import tqdm
+
+from rftt.config import to_dict
+from rftt.data import DatasetSpec, Problem, load_problems
+from rftt.engine.factory import EngineConfig, build_engine
+from rftt.engine.types import SamplingParams
+from rftt.jsonl import append_records, read_records
+from rftt.models import DEFAULT_MODEL
+from rftt.prompts import get_template
+from rftt.search.export import ExportConfig, export_training_data
+from rftt.search.mcts import SearchConfig, TreeSearch
+from rftt.search.policies import PromptedPolicy, TokenGuidedPolicy
+from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
+from rftt.search.scoring import OutcomeScorer
+from rftt.search.tree import Tree
+from rftt.verify import check_many
+
+TREES_FILE = "trees.jsonl"
+SFT_FILE = "sft.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class SearchRunConfig:
+    model: str = DEFAULT_MODEL
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=100, seed=1))
+    policy: Literal["prompted", "token_guided"] = "prompted"
+    candidates: int = 2
+    temperature: float = 0.7
+    search: SearchConfig = field(default_factory=SearchConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    greedy_baseline: bool = True
+    greedy_max_tokens: int = 256
+    problems_per_group: int = 16
+    dtype: str = "auto"
+    output_dir: str = "runs/search"
+
+
+def greedy_solved(engine, tokenizer, problems: Sequence[Problem], max_tokens: int) -> list[bool]:
+    """Whether greedy decoding with the chat template answers each problem correctly."""
+    template = get_template("chat")
+    results = engine.generate([template.render(problem.question, tokenizer) for problem in problems],
+                              SamplingParams(max_new_tokens=max_tokens))
+    outcomes = check_many([samples[0].text for samples in results], [problem.answer for problem in problems],
+                          last_number_fallback=False)
+    return [outcome.correct for outcome in outcomes]
+
+
+def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
+    if config.policy == "prompted":
+        policy = PromptedPolicy(engine, tokenizer, candidates=config.candidates, temperature=config.temperature,
+                                seed=config.search.seed)
+    else:
+        from rftt.tokens import add_functional_tokens
+
+        tokens = add_functional_tokens(getattr(engine, "model", None), tokenizer)
+        policy = TokenGuidedPolicy(engine, tokenizer, tokens, temperature=config.temperature, seed=config.search.seed)
+    rewards = config.process_rewards
+    scorer = OutcomeScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight)
+    return TreeSearch(policy, scorer, config.search)
+
+
+def _resume(output: Path) -> set[str]:
+    """Problem ids already searched; training records of unfinished problems are dropped."""
+    trees = read_records(output / TREES_FILE, repair=True)
+    done = {record["tree"]["problem_id"] for record in trees}
+    sft_path = output / SFT_FILE
+    kept = [record for record in read_records(sft_path, repair=True) if record["problem_id"] in done]
+    if sft_path.exists():
+        sft_path.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept))
+    return done
+
+
+def summarise(output: Path) -> dict[str, Any]:
+    trees = read_records(output / TREES_FILE)
+    sft = read_records(output / SFT_FILE)
+    nodes = sum(record["nodes_written"] for record in trees)
+    seconds = sum(record["search_seconds"] for record in trees)
+    return {
+        "problems": len(trees),
+        "solved_by_greedy": sum(bool(record["greedy_correct"]) for record in trees),
+        "solved_by_search": sum(any(node["correct"] for node in record["tree"]["nodes"]) for record in trees),
+        "nodes": nodes,
+        "generated_tokens": sum(record["generated_tokens"] for record in trees),
+        "search_seconds": seconds,
+        "nodes_per_second": nodes / seconds if seconds else 0.0,
+        "correct_paths": sum(record["kind"] == "correct" for record in sft),
+        "reflection_paths": sum(record["kind"] == "reflection" for record in sft),
+    }
+
+
+def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Search every problem not yet searched in `config.output_dir`, export its data, return the summary."""
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    done = _resume(output)
+    problems = [problem for problem in load_problems(config.dataset) if problem.id not in done]
+    if problems:
+        engine, tokenizer = build_engine(config.engine, config.model, config.dtype)
+        search = _make_search(config, engine, tokenizer)
+        bar = tqdm(total=len(problems) + len(done), initial=len(done), desc="search", unit="problem",
+                   disable=not progress)
+        for start in range(0, len(problems), config.problems_per_group):
+            group = problems[start : start + config.problems_per_group]
+            baseline = (greedy_solved(engine, tokenizer, group, config.greedy_max_tokens) if config.greedy_baseline
+                        else [None] * len(group))
+            tokens_before, seconds_before = search.statistics.generated_tokens, search.statistics.seconds
+            trees = search.run(group)
+            share = ((search.statistics.generated_tokens - tokens_before) / len(group),
+                     (search.statistics.seconds - seconds_before) / len(group))
+            records = export_training_data(trees, engine, tokenizer, config.export)
+            append_records(output / TREES_FILE, [_tree_record(tree, correct, *share) for tree, correct in
+                                                 zip(trees, baseline)])
+            append_records(output / SFT_FILE, records)
+            bar.update(len(group))
+        bar.close()
+    summary = summarise(output)
+    (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _tree_record(tree: Tree, greedy_correct: bool | None, tokens: float, seconds: float) -> dict[str, Any]:
+    """One problem's line: the whole tree, the greedy baseline, and its share of the group's tokens and time."""
+    return {"tree": tree.to_json(), "greedy_correct": greedy_correct, "nodes_written": tree.written_nodes(),
+            "generated_tokens": tokens, "search_seconds": seconds}

@@ -1,0 +1,225 @@
+"""Tree search: selection, back-up and terminal values by hand; grammar; reflection splices; both policies."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+
+from rftt.data import Problem
+from rftt.engine import make_engine
+from rftt.search import (
+    OutcomeScorer,
+    PromptedPolicy,
+    SearchConfig,
+    SelfConsistencyScorer,
+    TokenGuidedPolicy,
+    Tree,
+    TreeSearch,
+    WrittenStep,
+    puct_score,
+    uct_score,
+)
+from rftt.search.export import ExportConfig, correct_paths, reflection_paths, reflection_splices
+from rftt.search.tree import Node
+from rftt.tokens import Move, add_functional_tokens, is_legal_trace
+
+# Each written step maps to the children it offers: (move, prior, content).
+SCRIPT = {
+    "": [(Move.NEXT_STEP, 0.7, "2 + 3 = 5"), (Move.ANALYZE, 0.3, "add them")],
+    "2 + 3 = 5": [(Move.OUTPUT, 1.0, "\\boxed{5}")],
+    "add them": [(Move.DIRECT_ANSWER, 1.0, "The answer is 6")],
+    "The answer is 6": [(Move.OUTPUT, 1.0, "\\boxed{6}")],
+}
+PROBLEM = Problem("p", "What is 2 + 3?", "5", "test")
+
+
+@dataclass
+class ScriptedPolicy:
+    """A deterministic policy that offers the children in SCRIPT; counts its calls."""
+
+    calls: int = 0
+
+    def moves_and_priors(self, requests):
+        return [[(move, prior) for move, prior, _ in SCRIPT.get(node.content, [])] for _, node in requests]
+
+    def write(self, requests):
+        self.calls += 1
+        written = []
+        for tree, node in requests:
+            parent = tree.nodes[node.parent]
+            move, _, content = SCRIPT[parent.content][parent.children.index(node.id)]
+            assert move is node.move
+            written.append(WrittenStep(content, generated_tokens=len(content.split())))
+        return written
+
+    def automatic_output(self, node):
+        return None
+
+
+def scripted_search(rollouts: int, **settings) -> Tree:
+    config = SearchConfig(rollouts=rollouts, parallel_rollouts=1, unvisited_order="prior", exploration=2.0, **settings)
+    [tree] = TreeSearch(ScriptedPolicy(), OutcomeScorer(), config).run([PROBLEM])
+    return tree
+
+
+def node_by_content(tree: Tree, content: str) -> Node:
+    return next(node for node in tree.nodes if node.content == content)
+
+
+def test_selection_backup_and_terminal_values_by_hand():
+    tree = scripted_search(rollouts=4)
+    right, wrong = node_by_content(tree, "2 + 3 = 5"), node_by_content(tree, "add them")
+    right_end, wrong_end = node_by_content(tree, "\\boxed{5}"), node_by_content(tree, "\\boxed{6}")
+    # Rollout 1 takes the higher prior (right, value 1); 2 the unvisited sibling (wrong, value 0);
+    # 3: UCT right 1 + 2*sqrt(ln 2 / 1) = 2.665 > wrong 0 + 1.665; 4: right 1 + 2*sqrt(ln 3 / 2) = 2.482
+    # > wrong 2*sqrt(ln 3) = 2.096.
+    assert (right_end.reward, right_end.correct, wrong_end.reward, wrong_end.correct) == (1.0, True, 0.0, False)
+    assert (tree.root.visits, tree.root.value_sum) == (4, 3.0)
+    assert (right.visits, right.value_sum, wrong.visits, wrong.value_sum) == (3, 3.0, 1, 0.0)
+    assert tree.rollout_terminals == [right_end.id, wrong_end.id, right_end.id, right_end.id]
+    assert all(node.virtual_visits == 0 for node in tree.nodes)
+    assert uct_score(right, 3, 2.0) == pytest.approx(1 + 2 * math.sqrt(math.log(3) / 3))
+    assert uct_score(wrong, 3, 2.0) == pytest.approx(2 * math.sqrt(math.log(3) / 1))
+
+
+def test_puct_follows_the_prior_and_the_mean():
+    node = Node(id=1, move=Move.NEXT_STEP, parent=0, depth=1, prior=0.25, visits=3, value_sum=1.5)
+    assert puct_score(node, 16, 2.0) == pytest.approx(0.5 + 2.0 * 0.25 * 4 / 4)
+    assert uct_score(Node(id=2, move=Move.ANALYZE, parent=0, depth=1), 5, 2.0) == math.inf
+
+
+def test_process_rewards_mix_into_terminal_values():
+    class HalfPRM:
+        def score_steps(self, items):
+            return [[0.5] * len(steps) for _, steps in items]
+
+    config = SearchConfig(rollouts=2, parallel_rollouts=1, unvisited_order="prior")
+    [tree] = TreeSearch(ScriptedPolicy(), OutcomeScorer(HalfPRM(), 0.6, 0.4), config).run([PROBLEM])
+    assert node_by_content(tree, "\\boxed{5}").reward == pytest.approx(0.6 * 1 + 0.4 * 0.5)
+    assert node_by_content(tree, "\\boxed{6}").reward == pytest.approx(0.4 * 0.5)
+
+
+def test_depth_limit_ends_a_rollout_with_value_zero():
+    tree = scripted_search(rollouts=2, max_depth=1)
+    first_steps = [node for node in tree.nodes if node.depth == 1]
+    assert all(node.terminal and node.terminal_reason == "depth_limit" and node.reward == 0 for node in first_steps)
+    assert tree.root.value_sum == 0
+
+
+def test_parallel_rollouts_spread_by_virtual_loss_and_batch_writes():
+    policy = ScriptedPolicy()
+    config = SearchConfig(rollouts=2, parallel_rollouts=2, unvisited_order="prior")
+    [tree] = TreeSearch(policy, OutcomeScorer(), config).run([PROBLEM])
+    assert {tree.nodes[terminal].content for terminal in tree.rollout_terminals} == {"\\boxed{5}", "\\boxed{6}"}
+    # Both first steps were written in the same call, then both second steps: 3 calls in all, not 4.
+    assert policy.calls == 3
+
+
+def test_self_consistency_values_reward_agreement_without_the_gold():
+    config = SearchConfig(rollouts=3, parallel_rollouts=1, unvisited_order="prior")
+    [tree] = TreeSearch(ScriptedPolicy(), SelfConsistencyScorer(), config).run([PROBLEM])
+    assert node_by_content(tree, "\\boxed{5}").reward == 1.0  # first answer: agrees with itself
+    assert node_by_content(tree, "\\boxed{6}").reward == pytest.approx(1 / 2)  # one earlier answer, different
+
+
+def test_tree_round_trips_through_json():
+    tree = scripted_search(rollouts=3)
+    assert Tree.from_json(tree.to_json()) == tree
+
+
+def handmade_tree() -> Tree:
+    """root -> clarify -> next_step(wrong) -> output 6 ; clarify -> next_step(right) -> output 5."""
+    tree = Tree("q", "What is 2 + 3?", "5")
+
+    def add(parent, move, content, **fields):
+        node = tree.add_child(parent, move, 1.0)
+        node.content = content
+        for key, value in fields.items():
+            setattr(node, key, value)
+        return node
+
+    clarify = add(tree.root, Move.CLARIFY, "We add 2 and 3.", visits=2, value_sum=1.0)
+    wrong = add(clarify, Move.NEXT_STEP, "2 + 3 = 6", visits=1)
+    add(wrong, Move.OUTPUT, "\\boxed{6}", terminal=True, terminal_reason="output", reward=0.0, correct=False, visits=1)
+    right = add(clarify, Move.NEXT_STEP, "2 + 3 = 5", visits=1, value_sum=1.0)
+    add(right, Move.OUTPUT, "\\boxed{5}", terminal=True, terminal_reason="output", reward=1.0, correct=True,
+        visits=1, value_sum=1.0)
+    return tree
+
+
+def test_reflection_splice_is_wrong_steps_verify_refine_correct_steps_output(tiny_model, tiny_tokenizer):
+    tree = handmade_tree()
+    [splice] = reflection_splices(tree, limit=5)
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=tiny_tokenizer)
+    tiny_tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    [record] = reflection_paths([splice], engine, tiny_tokenizer, ExportConfig(verify_max_tokens=6))
+    moves = [step["move"] for step in record["steps"]]
+    contents = [step["content"] for step in record["steps"]]
+    assert moves == ["clarify", "next_step", "verify", "refine", "next_step", "output"]
+    assert contents[:2] == ["We add 2 and 3.", "2 + 3 = 6"] and contents[4:] == ["2 + 3 = 5", "\\boxed{5}"]
+    assert contents[3] == ExportConfig().refine_text
+    assert [step["value"] for step in record["steps"]] == [0.5, 0.0, None, None, 1.0, 1.0]
+    assert record["kind"] == "reflection" and record["text"].startswith("<clarify>We add 2 and 3.</clarify>")
+    [path] = correct_paths(tree, limit=5)
+    assert [step["move"] for step in path["steps"]] == ["clarify", "next_step", "output"]
+
+
+def test_illegal_splices_are_skipped():
+    tree = handmade_tree()
+    analysis = tree.add_child(tree.root, Move.ANALYZE, 1.0)
+    analysis.content = "just guess"
+    guess = tree.add_child(analysis, Move.OUTPUT, 1.0)
+    guess.content, guess.terminal, guess.terminal_reason, guess.reward, guess.correct = "7", True, "output", 0.0, False
+    # analyze -> verify is illegal, so the wrong branch through <analyze> yields no splice.
+    splices = reflection_splices(tree, limit=5)
+    assert [[node.content for node in splice.wrong] for splice in splices] == [["2 + 3 = 6"]]
+
+
+@pytest.fixture
+def chat_tokenizer(tiny_tokenizer):
+    tiny_tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}")
+    return tiny_tokenizer
+
+
+PROBLEMS = [Problem(f"p{index}", f"What is {index} + {index}?", str(2 * index), "test") for index in range(3)]
+
+
+def assert_legal_trees(trees: list[Tree]) -> None:
+    for tree in trees:
+        for node in tree.nodes[1:]:
+            assert is_legal_trace([step.move for step in tree.path(node)]), [s.move for s in tree.path(node)]
+
+
+def test_prompted_policy_end_to_end_on_a_tiny_model(tiny_model, chat_tokenizer):
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=chat_tokenizer)
+    policy = PromptedPolicy(engine, chat_tokenizer, candidates=2, seed=0,
+                            max_tokens={move: 8 for move in Move})
+    search = TreeSearch(policy, OutcomeScorer(), SearchConfig(rollouts=4, max_depth=4, seed=0))
+    trees = search.run(PROBLEMS)
+    assert [tree.rollouts for tree in trees] == [4, 4, 4]
+    assert_legal_trees(trees)
+    assert search.statistics.nodes_written > 0 and search.statistics.generated_tokens > 0
+    allowed = {None, Move.CLARIFY, Move.ANALYZE, Move.SUBQUESTION, Move.NEXT_STEP, Move.DIRECT_ANSWER, Move.OUTPUT}
+    assert {node.move for tree in trees for node in tree.nodes} <= allowed
+
+
+def test_token_guided_policy_end_to_end_on_a_tiny_model(tiny_model, chat_tokenizer):
+    tokens = add_functional_tokens(tiny_model, chat_tokenizer)
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=chat_tokenizer)
+    policy = TokenGuidedPolicy(engine, chat_tokenizer, tokens, temperature=1.0, seed=0,
+                               max_tokens={move: 6 for move in Move})
+    search = TreeSearch(policy, OutcomeScorer(), SearchConfig(rollouts=3, max_depth=5, selection="puct",
+                                                              unvisited_order="prior"))
+    trees = search.run(PROBLEMS)
+    assert_legal_trees(trees)
+    for tree in trees:
+        for node in tree.nodes[1:]:
+            if node.content is not None:
+                assert node.token_ids[0] == tokens.opening_ids[node.move]
+                assert node.token_ids[-1] in (tokens.closing_ids[node.move], chat_tokenizer.eos_token_id)
+        priors = [child.prior for child in tree.children(tree.root)]
+        assert sum(priors) == pytest.approx(1.0) and len(set(priors)) > 1

@@ -1,0 +1,161 @@
+"""`rftt search` end to end (and killed and resumed), the tree viewer, tree evaluation, process reward models."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import torch
+
+from conftest import build_tiny_model, build_tiny_tokenizer
+from rftt.config import load_config
+from rftt.evaluate import EvalConfig, evaluate
+from rftt.jsonl import read_records
+from rftt.search.process_rewards import HFProcessRewardModel, HTTPProcessRewardModel
+from rftt.search.runner import SFT_FILE, TREES_FILE, SearchRunConfig, run_search
+from rftt.search.tree import Tree
+from rftt.search.viewer import render_tree_page, write_tree_page
+
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-chat-checkpoint")
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    build_tiny_model(len(tokenizer), seed=5).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_problems(path, count: int) -> str:
+    rows = [{"question": f"What is {index} + 1?", "answer": str(index + 1), "key": f"p{index}"} for index in range(count)]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    return str(path)
+
+
+SMALL_SEARCH = ["search.rollouts=3", "search.max_depth=4", "greedy_max_tokens=8", "export.verify_max_tokens=4"]
+
+
+def search_config(checkpoint, data: str, output, *overrides: str) -> SearchRunConfig:
+    base = {"model": str(checkpoint), "output_dir": str(output), "problems_per_group": 2,
+            "dataset": {"name": "json", "path": data, "fields": {"id": "key"}}}
+    return load_config(SearchRunConfig, overrides=[*SMALL_SEARCH, *overrides], base=base)
+
+
+def test_search_run_writes_trees_training_data_and_a_summary(tmp_path, checkpoint):
+    config = search_config(checkpoint, write_problems(tmp_path / "data.jsonl", 3), tmp_path / "run")
+    summary = run_search(config, progress=False)
+    trees = read_records(tmp_path / "run" / TREES_FILE)
+    assert [record["tree"]["problem_id"] for record in trees] == ["p0", "p1", "p2"]
+    assert all(Tree.from_json(record["tree"]).rollouts == 3 for record in trees)
+    assert summary["problems"] == 3 and summary["nodes"] > 0 and summary["nodes_per_second"] > 0
+    assert 0 <= summary["solved_by_search"] <= 3 and 0 <= summary["solved_by_greedy"] <= 3
+    for record in read_records(tmp_path / "run" / SFT_FILE):
+        assert record["kind"] in ("correct", "reflection") and record["text"].endswith("</output>")
+
+
+def test_killed_search_resumes_without_redoing_or_losing_a_tree(tmp_path, checkpoint):
+    data = write_problems(tmp_path / "data.jsonl", 12)
+    output = tmp_path / "killed"
+    command = [sys.executable, "-m", "rftt.cli", "search", "json", "--path", data, "--model", str(checkpoint),
+               "--output-dir", str(output), "--rollouts", "3", "--set", "dataset.fields={id: key}",
+               "--set", "problems_per_group=1", "--set", "search.max_depth=4", "--set", "greedy_max_tokens=8"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    trees_file = output / TREES_FILE
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        if trees_file.exists() and len(trees_file.read_text().splitlines()) >= 3:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    kept = {record["tree"]["problem_id"]: record for record in read_records(trees_file)}
+    assert 3 <= len(kept) < 12
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    trees = read_records(trees_file)
+    ids = [record["tree"]["problem_id"] for record in trees]
+    assert sorted(ids, key=lambda key: int(key[1:])) == [f"p{index}" for index in range(12)]
+    for problem_id, record in kept.items():
+        assert trees[ids.index(problem_id)] == record
+    sft_ids = [record["id"] for record in read_records(output / SFT_FILE)]
+    assert len(sft_ids) == len(set(sft_ids))
+    assert "solved_by_search" in resumed.stdout
+
+
+def test_viewer_page_holds_the_tree(tmp_path, checkpoint):
+    config = search_config(checkpoint, write_problems(tmp_path / "data.jsonl", 1), tmp_path / "run")
+    run_search(config, progress=False)
+    page = write_tree_page(tmp_path / "run", "p0")
+    html = page.read_text()
+    tree = Tree.from_json(read_records(tmp_path / "run" / TREES_FILE)[0]["tree"])
+    assert html.startswith("<!DOCTYPE html>") and "What is 0 + 1?" in html
+    assert json.dumps(tree.to_json()).replace("</", "<\\/") in html
+    assert "http://" not in html and "https://" not in html
+    hostile = Tree("x", "</script><script>alert(1)</script>", "1")
+    assert "</script><script>alert(1)" not in render_tree_page(hostile)
+
+
+def test_tree_evaluation_reports_accuracy_by_rollouts(tmp_path, checkpoint):
+    base = {"model": str(checkpoint), "method": "tree", "template": "functional", "max_new_tokens": 5,
+            "tree_rollouts": [1, 2], "output_dir": str(tmp_path / "tree-eval"), "search": {"max_depth": 4},
+            "dataset": {"name": "json", "path": write_problems(tmp_path / "data.jsonl", 3), "fields": {"id": "key"}}}
+    summary = evaluate(load_config(EvalConfig, base=base), progress=False)
+    assert set(summary["accuracy_by_rollouts"]) == {"1", "2"}
+    records = read_records(tmp_path / "tree-eval" / "problems.jsonl")
+    assert all(len(record["completions"]) == 2 and set(record["by_rollouts"]) == {"1", "2"} for record in records)
+
+
+def test_hf_process_reward_model_places_one_score_per_step():
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(len(tokenizer), seed=2).eval()
+    prm = HFProcessRewardModel(model, tokenizer, step_tag="\n", good_token="+", bad_token="-")
+    ids, positions = prm.encode("What is 1 + 1?", ["1 + 1 = 2", "the answer is 2"])
+    assert [ids[position] for position in positions] == [prm.tag_id, prm.tag_id]
+    [scores] = prm.score_steps([("What is 1 + 1?", ["1 + 1 = 2", "the answer is 2"])])
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    expected = torch.softmax(logits[positions][:, prm.label_ids], dim=-1)[:, 0]
+    torch.testing.assert_close(torch.tensor(scores), expected)
+    batch = prm.score_steps([("q", ["a"]), ("What is 1 + 1?", ["1 + 1 = 2", "the answer is 2"])])
+    assert len(batch[0]) == 1 and batch[1] == pytest.approx(scores, abs=1e-5)
+
+
+def test_process_rewards_over_http_from_rftt_serve_prm(checkpoint):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "rftt.cli", "serve", "--prm", str(checkpoint), "--port", str(port),
+                               "--prm-step-tag", " step", "--prm-good-token", " answer", "--prm-bad-token", " is"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        items = [("What is 1 + 1?", ["1 + 1 = 2", "the answer is 2"])]
+        remote = HTTPProcessRewardModel(url).score_steps(items)
+        from rftt.models import load_model
+
+        model, tokenizer = load_model(str(checkpoint))
+        local = HFProcessRewardModel(model.eval(), tokenizer, " step", " answer", " is").score_steps(items)
+        assert remote[0] == pytest.approx(local[0], abs=1e-5)
+        assert httpx.post(f"{url}/v1/completions", json={"prompt": "hi"}).status_code == 404
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
