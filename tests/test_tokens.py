@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from conftest import build_tiny_model
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from conftest import build_tiny_model
 from rftt.tokens import (
     FUNCTIONAL_TOKENS_FILE,
     LEGAL_NEXT_MOVES,

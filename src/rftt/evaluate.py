@@ -29,8 +29,8 @@ from rftt.search.policies import TokenGuidedPolicy
 from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
 from rftt.search.scoring import ANSWERED_REASONS, SelfConsistencyScorer
 from rftt.search.tree import Tree
-from rftt.tokens import Move, add_functional_tokens, render_steps
 from rftt.stats import wilson_interval
+from rftt.tokens import Move, add_functional_tokens, render_steps
 from rftt.verify import check_many
 from rftt.voting import majority_vote, weighted_vote
 

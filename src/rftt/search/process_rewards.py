@@ -17,8 +17,8 @@ import httpx
 import torch
 
 from rftt.engine.types import EngineError
-from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
 from rftt.search.tree import Node, Tree
+from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
 
 PROCESS_REWARDS_PATH = "/v1/process_rewards"
 MATH_SHEPHERD_STEP_TAG = " ки"
