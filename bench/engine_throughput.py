@@ -18,12 +18,13 @@ import time
 
 import httpx
 import torch
-from common import peak_memory_mib, write_results
 
 from rftt.data import load_problems
 from rftt.engine import SamplingParams, make_engine
 from rftt.models import DEFAULT_MODEL, load_model
 from rftt.prompts import get_template
+
+from common import peak_memory_mib, write_results
 
 NEW_TOKENS = 128
 

@@ -17,10 +17,10 @@ import os
 import time
 from pathlib import Path
 
-from common import peak_memory_mib, write_results
-
 from rftt.data import load_problems
 from rftt.verify import VerifierPool
+
+from common import peak_memory_mib, write_results
 
 
 def raw_field(path: Path, field: str) -> list[str]:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
 from rftt.config import ConfigError, load_config
 from rftt.data import DatasetSpec, Problem
@@ -15,6 +14,8 @@ from rftt.engine import make_engine
 from rftt.evaluate import PROBLEMS_FILE, SUMMARY_FILE, EvalConfig, evaluate
 from rftt.prompts import TemplateError, get_template
 from rftt.voting import answer_key, majority_vote
+
+from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,13 @@ import sys
 
 import pytest
 import torch
-from conftest import build_tiny_tokenizer, write_tiny_gguf
 from transformers import AutoModelForCausalLM
 
 import rftt.models as models
 from rftt.models import CONVERSION_RECORD_FILE, EmbeddedModel, ModelLoadError, load_model
 from rftt.tokens import FunctionalTokenError, Move, add_functional_tokens, save_functional_tokens
+
+from conftest import build_tiny_tokenizer, write_tiny_gguf
 
 EMBEDDED_NAME = "tiny-embedded"
 

@@ -8,13 +8,25 @@ import pytest
 
 from rftt.config import load_config
 from rftt.evaluate import EvalConfig
+from rftt.search.runner import SearchRunConfig
+from rftt.train.rl import RLConfig
+from rftt.train.sft import SFTConfig
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-CONFIG_BY_PREFIX = {"eval_": EvalConfig}
+CONFIG_BY_PREFIX = {"eval_": EvalConfig, "search_": SearchRunConfig, "sft_": SFTConfig, "rftt_": RLConfig,
+                    "reft_": RLConfig, "grpo_": RLConfig}
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda path: path.name)
 def test_recipe_loads(recipe):
     [config_class] = [cls for prefix, cls in CONFIG_BY_PREFIX.items() if recipe.name.startswith(prefix)]
     config = load_config(config_class, recipe)
-    config.sampling_params()
+    assert config.output_dir.startswith("runs/")
+
+
+@pytest.mark.parametrize("recipe", sorted((RECIPES / "accelerate").glob("*.yaml")), ids=lambda path: path.name)
+def test_accelerate_configs_parse(recipe):
+    import yaml
+
+    settings = yaml.safe_load(recipe.read_text())
+    assert settings["distributed_type"] in ("MULTI_GPU", "DEEPSPEED", "FSDP") and settings["num_processes"] >= 1

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from rftt.data import Problem
-from rftt.engine import make_engine
+from rftt.engine import SamplingParams, make_engine
 from rftt.search import (
     OutcomeScorer,
     PromptedPolicy,
@@ -40,6 +40,9 @@ class ScriptedPolicy:
     """A deterministic policy that offers the children in SCRIPT; counts its calls."""
 
     calls: int = 0
+
+    def params(self, move):
+        return SamplingParams(max_new_tokens=8)
 
     def moves_and_priors(self, requests):
         return [[(move, prior) for move, prior, _ in SCRIPT.get(node.content, [])] for _, node in requests]
@@ -223,3 +226,31 @@ def test_token_guided_policy_end_to_end_on_a_tiny_model(tiny_model, chat_tokeniz
                 assert node.token_ids[-1] in (tokens.closing_ids[node.move], chat_tokenizer.eos_token_id)
         priors = [child.prior for child in tree.children(tree.root)]
         assert sum(priors) == pytest.approx(1.0) and len(set(priors)) > 1
+
+
+def test_steps_with_different_length_limits_share_one_engine_call(tiny_model, tiny_tokenizer):
+    from rftt.search.policies import generate_steps
+
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=tiny_tokenizer)
+    calls = []
+    original = engine.generate
+    engine.generate = lambda prompts, params: calls.append(params) or original(prompts, params)
+    limits = [3, 9, 5]
+    params = [SamplingParams(max_new_tokens=limit, ignore_eos=True) for limit in limits]
+    completions = generate_steps(engine, ["the answer is", "12 +", "verify the"], params, tiny_tokenizer)
+    assert [call.max_new_tokens for call in calls] == [9]
+    assert [len(completion.token_ids) for completion in completions] == limits
+    alone = original(["the answer is"], params[0])[0][0]
+    assert completions[0].token_ids == alone.token_ids and completions[0].text == alone.text
+
+
+def test_identical_prompts_are_one_prompt_sampled_n_times(tiny_model, tiny_tokenizer):
+    from rftt.search.policies import generate_steps
+
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=tiny_tokenizer)
+    calls = []
+    original = engine.generate
+    engine.generate = lambda prompts, params: calls.append((len(prompts), params.n)) or original(prompts, params)
+    params = [SamplingParams(temperature=1.0, max_new_tokens=4, seed=0)] * 3
+    completions = generate_steps(engine, ["same prompt", "same prompt", "other"], params, tiny_tokenizer)
+    assert sorted(calls) == [(1, 1), (1, 2)] and len(completions) == 3

@@ -11,7 +11,6 @@ import time
 import httpx
 import pytest
 import torch
-from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
 from rftt.config import load_config
 from rftt.evaluate import EvalConfig, evaluate
@@ -20,6 +19,8 @@ from rftt.search.process_rewards import HFProcessRewardModel, HTTPProcessRewardM
 from rftt.search.runner import SFT_FILE, TREES_FILE, SearchRunConfig, run_search
 from rftt.search.tree import Tree
 from rftt.search.viewer import render_tree_page, write_tree_page
+
+from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
 CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}assistant: {% endif %}")

@@ -13,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import httpx
 import pytest
 import torch
-from conftest import build_tiny_model, build_tiny_tokenizer
 
 from rftt.engine import EngineError, SamplingParams, make_engine
+
+from conftest import build_tiny_model, build_tiny_tokenizer
 
 API_KEY = "test-key"
 PROMPTS = [f"the answer is {number} and" for number in range(16)]

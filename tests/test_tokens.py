@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import build_tiny_model
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from rftt.tokens import (
@@ -28,6 +27,8 @@ from rftt.tokens import (
     save_functional_tokens,
 )
 from rftt.tokens.vocabulary import closing_init_text, opening_init_text
+
+from conftest import build_tiny_model
 
 ALL_TAGS = [tag for move in Move for tag in (move.opening_tag, move.closing_tag)]
 

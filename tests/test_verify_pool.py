@@ -43,13 +43,13 @@ def test_the_pool_keeps_answering_beside_and_after_a_timeout(warm_pool):
 def test_a_worker_killed_mid_comparison_gives_an_error_and_is_replaced():
     with VerifierPool(workers=1, timeout=30.0) as pool:
         pool.check_many(["1"], ["1"])
-        victim = pool._workers[0].process
+        victim = pool.pool.processes[0]
         killer = threading.Timer(0.5, victim.kill)
         killer.start()
         [outcome] = pool.check_many([PATHOLOGICAL], ["3"])
         killer.join()
         assert outcome.reason == "error" and outcome.extracted is not None
-        assert pool._workers[0].process is not victim
+        assert pool.pool.processes[0] is not victim
         assert pool.check_many([r"\boxed{4}"], ["4"])[0].correct
 
 
@@ -86,7 +86,7 @@ def test_a_busy_worker_exits_when_its_parent_is_killed():
         "from rftt.verify import VerifierPool\n"
         "pool = VerifierPool(workers=1, timeout=600)\n"
         "pool.check_many(['1'], ['1'])\n"
-        "print(pool._workers[0].process.pid, flush=True)\n"
+        "print(pool.pool.processes[0].pid, flush=True)\n"
         f"pool.check_many([{PATHOLOGICAL!r}], ['3'])\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)

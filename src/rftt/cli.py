@@ -18,8 +18,8 @@ from rftt.data import DatasetSpec, dataset_names, load_problems
 from rftt.errors import RfttError
 from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
 
-DATASET_FLAGS = {"dataset": "dataset.name", "path": "dataset.path", "split": "dataset.split",
-                 "limit": "dataset.limit", "size": "dataset.size", "seed": "dataset.seed"}
+DATASET_FLAGS = {"dataset": "name", "path": "path", "split": "split", "limit": "limit", "size": "size", "seed": "seed",
+                 "skip_bad": "skip_bad"}
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser, default: str | None = None, optional: bool = False) -> None:
@@ -33,29 +33,32 @@ def _dataset_arguments(parser: argparse.ArgumentParser, default: str | None = No
     parser.add_argument("--skip-bad", action="store_true", help="skip malformed rows (and report them)")
 
 
-def _job_arguments(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]]) -> None:
-    """Dataset arguments, `--config`, `--set`, and flags that each set one dotted config key."""
+def _job_arguments(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]],
+                   dataset_section: str = "dataset") -> None:
+    """Dataset arguments (into `dataset_section`), `--config`, `--set`, and flags that each set one config key."""
     _dataset_arguments(parser, optional=True)
     parser.add_argument("--config", help="YAML recipe (see recipes/)")
     for flag, (_, kind, help_text) in flags.items():
-        parser.add_argument(f"--{flag}", type=kind, help=help_text)
+        if kind is None:
+            parser.add_argument(f"--{flag}", action="store_true", help=help_text)
+        else:
+            parser.add_argument(f"--{flag}", type=kind, help=help_text)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config setting, dotted, for example --set engine.max_batch_rows=32")
-    parser.set_defaults(job_flags=flags)
+    parser.set_defaults(job_flags=flags, dataset_section=dataset_section)
 
 
 def _job_config(config_class: type, arguments: argparse.Namespace) -> Any:
     from rftt.config import load_config, set_dotted
 
     base: dict[str, Any] = {}
-    keys = {**DATASET_FLAGS, **{flag.replace("-", "_"): key for flag, (key, _, _) in arguments.job_flags.items()}}
+    keys = {attribute: f"{arguments.dataset_section}.{key}" for attribute, key in DATASET_FLAGS.items()}
+    keys.update({flag.replace("-", "_"): key for flag, (key, _, _) in arguments.job_flags.items()})
     for attribute, key in keys.items():
         value = getattr(arguments, attribute, None)
-        if value is not None:
+        if value not in (None, False):
             set_dotted(base, key, value)
-    if arguments.skip_bad:
-        set_dotted(base, "dataset.skip_bad", True)
-    return load_config(config_class, arguments.config, arguments.set, base=base)
+    return load_config(config_class, arguments.config, arguments.set, flags=base)
 
 
 def dataset_spec(arguments: argparse.Namespace) -> DatasetSpec:
@@ -143,6 +146,32 @@ def command_search(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_sft(arguments: argparse.Namespace) -> int:
+    """Supervised warm-up; writes a Hugging Face checkpoint to output_dir/final."""
+    from rftt.train.sft import SFTConfig, run_sft
+
+    if arguments.dataset:
+        arguments.set.insert(0, "data.source=dataset")
+    config = _job_config(SFTConfig, arguments)
+    summary = run_sft(config)
+    for key, value in summary.items():
+        print(f"{key:<24}{value:.4f}" if isinstance(value, float) else f"{key:<24}{value}")
+    print(f"checkpoint: {config.output_dir}/final")
+    return 0
+
+
+def command_rl(arguments: argparse.Namespace) -> int:
+    """Online RL (RFTT or ReFT, by recipe); metrics to metrics.jsonl, checkpoints, final model."""
+    from rftt.train.rl import RLConfig, run_rl
+
+    config = _job_config(RLConfig, arguments)
+    history = run_rl(config)
+    for metrics in history[-3:]:
+        print(json.dumps({key: metrics[key] for key in ("step", "reward", "accuracy", "kl", "step_seconds")}))
+    print(f"final model: {config.output_dir}/final")
+    return 0
+
+
 def command_view(arguments: argparse.Namespace) -> int:
     """Write the HTML page of one tree of a search run."""
     from rftt.search.viewer import write_tree_page
@@ -194,6 +223,26 @@ SEARCH_FLAGS = {
 }
 
 
+SFT_FLAGS = {
+    "model": ("model", str, "model name, folder or hub id"),
+    "data": ("data.path", str, "an `rftt search` sft.jsonl file (data.source=search)"),
+    "style": ("data.style", str, "functional, cot or program"),
+    "lora-rank": ("lora.rank", int, "train a LoRA adapter of this rank instead of all weights"),
+    "epochs": ("epochs", float, "passes over the data"),
+    "max-steps": ("max_steps", int, "stop after this many optimizer steps"),
+    "learning-rate": ("learning_rate", float, "peak learning rate"),
+    "output-dir": ("output_dir", str, "where checkpoints, logs and the final model go"),
+}
+
+
+RL_FLAGS = {
+    "model": ("model", str, "start checkpoint (usually the SFT warm-up's final folder)"),
+    "steps": ("steps", int, "RL steps"),
+    "output-dir": ("output_dir", str, "where metrics, checkpoints and the final model go"),
+    "resume": ("resume", None, "continue from the newest checkpoint in output_dir"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rftt", description="Reinforced fine-tuning for reasoning: RFTT and ReFT.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -223,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="tree search: trees and SFT data for a dataset, resumable")
     _job_arguments(search, SEARCH_FLAGS)
     search.set_defaults(run=command_search)
+
+    sft = commands.add_parser("sft", help="supervised warm-up (functional-token paths or gold solutions)")
+    _job_arguments(sft, {**SFT_FLAGS, "resume": ("resume", None, "continue from the last checkpoint in output_dir")},
+                   dataset_section="data.dataset")
+    sft.set_defaults(run=command_sft)
+
+    rl = commands.add_parser("rl", help="online RL: tree or sampled rollouts, REINFORCE++ / PPO-GAE / GRPO / RLOO")
+    _job_arguments(rl, RL_FLAGS)
+    rl.set_defaults(run=command_rl)
 
     view = commands.add_parser("view", help="write the HTML page of a search tree")
     view.add_argument("run", help="a search run folder (or its trees.jsonl)")

@@ -115,8 +115,9 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 
 def load_config(cls: type[Config], path: str | Path | None = None, overrides: Sequence[str] = (),
-                base: Mapping[str, Any] | None = None) -> Config:
-    """A config from defaults, then `base`, then a YAML file, then overrides (each later one wins)."""
+                base: Mapping[str, Any] | None = None, flags: Mapping[str, Any] | None = None) -> Config:
+    """A config from defaults, then `base`, then a YAML file, then command-line `flags`, then
+    `key=value` overrides (each later one wins)."""
     data: dict[str, Any] = _merge({}, dict(base or {}))
     where = "config"
     if path is not None:
@@ -128,6 +129,7 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: Se
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of settings, got {type(loaded).__name__}")
         data = _merge(data, loaded)
+    data = _merge(data, dict(flags or {}))
     for override in overrides:
         apply_override(data, override)
     return from_dict(cls, data, where)

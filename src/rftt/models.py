@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 CACHE_ENVIRONMENT_VARIABLE = "RFTT_CACHE"
 CONVERSION_RECORD_FILE = "rftt_conversion.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+RFTT_CONFIG_FILE = "rftt_config.json"
 _PARTIAL_PREFIX = ".partial-"
 
 
@@ -82,7 +84,10 @@ def load_model(
     path = resolve_checkpoint(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
+        if (Path(path) / ADAPTER_CONFIG_FILE).is_file():
+            model = _load_adapter_checkpoint(Path(path), tokenizer, _torch_dtype(dtype))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             f"could not load model {name_or_path!r}: it is not an embedded model "
@@ -95,6 +100,25 @@ def load_model(
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def _load_adapter_checkpoint(path: Path, tokenizer: PreTrainedTokenizerBase, dtype: str | torch.dtype) -> PreTrainedModel:
+    """A LoRA checkpoint merged into its base model. The base gets the functional tokens first, initialised
+    exactly as they were when training started, so the adapter's token rows land where they were trained."""
+    from peft import PeftModel
+
+    from rftt.tokens import initialise_embeddings
+    from rftt.tokens.vocabulary import fit_embedding_rows
+
+    record_path = path / RFTT_CONFIG_FILE
+    base_name = json.loads(record_path.read_text())["base_model"] if record_path.is_file() else json.loads(
+        (path / ADAPTER_CONFIG_FILE).read_text())["base_model_name_or_path"]
+    base = AutoModelForCausalLM.from_pretrained(resolve_checkpoint(base_name), dtype=dtype)
+    tokens = load_functional_tokens(path, tokenizer)
+    if tokens is not None:
+        fit_embedding_rows(base, len(tokenizer))
+        initialise_embeddings(base, tokenizer, tokens)
+    return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
 
 
 def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:

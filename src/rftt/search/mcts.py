@@ -46,7 +46,6 @@ class SearchStatistics:
 
     nodes_written: int = 0
     generated_tokens: int = 0
-    engine_calls: int = 0
     seconds: float = 0.0
 
     @property
@@ -78,39 +77,56 @@ class TreeSearch:
         self._score = SELECTION_RULES[config.selection]
 
     def run(self, problems: Sequence[Problem]) -> list[Tree]:
-        """One finished tree per problem, in order."""
+        """One finished tree per problem, in order. Up to `trees_at_once` trees are searched together; when
+        one has used its rollouts, the next problem's tree takes its place, so batches stay full."""
         trees = [Tree(problem.id, problem.question, problem.answer) for problem in problems]
-        started = time.perf_counter()
-        for start in range(0, len(trees), self.config.trees_at_once):
-            self._search_group(trees[start : start + self.config.trees_at_once])
-        self.statistics.seconds += time.perf_counter() - started
-        return trees
-
-    def _search_group(self, trees: list[Tree]) -> None:
+        waiting_trees = list(reversed(trees))
+        active: list[Tree] = []
         walkers: list[_Walker] = []
+        started = time.perf_counter()
         while True:
-            walkers.extend(self._new_walkers(trees, walkers))
+            active = [tree for tree in active if tree.rollouts < self.config.rollouts]
+            while waiting_trees and len(active) < self.config.trees_at_once:
+                active.append(waiting_trees.pop())
+            walkers.extend(self._new_walkers(active, walkers))
             if not walkers:
-                return
-            waiting_expansion: dict[tuple[int, int], tuple[Tree, Node]] = {}
-            waiting_writing: dict[tuple[int, int], tuple[Tree, Node]] = {}
-            waiting_score: dict[tuple[int, int], tuple[Tree, Node]] = {}
-            for walker in walkers:
-                node = self._descend(walker)
-                key = (id(walker.tree), node.id)
-                if not node.written:
-                    waiting_writing[key] = (walker.tree, node)
-                elif node.terminal and node.reward is None:
-                    waiting_score[key] = (walker.tree, node)
-                elif not node.terminal:
-                    waiting_expansion[key] = (walker.tree, node)
+                break
+            waiting = self._descend_all(walkers)
             finished = [walker for walker in walkers if walker.node.terminal and walker.node.reward is not None]
             for walker in finished:
                 self._back_up(walker)
             walkers = [walker for walker in walkers if walker not in finished]
-            self._in_batches(self._expand, list(waiting_expansion.values()))
-            self._in_batches(self._write, list(waiting_writing.values()))
-            self._in_batches(self._score_terminals, list(waiting_score.values()))
+            self._in_batches(self._write, self._with_unwritten_siblings(waiting["write"]))
+            self._in_batches(self._score_terminals, waiting["score"])
+        self.statistics.seconds += time.perf_counter() - started
+        return trees
+
+    def _descend_all(self, walkers: list[_Walker]) -> dict[str, list[tuple[Tree, Node]]]:
+        """Walk every rollout down as far as it goes, expanding nodes on the way (expansions are batched,
+        then the walkers go on), until each one waits for a node to be written or scored, or has ended."""
+        while True:
+            waiting: dict[str, dict[tuple[int, int], tuple[Tree, Node]]] = {"expand": {}, "write": {}, "score": {}}
+            for walker in walkers:
+                node = self._descend(walker)
+                kind = ("write" if not node.written else "score" if node.terminal and node.reward is None
+                        else None if node.terminal else "expand")
+                if kind:
+                    waiting[kind][(id(walker.tree), node.id)] = (walker.tree, node)
+            if not waiting["expand"]:
+                return {kind: list(requests.values()) for kind, requests in waiting.items()}
+            self._in_batches(self._expand, list(waiting["expand"].values()))
+
+    @staticmethod
+    def _with_unwritten_siblings(requests: list[tuple[Tree, Node]]) -> list[tuple[Tree, Node]]:
+        """Nodes to write, plus their unwritten siblings of the same move: candidates of one move are written
+        together (as the released search expands every candidate), sharing their prompt's prefill."""
+        chosen: dict[tuple[int, int], tuple[Tree, Node]] = {}
+        for tree, node in requests:
+            assert node.parent is not None
+            for sibling in tree.children(tree.nodes[node.parent]):
+                if sibling.move is node.move and not sibling.written:
+                    chosen.setdefault((id(tree), sibling.id), (tree, sibling))
+        return list(chosen.values())
 
     def _new_walkers(self, trees: list[Tree], walkers: list[_Walker]) -> list[_Walker]:
         """Start rollouts until each tree has `parallel_rollouts` in flight or its budget is used."""
@@ -164,7 +180,6 @@ class TreeSearch:
                 self._make_terminal(node, "no_legal_move")
 
     def _write(self, requests: list[tuple[Tree, Node]]) -> None:
-        self.statistics.engine_calls += len({node.move for _, node in requests})
         for (tree, node), step in zip(requests, self.policy.write(requests)):
             node.content, node.token_ids, node.generated_tokens = step.content, step.token_ids, step.generated_tokens
             self.statistics.nodes_written += 1

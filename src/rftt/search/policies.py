@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, Sequence
 
 from rftt.engine.base import Engine
-from rftt.engine.types import Completion, SamplingParams
+from rftt.engine.types import Completion, Prompt, SamplingParams
 from rftt.prompts import get_template
 from rftt.search.tree import Node, Tree
 from rftt.tokens import Move, legal_next_moves
@@ -51,6 +51,9 @@ class WrittenStep:
 
 
 class ExpansionPolicy(Protocol):
+    def params(self, move: Move) -> SamplingParams:
+        """How a step of `move` is sampled; steps with equal parameters are written in one engine call."""
+
     def moves_and_priors(self, requests: Sequence[tuple[Tree, Node]]) -> list[list[tuple[Move, float]]]:
         """For each node, the child slots to create: (move, prior) pairs, legal after the node's move."""
 
@@ -61,12 +64,43 @@ class ExpansionPolicy(Protocol):
         """Content of an `<output>` step to add right after a written node, or None."""
 
 
-def _by_move(requests: Sequence[tuple[Tree, Node]]) -> dict[Move, list[int]]:
-    groups: dict[Move, list[int]] = defaultdict(list)
-    for index, (_, node) in enumerate(requests):
-        assert node.move is not None
-        groups[node.move].append(index)
-    return groups
+def call_key(params: SamplingParams) -> SamplingParams:
+    """Steps whose sampling differs only in their length limit share one engine call."""
+    return replace(params, max_new_tokens=1)
+
+
+def generate_steps(engine: Engine, prompts: Sequence[Prompt], params: Sequence[SamplingParams],
+                   tokenizer: Any) -> list[Completion]:
+    """One completion per prompt, in as few engine calls as possible.
+
+    Identical prompts with identical sampling (sibling candidates of one move) become one
+    prompt sampled n times, so its prefill is done once. Steps whose sampling differs only
+    in the length limit share a call that runs to the longest limit; each completion is
+    then cut back to its own limit (a batch waits for its longest row anyway).
+    """
+    copies: dict[tuple[SamplingParams, str | tuple[int, ...]], list[int]] = defaultdict(list)
+    for index, (prompt, step_params) in enumerate(zip(prompts, params)):
+        copies[(step_params, prompt if isinstance(prompt, str) else tuple(prompt))].append(index)
+    calls: dict[tuple[SamplingParams, int], list[list[int]]] = defaultdict(list)
+    for (step_params, _), indices in copies.items():
+        calls[(call_key(step_params), len(indices))].append(indices)
+    results: list[Completion | None] = [None] * len(prompts)
+    for (key, samples), groups in calls.items():
+        longest = max(params[indices[0]].max_new_tokens for indices in groups)
+        outputs = engine.generate([prompts[indices[0]] for indices in groups],
+                                  replace(key, n=samples, max_new_tokens=longest))
+        for indices, completions in zip(groups, outputs):
+            for index, completion in zip(indices, completions):
+                results[index] = _cut(completion, params[index].max_new_tokens, tokenizer)
+    return [completion for completion in results if completion is not None]
+
+
+def _cut(completion: Completion, limit: int, tokenizer: Any) -> Completion:
+    if len(completion.token_ids) <= limit:
+        return completion
+    token_ids = completion.token_ids[:limit]
+    return Completion(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, completion.logprobs[:limit],
+                      "length", None, completion.prompt_tokens)
 
 
 @dataclass
@@ -102,15 +136,14 @@ class PromptedPolicy:
         return self.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
                                                   tokenize=False)
 
+    def params(self, move: Move) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, max_new_tokens=self.max_tokens[move], seed=self.seed)
+
     def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
-        written: list[WrittenStep | None] = [None] * len(requests)
-        for move, indices in _by_move(requests).items():
-            params = SamplingParams(temperature=self.temperature, max_new_tokens=self.max_tokens[move], seed=self.seed)
-            results = self.engine.generate([self.prompt(*requests[index]) for index in indices], params)
-            for index, [completion] in zip(indices, results):
-                written[index] = WrittenStep(completion.text.strip(), [], len(completion.token_ids),
-                                             truncated=completion.finish_reason == "length")
-        return [step for step in written if step is not None]
+        completions = generate_steps(self.engine, [self.prompt(*request) for request in requests],
+                                     [self.params(node.move) for _, node in requests], self.tokenizer)
+        return [WrittenStep(completion.text.strip(), [], len(completion.token_ids),
+                            truncated=completion.finish_reason == "length") for completion in completions]
 
     def automatic_output(self, node: Node) -> str | None:
         if node.move not in ANSWERING_MOVES or node.content is None:
@@ -159,17 +192,15 @@ class TokenGuidedPolicy:
             slots.append([(move, priors[move]) for move in ranked])
         return slots
 
+    def params(self, move: Move) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_tokens[move],
+                              stop_token_ids=tuple(self.functional_tokens.closing_ids.values()), seed=self.seed)
+
     def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
-        written: list[WrittenStep | None] = [None] * len(requests)
-        closing = tuple(self.functional_tokens.closing_ids.values())
-        for move, indices in _by_move(requests).items():
-            params = SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_tokens[move],
-                                    stop_token_ids=closing, seed=self.seed)
-            opening = self.functional_tokens.opening_ids[move]
-            prompts = [self.prefix_ids(*requests[index]) + [opening] for index in indices]
-            for index, [completion] in zip(indices, self.engine.generate(prompts, params)):
-                written[index] = self._step(move, completion)
-        return [step for step in written if step is not None]
+        prompts = [self.prefix_ids(tree, node) + [self.functional_tokens.opening_ids[node.move]] for tree, node in requests]
+        completions = generate_steps(self.engine, prompts, [self.params(node.move) for _, node in requests],
+                                     self.tokenizer)
+        return [self._step(node.move, completion) for (_, node), completion in zip(requests, completions)]
 
     def _step(self, move: Move, completion: Completion) -> WrittenStep:
         """The step as token ids. A step closed by any closing tag (or cut at the length limit) is closed with its

@@ -133,12 +133,12 @@ def add_functional_tokens(
         )
     tokens = FunctionalTokens.from_tokenizer(tokenizer, moves)
     if model is not None and new_tags:
-        _fit_embedding_rows(model, len(tokenizer))
+        fit_embedding_rows(model, len(tokenizer))
         initialise_embeddings(model, tokenizer, tokens, only_tags=set(new_tags))
     return tokens
 
 
-def _fit_embedding_rows(model: PreTrainedModel, vocabulary_size: int) -> None:
+def fit_embedding_rows(model: PreTrainedModel, vocabulary_size: int) -> None:
     """Grow the embedding matrices to `vocabulary_size` rows if the spare rows do not suffice."""
     if model.get_input_embeddings().num_embeddings < vocabulary_size:
         model.resize_token_embeddings(vocabulary_size, mean_resizing=False)

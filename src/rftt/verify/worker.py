@@ -9,34 +9,21 @@ the GIL, so no Python-level watchdog could stop it) is ended by the kernel.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import math
-import os
 import resource
-import signal
 import sys
 from multiprocessing.connection import Connection
 
 from rftt.verify.equivalence import answers_equal
+from rftt.workers import die_with_parent, serve_tasks
 
-READY = "ready"
-STOP = None
-_LINUX_SET_PARENT_DEATH_SIGNAL = 1
 _CPU_SLACK_SECONDS = 1
 
 
 def command(socket_fd: int, timeout: float) -> list[str]:
     """The command line that starts a worker on an inherited socket."""
     return [sys.executable, "-c", "from rftt.verify.worker import main; main()", str(socket_fd), str(timeout)]
-
-
-def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_LINUX_SET_PARENT_DEATH_SIGNAL, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def _limit_cpu_for_next_task(timeout: float) -> None:
@@ -47,30 +34,21 @@ def _limit_cpu_for_next_task(timeout: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (budget if hard == resource.RLIM_INFINITY else min(budget, hard), hard))
 
 
-def serve(connection: Connection, timeout: float) -> None:
-    """Receive (index, extracted, gold, tolerance) tasks; send back (index, equal), equal None on failure."""
+def compare(payload: tuple[str, str, float], timeout: float) -> bool | None:
+    """One comparison under a CPU-time limit; None when the comparison itself fails."""
+    extracted, gold, relative_tolerance = payload
+    _limit_cpu_for_next_task(timeout)
+    try:
+        return answers_equal(extracted, gold, relative_tolerance=relative_tolerance)
+    except Exception:  # math-verify and sympy raise many kinds of errors on odd input
+        return None
+
+
+def main() -> None:
+    die_with_parent()
     import math_verify  # noqa: F401  (imported before announcing readiness, so no task pays for it)
 
     # The pool bounds every comparison itself, so math-verify's "timeout is disabled" warning is noise.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    connection.send(READY)
-    while True:
-        try:
-            task = connection.recv()
-        except (EOFError, OSError):
-            return
-        if task is STOP:
-            return
-        index, extracted, gold, relative_tolerance = task
-        _limit_cpu_for_next_task(timeout)
-        try:
-            equal: bool | None = answers_equal(extracted, gold, relative_tolerance=relative_tolerance)
-        except Exception:  # math-verify and sympy raise many kinds of errors on odd input
-            equal = None
-        connection.send((index, equal))
-
-
-def main() -> None:
-    parent = os.getppid()
-    _die_with_parent(parent)
-    serve(Connection(int(sys.argv[1])), float(sys.argv[2]))
+    timeout = float(sys.argv[2])
+    serve_tasks(Connection(int(sys.argv[1])), lambda payload: compare(payload, timeout))

@@ -1,0 +1,1 @@
+"""Training stages: supervised warm-up (`sft`) and online RL (`rl`)."""

@@ -1,0 +1,367 @@
+"""`rftt rl`: one online RL loop for RFTT and ReFT.
+
+Each step, phase by phase: rollout (sampling or tree search) -> reward (verify, process
+rewards) -> log-probs (old policy, reference, critic) -> advantages (KL in the reward,
+then the chosen estimator) -> update (PPO epochs over mini-batches) -> sync (the hf engine
+shares the policy's weights) -> metrics -> checkpoint. RFTT and ReFT differ only in
+configuration (see recipes/rftt_*.yaml, reft_*.yaml, grpo_*.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import torch
+from accelerate import Accelerator
+from transformers import get_scheduler
+
+from rftt.algos import POLICY_LOSSES, clipped_value_loss, compute_advantages, masked_mean
+from rftt.config import to_dict
+from rftt.data import DatasetSpec, Problem, load_problems
+from rftt.engine.hf import HFEngine
+from rftt.engine.types import SamplingParams
+from rftt.jsonl import read_records
+from rftt.models import DEFAULT_MODEL, load_model
+from rftt.prompts import get_template
+from rftt.rewards import RewardConfig, outcome_reward, token_rewards
+from rftt.tokens import FunctionalTokenError, FunctionalTokens
+from rftt.train.rl_model import (
+    ReferenceModel,
+    ValueHead,
+    build_sequences,
+    forward_in_chunks,
+    forward_responses,
+    hidden_size,
+)
+from rftt.train.rl_state import checkpoints, load_training_state, save_checkpoint, save_model_folder
+from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
+from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
+from rftt.verify import check_many
+
+LOG_FILE = "metrics.jsonl"
+PHASES = ("rollout", "reward", "logprobs", "advantages", "update", "sync", "evaluation", "checkpoint")
+
+
+@dataclass(frozen=True)
+class KLSettings:
+    coefficient: float = 0.01
+    estimator: Literal["k1", "k2", "k3"] = "k1"
+    placement: Literal["reward", "loss"] = "reward"
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """One RL run; `resume: true` continues from the newest checkpoint in `output_dir/checkpoints`."""
+
+    model: str = DEFAULT_MODEL
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
+    dev: DatasetSpec | None = None
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    advantage: Literal["reinforce_pp", "gae", "grpo", "rloo"] = "reinforce_pp"
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl: KLSettings = field(default_factory=KLSettings)
+    clip: float = 0.2
+    loss_aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
+    critic: Literal["none", "shared"] = "none"
+    value_loss_weight: float = 5.0
+    value_clip: float = 0.2
+    entropy_weight: float = 0.0
+    ppo_epochs: int = 1
+    prompts_per_step: int = 4
+    mini_batch_size: int = 16
+    micro_batch_size: int = 8
+    learning_rate: float = 1e-6
+    scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    steps: int = 20
+    lora: LoraSettings | None = None
+    seed: int = 0
+    eval_every: int = 0
+    eval_max_new_tokens: int = 256
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    output_dir: str = "runs/rl"
+    resume: bool = False
+
+
+class PhaseTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+def problems_for_step(problems: Sequence[Problem], step: int, count: int, seed: int) -> list[Problem]:
+    """The prompts of a step: consecutive slices of per-epoch shuffles, fixed by (seed, step)."""
+    chosen = []
+    for position in range(step * count, (step + 1) * count):
+        epoch, index = divmod(position, len(problems))
+        order = list(range(len(problems)))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        chosen.append(problems[order[index]])
+    return chosen
+
+
+def step_seed(seed: int, step: int) -> int:
+    return seed * 1_000_003 + step
+
+
+class RLTrainer:
+    """Holds the models, optimizer and data of a run; `fit()` is the loop."""
+
+    def __init__(self, config: RLConfig):
+        self.config = config
+        self.output = Path(config.output_dir)
+        self.output.mkdir(parents=True, exist_ok=True)
+        _check(config)
+        torch.manual_seed(config.seed)
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        model, self.tokenizer = load_model(config.model, dtype=torch.float32)
+        self.tokens = self._functional_tokens()
+        self.policy = apply_lora(model, config.lora, []) if config.lora else model
+        self.reference = ReferenceModel(self.policy, uses_lora=config.lora is not None)
+        self.value_head = ValueHead(hidden_size(model)) if config.critic == "shared" else None
+        parameters = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]
+        if self.value_head is not None:
+            parameters += list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=(0.9, 0.95))
+        self.trained_policy, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
+        self.trained_value_head = self.accelerator.prepare(self.value_head) if self.value_head is not None else None
+        local_samples = config.prompts_per_step // self.accelerator.num_processes * config.rollout.samples_per_prompt
+        updates = config.steps * config.ppo_epochs * math.ceil(local_samples / config.mini_batch_size)
+        self.scheduler = get_scheduler(config.scheduler, self.optimizer, int(config.warmup_ratio * updates), updates)
+        self.engine = HFEngine(self.policy, self.tokenizer)
+        self.problems = list(load_problems(config.dataset))
+        self.dev_problems = list(load_problems(config.dev)) if config.dev else []
+        self.start_step = 0
+        if config.resume and checkpoints(self.output / "checkpoints"):
+            latest = self.output / "checkpoints" / f"step-{checkpoints(self.output / 'checkpoints')[-1]}"
+            self.start_step = load_training_state(latest, self.policy, self.value_head, self.optimizer,
+                                                  self.scheduler) + 1
+            self._forget_metrics_after(self.start_step)
+
+    def _forget_metrics_after(self, step: int) -> None:
+        """Drop the logged metrics of steps that will run again after a resume."""
+        path = self.output / LOG_FILE
+        if self.accelerator.is_main_process and path.exists():
+            kept = [record for record in read_records(path) if record["step"] < step]
+            path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+
+    def _functional_tokens(self) -> FunctionalTokens | None:
+        try:
+            return FunctionalTokens.from_tokenizer(self.tokenizer)
+        except FunctionalTokenError:
+            if self.config.rollout.kind == "tree":
+                raise
+            return None
+
+    @property
+    def ranks(self) -> tuple[int, int]:
+        return self.accelerator.process_index, self.accelerator.num_processes
+
+    def local_problems(self, step: int) -> list[Problem]:
+        """This process's share of the step's prompts."""
+        rank, world = self.ranks
+        problems = problems_for_step(self.problems, step, self.config.prompts_per_step, self.config.seed)
+        share = len(problems) // world
+        return problems[rank * share : (rank + 1) * share]
+
+    def gather_rows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The same per-token tensor from every process, stacked (left-padded to the widest)."""
+        if self.ranks[1] == 1:
+            return tensor
+        padded = self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0, pad_first=True)
+        return self.accelerator.gather(padded)
+
+    def local_rows(self, tensor: torch.Tensor, rows: int, width: int) -> torch.Tensor:
+        rank = self.ranks[0]
+        return tensor[rank * rows : (rank + 1) * rows, -width:]
+
+    def rollout(self, problems: Sequence[Problem], step: int) -> TrajectoryBatch:
+        self.policy.eval()
+        seed = step_seed(self.config.seed, step)
+        if self.config.rollout.kind == "tree":
+            assert self.tokens is not None
+            return tree_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+        return sampling_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+
+    def rewards(self, batch: TrajectoryBatch, width: int) -> torch.Tensor:
+        outcomes = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
+        right_aligned = [[position + width - len(response) for position in ends]
+                         for ends, response in zip(batch.step_ends, batch.response_ids)]
+        rewards = token_rewards([width] * len(batch), outcomes, width, right_aligned, batch.step_scores,
+                                self.config.reward)
+        return rewards
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Run the remaining steps; returns the metrics of each."""
+        history = []
+        for step in range(self.start_step, self.config.steps):
+            history.append(self.train_step(step))
+        write_fingerprint(self.policy, self.output, self.ranks[0])
+        if self.accelerator.is_main_process:
+            save_model_folder(self.output / "final", self.policy, self.tokenizer, self.tokens, self.value_head,
+                              self._record())
+        return history
+
+    def _record(self) -> dict[str, Any]:
+        return {"stage": "rl", "base_model": self.config.model, "config": to_dict(self.config)}
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        config, timer = self.config, PhaseTimer()
+        with timer.phase("rollout"):
+            batch = self.rollout(self.local_problems(step), step)
+        with timer.phase("reward"):
+            sequences = build_sequences(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
+            rewards = self.rewards(batch, sequences.width) * sequences.response_mask
+        with timer.phase("logprobs"):
+            old = forward_in_chunks(self.policy, sequences, config.micro_batch_size, self.value_head)
+            with self.reference.active() as reference:
+                reference_logprobs = forward_in_chunks(reference, sequences, config.micro_batch_size).logprobs
+        with timer.phase("advantages"):
+            kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
+            shaped = rewards - config.kl.coefficient * kl if config.kl.placement == "reward" else rewards
+            advantages, returns = self.advantages(shaped, sequences.response_mask, old.values, batch.groups)
+        with timer.phase("update"):
+            update_metrics = self.update(sequences, old, reference_logprobs, advantages, returns, step)
+        with timer.phase("sync"):
+            pass  # the hf engine generates with the very model being trained
+        metrics = self._metrics(step, batch, rewards, kl, sequences, update_metrics)
+        if config.eval_every and self.dev_problems and (step + 1) % config.eval_every == 0:
+            with timer.phase("evaluation"):
+                metrics["dev_accuracy"] = self.evaluate(self.dev_problems)
+        saving = config.save_every and ((step + 1) % config.save_every == 0 or step + 1 == config.steps)
+        if saving and self.accelerator.is_main_process:
+            with timer.phase("checkpoint"):
+                save_checkpoint(self.output / "checkpoints", step, self.policy, self.tokenizer, self.tokens,
+                                self.value_head, self.optimizer, self.scheduler, self._record(),
+                                config.keep_checkpoints)
+        metrics["seconds"] = {phase: round(timer.seconds.get(phase, 0.0), 3) for phase in PHASES}
+        metrics["step_seconds"] = round(sum(timer.seconds.values()), 3)
+        if self.accelerator.is_main_process:
+            with (self.output / LOG_FILE).open("a") as file:
+                file.write(json.dumps(metrics) + "\n")
+        return metrics
+
+    def advantages(self, rewards: torch.Tensor, mask: torch.Tensor, values: torch.Tensor | None,
+                   groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advantages over the whole step's batch (all processes), returned for this process's rows."""
+        rank, world = self.ranks
+        rows, width = mask.shape
+        group_ids = torch.tensor(groups) + rank * self.config.prompts_per_step
+        everything = [self.gather_rows(tensor) for tensor in (rewards, mask, values if values is not None else mask)]
+        all_groups = self.accelerator.gather(group_ids) if world > 1 else group_ids
+        advantages, returns = compute_advantages(
+            self.config.advantage, everything[0], everything[1], gamma=self.config.gamma, lam=self.config.lam,
+            values=everything[2] if values is not None else None, group_ids=all_groups)
+        return self.local_rows(advantages, rows, width), self.local_rows(returns, rows, width)
+
+    def _kl(self, logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
+        from rftt.algos import KL_ESTIMATORS
+
+        return KL_ESTIMATORS[self.config.kl.estimator](logprobs, reference_logprobs)
+
+    def update(self, sequences, old, reference_logprobs, advantages, returns, step: int) -> dict[str, float]:
+        """PPO epochs over shuffled mini-batches, each accumulated over micro-batches."""
+        config = self.config
+        self.policy.train()
+        generator = torch.Generator().manual_seed(step_seed(config.seed, step))
+        totals: dict[str, list[float]] = {}
+        samples = sequences.input_ids.shape[0]
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(samples, generator=generator)
+            for start in range(0, samples, config.mini_batch_size):
+                mini = order[start : start + config.mini_batch_size]
+                self.optimizer.zero_grad(set_to_none=True)
+                for micro_start in range(0, len(mini), config.micro_batch_size):
+                    rows = mini[micro_start : micro_start + config.micro_batch_size]
+                    loss, stats = self._loss(sequences.rows(rows), old, reference_logprobs, advantages, returns, rows)
+                    self.accelerator.backward(loss * len(rows) / len(mini))
+                    for key, value in stats.items():
+                        totals.setdefault(key, []).append(value)
+                parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+                totals.setdefault("grad_norm", []).append(float(self.accelerator.clip_grad_norm_(
+                    parameters, config.max_grad_norm)))
+                self.optimizer.step()
+                self.scheduler.step()
+        return {key: sum(values) / len(values) for key, values in totals.items()}
+
+    def _loss(self, rows_batch, old, reference_logprobs, advantages, returns, rows) -> tuple[torch.Tensor, dict]:
+        config = self.config
+        mask = rows_batch.response_mask
+        current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True)
+        loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, old.logprobs[rows], advantages[rows], mask,
+                                                clip=config.clip, aggregation=config.loss_aggregation)
+        stats = {**stats, "policy_loss": float(loss), "entropy": float(current.entropy)}
+        if config.entropy_weight:
+            loss = loss - config.entropy_weight * current.entropy
+        if config.kl.placement == "loss":
+            kl_term = masked_mean(self._kl(current.logprobs, reference_logprobs[rows]), mask)
+            loss = loss + config.kl.coefficient * kl_term
+        if self.value_head is not None and current.values is not None:
+            value_loss, value_stats = clipped_value_loss(current.values, old.values[rows], returns[rows], mask,
+                                                         clip=config.value_clip)
+            loss = loss + config.value_loss_weight * value_loss
+            stats.update(value_stats, value_loss=float(value_loss))
+        return loss, stats
+
+    def _metrics(self, step, batch, rewards, kl, sequences, update_metrics) -> dict[str, Any]:
+        mask = sequences.response_mask
+        groups: dict[int, list[float]] = {}
+        for group, total in zip(batch.groups, rewards.sum(dim=1).tolist()):
+            groups.setdefault(group, []).append(total)
+        return {
+            "step": step, "reward": float(rewards.sum(dim=1).mean()),
+            "accuracy": sum(outcome.correct for outcome in batch.outcomes) / len(batch),
+            "answered": sum(outcome.extracted is not None for outcome in batch.outcomes) / len(batch),
+            "kl": float(masked_mean(kl, mask)), "response_length": float(mask.sum(dim=1).mean()),
+            "zero_variance_groups": sum(max(v) == min(v) for v in groups.values()) / len(groups),
+            "moves": dict(batch.move_counts()), "learning_rate": self.scheduler.get_last_lr()[0],
+            **update_metrics,
+        }
+
+    def evaluate(self, problems: Sequence[Problem]) -> float:
+        """Greedy accuracy on held-out problems with the rollout prompt template."""
+        self.policy.eval()
+        template = get_template(self.config.rollout.template)
+        prompts = [template.render(problem.question, self.tokenizer) for problem in problems]
+        results = self.engine.generate(prompts, SamplingParams(max_new_tokens=self.config.eval_max_new_tokens))
+        outcomes = check_many([samples[0].text for samples in results], [problem.answer for problem in problems],
+                              last_number_fallback=self.config.rollout.last_number_fallback)
+        return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)
+
+
+def _check(config: RLConfig) -> None:
+    """Settings that cannot work together, named before anything is loaded."""
+    from rftt.config import ConfigError
+
+    if config.advantage == "gae" and config.critic == "none":
+        raise ConfigError("config.advantage: gae needs a critic (set critic: shared)")
+    if config.advantage in ("grpo", "rloo") and config.rollout.samples_per_prompt < 2:
+        raise ConfigError(f"config.rollout.samples_per_prompt: {config.advantage} needs at least 2 samples per prompt")
+    if config.micro_batch_size > config.mini_batch_size:
+        raise ConfigError("config.micro_batch_size: must not exceed mini_batch_size")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.prompts_per_step % processes:
+        raise ConfigError(f"config.prompts_per_step: {config.prompts_per_step} prompts cannot be shared by {processes} "
+                          "processes")
+
+
+def run_rl(config: RLConfig) -> list[dict[str, Any]]:
+    """Train (or resume) and return the metrics of the steps run."""
+    return RLTrainer(config).fit()

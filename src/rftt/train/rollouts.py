@@ -1,0 +1,122 @@
+"""Rollouts: trajectories for RL, by plain sampling (ReFT, the "normal" baseline) or by tree search (RFTT).
+
+Both produce the same `TrajectoryBatch`: per sample its prompt and response token ids, the
+prompt it answers (`group`), the verified outcome, the positions of the tokens that close
+its steps, the process reward of each step, and its moves. A tree rollout is one
+root-to-leaf path of a token-guided search, as released (duplicates kept), ending with the
+end-of-sequence token after `<output>` so the policy learns to stop.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from rftt.data import Problem
+from rftt.engine.base import Engine
+from rftt.engine.types import SamplingParams
+from rftt.prompts import get_template
+from rftt.search.mcts import SearchConfig, TreeSearch
+from rftt.search.policies import TokenGuidedPolicy
+from rftt.search.process_rewards import tree_value_rewards
+from rftt.search.scoring import OutcomeScorer
+from rftt.tokens import FunctionalTokens, Move
+from rftt.verify import Outcome, check_many
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """How trajectories are made. `kind: sampling` draws `samples_per_prompt` completions per prompt;
+    `kind: tree` runs a token-guided search with that many rollouts per prompt."""
+
+    kind: Literal["sampling", "tree"] = "sampling"
+    samples_per_prompt: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    template: str = "chat"
+    step_max_tokens: int = 128
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior", parallel_rollouts=4))
+    last_number_fallback: bool = False
+
+
+@dataclass
+class TrajectoryBatch:
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    response_ids: list[list[int]] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+    step_ends: list[list[int]] = field(default_factory=list)
+    step_scores: list[list[float]] = field(default_factory=list)
+    moves: list[list[str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.response_ids)
+
+    def move_counts(self) -> Counter:
+        return Counter(move for moves in self.moves for move in moves)
+
+
+def _step_ends(response: Sequence[int], tokens: FunctionalTokens | None) -> tuple[list[int], list[str]]:
+    """Positions of the tokens that close steps, and the moves of those steps."""
+    if tokens is None:
+        return [], []
+    spans = tokens.step_spans(list(response))
+    return ([span.close_index for span in spans if span.close_index is not None],
+            [span.move.value for span in spans])
+
+
+def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], config: RolloutConfig,
+                      seed: int, tokens: FunctionalTokens | None) -> TrajectoryBatch:
+    """`samples_per_prompt` sampled completions per problem, verified against the gold answers."""
+    template = get_template(config.template)
+    prompts = [tokenizer.encode(template.render(problem.question, tokenizer), add_special_tokens=False)
+               for problem in problems]
+    params = SamplingParams(n=config.samples_per_prompt, temperature=config.temperature, top_p=config.top_p,
+                            max_new_tokens=config.max_new_tokens, seed=seed)
+    results = engine.generate(prompts, params)
+    batch = TrajectoryBatch()
+    texts, golds = [], []
+    for group, (problem, prompt, samples) in enumerate(zip(problems, prompts, results)):
+        for completion in samples:
+            ends, moves = _step_ends(completion.token_ids, tokens)
+            batch.prompt_ids.append(prompt)
+            batch.response_ids.append(list(completion.token_ids))
+            batch.groups.append(group)
+            batch.step_ends.append(ends)
+            batch.step_scores.append([])
+            batch.moves.append(moves)
+            texts.append(completion.text)
+            golds.append(problem.answer)
+    batch.outcomes = check_many(texts, golds, last_number_fallback=config.last_number_fallback)
+    return batch
+
+
+def tree_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], config: RolloutConfig, seed: int,
+                  tokens: FunctionalTokens) -> TrajectoryBatch:
+    """One trajectory per rollout of a token-guided search; step scores are the tree's node values."""
+    policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.temperature,
+                               top_p=config.top_p, seed=seed, max_tokens={move: config.step_max_tokens for move in Move})
+    search_config = SearchConfig(**{**config.search.__dict__, "rollouts": config.samples_per_prompt, "seed": seed})
+    trees = TreeSearch(policy, OutcomeScorer(last_number_fallback=config.last_number_fallback), search_config).run(
+        problems)
+    batch = TrajectoryBatch()
+    for group, tree in enumerate(trees):
+        prompt = policy.prefix_ids(tree, tree.root)
+        for terminal_id in tree.rollout_terminals:
+            terminal = tree.nodes[terminal_id]
+            path = tree.path(terminal)
+            response = [token for node in path for token in node.token_ids]
+            if terminal.terminal_reason == "output" and tokenizer.eos_token_id is not None:
+                response.append(tokenizer.eos_token_id)
+            ends, moves = _step_ends(response, tokens)
+            batch.prompt_ids.append(prompt)
+            batch.response_ids.append(response)
+            batch.groups.append(group)
+            reason = "equal" if terminal.correct else "no_answer" if terminal.answer is None else "not_equal"
+            batch.outcomes.append(Outcome(bool(terminal.correct), terminal.answer, reason))
+            batch.step_ends.append(ends)
+            batch.step_scores.append(tree_value_rewards(tree, terminal)[: len(ends)])
+            batch.moves.append(moves)
+    return batch

@@ -1,0 +1,213 @@
+"""`rftt sft`: supervised warm-up on search paths (RFTT) or gold solutions (ReFT), full or LoRA.
+
+Built on the transformers Trainer: gradient accumulation, schedules, bf16/fp32, gradient
+checkpointing, a dev-split evaluation each epoch, TensorBoard and JSONL logs, a progress
+bar, DDP under `torchrun`/`accelerate launch`, and exact resume (optimizer, scheduler,
+RNG and data order are restored from the last checkpoint). The result is a Hugging Face
+checkpoint in `output_dir/final`: the model or LoRA adapter, the tokenizer with the
+functional tokens and their ids, and the config that made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from torch.utils.data import Dataset
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from rftt.config import to_dict
+from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
+from rftt.tokens import FunctionalTokens, add_functional_tokens, save_functional_tokens
+from rftt.train.sft_data import (
+    DataReport,
+    SFTCollator,
+    SFTDataConfig,
+    SFTExample,
+    load_examples,
+    pack,
+    tokenize,
+)
+
+FINAL_FOLDER = "final"
+CHECKPOINT_FOLDER = "checkpoints"
+LOG_FILE = "log.jsonl"
+FINGERPRINT_FOLDER = "fingerprints"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """One warm-up run. Re-running with `resume=True` continues from its last checkpoint."""
+
+    model: str = DEFAULT_MODEL
+    data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    lora: LoraSettings | None = None
+    learning_rate: float = 2e-5
+    epochs: float = 2.0
+    max_steps: int = -1
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = 5
+    save_steps: int = 50
+    save_total_limit: int = 2
+    report_to: tuple[str, ...] = ("tensorboard",)
+    output_dir: str = "runs/sft"
+    resume: bool = False
+
+
+class _Rows(Dataset):
+    def __init__(self, rows: Sequence[Any]):
+        self.rows = list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.rows[index]
+
+
+class JsonlLogger(TrainerCallback):
+    """Every logged metric, one JSON line each, on the main process."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with self.path.open("a") as file:
+                file.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def split_dev(examples: Sequence[SFTExample], fraction: float, limit: int) -> tuple[list[SFTExample], list[SFTExample]]:
+    """A dev split chosen by a hash of the problem, so all paths of one problem fall on the same side."""
+    def bucket(example: SFTExample) -> float:
+        return int(hashlib.sha256(example.group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    dev = [example for example in examples if bucket(example) < fraction][:limit]
+    dev_ids = {id(example) for example in dev}
+    return [example for example in examples if id(example) not in dev_ids], dev
+
+
+def apply_lora(model: Any, settings: LoraSettings, token_ids: list[int]) -> Any:
+    """The model wrapped with LoRA adapters; `token_ids` (the functional tokens) get trainable embedding rows."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
+                        trainable_token_indices=token_ids or None)
+    return get_peft_model(model, config)
+
+
+def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, has_dev: bool) -> TrainingArguments:
+    total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    return TrainingArguments(
+        output_dir=str(output / CHECKPOINT_FOLDER), per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        lr_scheduler_type=config.scheduler, warmup_steps=int(config.warmup_ratio * total_steps),
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, bf16=config.precision == "bf16",
+        activation_checkpointing=config.gradient_checkpointing, logging_steps=config.logging_steps,
+        save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
+        eval_strategy="epoch" if has_dev else "no", report_to=list(config.report_to),
+        seed=config.seed, data_seed=config.seed,
+        remove_unused_columns=False, dataloader_num_workers=0,
+        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def _prepare_data(config: SFTConfig, tokenizer: Any, report: DataReport) -> tuple[list[Any], list[Any]]:
+    examples = load_examples(config.data, report)
+    train, dev = split_dev(examples, config.data.dev_fraction, config.data.dev_max)
+    train_rows: list[Any] = tokenize(train, tokenizer, config.data, report)
+    dev_rows: list[Any] = tokenize(dev, tokenizer, config.data, DataReport())
+    if config.data.packing:
+        train_rows = pack(train_rows, config.data.max_length)
+        dev_rows = pack(dev_rows, config.data.max_length)
+    return train_rows, dev_rows
+
+
+def write_fingerprint(model: Any, output: Path, rank: int) -> None:
+    """Each rank records a checksum of its weights, so a distributed run can be checked for agreement."""
+    with torch.no_grad():
+        total = sum(float(parameter.double().sum()) for parameter in model.parameters())
+    folder = output / FINGERPRINT_FOLDER
+    folder.mkdir(exist_ok=True)
+    (folder / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "weight_sum": total}))
+
+
+def run_sft(config: SFTConfig) -> dict[str, Any]:
+    """Train, save `output_dir/final`, and return a summary (losses, steps, timing, data report)."""
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_model(config.model, dtype=torch.float32)
+    tokens: FunctionalTokens | None = None
+    new_token_ids: list[int] = []
+    if config.data.style == "functional":
+        before = len(tokenizer)
+        tokens = add_functional_tokens(model, tokenizer)
+        new_token_ids = [token_id for token_id in tokens.all_ids if token_id >= before]
+    report = DataReport()
+    train_rows, dev_rows = _prepare_data(config, tokenizer, report)
+    if not train_rows:
+        raise ValueError(f"no training examples left ({report})")
+    if config.lora is not None:
+        model = apply_lora(model, config.lora, list(tokens.all_ids) if tokens else [])
+    steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.gradient_accumulation))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(output / "tensorboard")
+    arguments = _training_arguments(config, output, steps_per_epoch, bool(dev_rows))
+    trainer = Trainer(model=model, args=arguments, train_dataset=_Rows(train_rows),
+                      eval_dataset=_Rows(dev_rows) if dev_rows else None, data_collator=SFTCollator(tokenizer.pad_token_id),
+                      callbacks=[JsonlLogger(output / LOG_FILE)])
+    checkpoint = get_last_checkpoint(arguments.output_dir) if config.resume and Path(arguments.output_dir).is_dir() else None
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - started
+    write_fingerprint(trainer.model, output, arguments.process_index)
+    summary = {
+        "train_loss": result.training_loss, "steps": result.global_step, "seconds": seconds,
+        "resumed_from": checkpoint, "examples": report.examples, "train_rows": len(train_rows),
+        "dev_rows": len(dev_rows), "skipped": len(report.skipped), "truncated": report.truncated,
+        "dropped_overlong": report.dropped_overlong, "new_functional_tokens": len(new_token_ids),
+    }
+    if dev_rows:
+        summary["dev_loss"] = trainer.evaluate()["eval_loss"]
+    if trainer.is_world_process_zero():
+        _save_final(trainer, tokenizer, tokens, config, output / FINAL_FOLDER, summary, report)
+    return summary
+
+
+def _save_final(trainer: Trainer, tokenizer: Any, tokens: FunctionalTokens | None, config: SFTConfig, folder: Path,
+                summary: dict[str, Any], report: DataReport) -> None:
+    """The final checkpoint: weights (or adapter), tokenizer, functional tokens, config and summary."""
+    trainer.save_model(str(folder))
+    tokenizer.save_pretrained(folder)
+    if tokens is not None:
+        save_functional_tokens(folder, tokens)
+    record = {"stage": "sft", "base_model": config.model, "config": to_dict(config), "summary": summary,
+              "skipped_records": report.skipped[:50]}
+    (folder / RFTT_CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+

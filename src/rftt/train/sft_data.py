@@ -1,0 +1,207 @@
+"""SFT examples: (prompt, response) pairs from an `rftt search` SFT file or a dataset's gold solutions,
+tokenized with the loss on the response only, optionally packed several to a row.
+
+Styles: `functional` (search records: steps in functional tokens), `cot` (ReFT: the gold
+chain of thought ending "Therefore, the answer is: X"), `program` (ReFT: the gold
+`def solution():` program). A record without a response, a step with an unknown
+functional token, or an over-long example is named (file, line, field) and, as
+configured, fails the run or is skipped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+import torch
+
+from rftt.data import DataError, DatasetSpec, load_problems
+from rftt.data.files import read_rows
+from rftt.data.records import Row
+from rftt.prompts import get_template
+from rftt.tokens import Move, Step, render_steps
+
+IGNORE_INDEX = -100
+REFT_ANSWER_SUFFIX = "Therefore, the answer is: {answer}"
+DEFAULT_TEMPLATES = {"functional": "functional", "cot": "reft", "program": "reft"}
+
+
+@dataclass(frozen=True)
+class SFTDataConfig:
+    """Where SFT examples come from and how they become token sequences."""
+
+    source: Literal["search", "dataset"] = "search"
+    path: str | None = None
+    dataset: DatasetSpec | None = None
+    style: Literal["functional", "cot", "program"] = "functional"
+    template: str | None = None
+    kinds: tuple[str, ...] = ("correct", "reflection")
+    max_length: int = 1024
+    overlong: Literal["truncate", "drop"] = "drop"
+    packing: bool = False
+    skip_bad: bool = False
+    dev_fraction: float = 0.05
+    dev_max: int = 200
+
+    def template_name(self) -> str:
+        return self.template or DEFAULT_TEMPLATES[self.style]
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """A question and the response to learn; `group` is its problem (kept on one side of the dev split)."""
+
+    id: str
+    question: str
+    response: str
+    group: str
+
+
+@dataclass
+class DataReport:
+    """What happened to the records on their way to training, for the log."""
+
+    examples: int = 0
+    skipped: list[str] = field(default_factory=list)
+    truncated: int = 0
+    dropped_overlong: int = 0
+
+
+def _search_example(row: Row, kinds: Sequence[str]) -> SFTExample | None:
+    kind = row.optional_text("kind") or "correct"
+    if kind not in kinds:
+        return None
+    question = row.text("question")
+    steps = row.data.get("steps") if isinstance(row.data, dict) else None
+    if not isinstance(steps, list) or not steps:
+        raise row.error("steps", "missing or empty: the record has no response")
+    parsed = []
+    for index, step in enumerate(steps):
+        if not isinstance(step, dict) or not isinstance(step.get("content"), str):
+            raise row.error(f"steps[{index}]", "expected {move, content}")
+        try:
+            move = Move(step.get("move"))
+        except ValueError:
+            valid = ", ".join(move.value for move in Move)
+            raise row.error(f"steps[{index}].move", f"unknown functional token {step.get('move')!r}; "
+                                                    f"valid moves: {valid}") from None
+        parsed.append(Step(move, step["content"]))
+    identifier = row.optional_text("id") or f"line-{row.line}"
+    return SFTExample(identifier, question, render_steps(parsed), row.optional_text("problem_id") or identifier)
+
+
+def _gold_response(solution: str, answer: str, style: str) -> str:
+    if style == "program" or "the answer is" in solution.strip().splitlines()[-1].lower():
+        return solution.strip()
+    return f"{solution.strip()}\n{REFT_ANSWER_SUFFIX.format(answer=answer)}"
+
+
+def load_examples(config: SFTDataConfig, report: DataReport) -> list[SFTExample]:
+    """All usable examples; bad records raise (or, with `skip_bad`, are counted in `report`)."""
+    examples: list[SFTExample] = []
+    if config.source == "search":
+        if config.path is None:
+            raise DataError("sft data", None, "data.path", "missing: name an `rftt search` sft.jsonl file")
+        for item in read_rows(config.path):
+            try:
+                if isinstance(item, DataError):
+                    raise item
+                example = _search_example(item, config.kinds)
+            except DataError as error:
+                if not config.skip_bad:
+                    raise
+                report.skipped.append(str(error))
+                continue
+            if example is not None:
+                examples.append(example)
+    else:
+        if config.dataset is None:
+            raise DataError("sft data", None, "data.dataset", "missing: name a dataset with gold solutions")
+        problems = load_problems(config.dataset)
+        report.skipped.extend(str(error) for error in problems.skipped)
+        for problem in problems:
+            if not problem.solution:
+                error = DataError(f"dataset {config.dataset.name}", None, "solution",
+                                  f"problem {problem.id} has no gold solution (no response to learn)")
+                if not config.skip_bad:
+                    raise error
+                report.skipped.append(str(error))
+                continue
+            examples.append(SFTExample(problem.id, problem.question,
+                                       _gold_response(problem.solution, problem.answer, config.style), problem.id))
+    report.examples = len(examples)
+    return examples
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def tokenize(examples: Sequence[SFTExample], tokenizer: Any, config: SFTDataConfig,
+             report: DataReport) -> list[TokenizedExample]:
+    """Prompt (masked) + response + end-of-sequence token; over-long examples truncated or dropped."""
+    template = get_template(config.template_name())
+    tokenized = []
+    for example in examples:
+        prompt = tokenizer.encode(template.render(example.question, tokenizer), add_special_tokens=False)
+        response = tokenizer.encode(example.response, add_special_tokens=False) + [tokenizer.eos_token_id]
+        if len(prompt) + len(response) > config.max_length:
+            if config.overlong == "drop" or len(prompt) >= config.max_length:
+                report.dropped_overlong += 1
+                continue
+            report.truncated += 1
+            response = response[: config.max_length - len(prompt)]
+        tokenized.append(TokenizedExample(prompt + response, [IGNORE_INDEX] * len(prompt) + response))
+    return tokenized
+
+
+def pack(examples: Sequence[TokenizedExample], max_length: int) -> list[list[TokenizedExample]]:
+    """Examples grouped, in order, into rows of at most `max_length` tokens (first fit)."""
+    rows: list[list[TokenizedExample]] = []
+    lengths: list[int] = []
+    for example in examples:
+        for index, length in enumerate(lengths):
+            if length + len(example.input_ids) <= max_length:
+                rows[index].append(example)
+                lengths[index] += len(example.input_ids)
+                break
+        else:
+            rows.append([example])
+            lengths.append(len(example.input_ids))
+    return rows
+
+
+@dataclass
+class SFTCollator:
+    """Right-pads rows; a packed row gets restarting positions and a block-diagonal causal mask."""
+
+    pad_id: int
+
+    def __call__(self, rows: Sequence[Sequence[TokenizedExample] | TokenizedExample]) -> dict[str, torch.Tensor]:
+        groups = [row if isinstance(row, (list, tuple)) else [row] for row in rows]
+        width = max(sum(len(example.input_ids) for example in group) for group in groups)
+        input_ids = torch.full((len(groups), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(groups), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(groups), width), dtype=torch.long)
+        mask = torch.zeros((len(groups), 1, width, width), dtype=torch.bool)
+        for row, group in enumerate(groups):
+            start = 0
+            for example in group:
+                end = start + len(example.input_ids)
+                input_ids[row, start:end] = torch.tensor(example.input_ids)
+                labels[row, start:end] = torch.tensor(example.labels)
+                positions[row, start:end] = torch.arange(end - start)
+                mask[row, 0, start:end, start:end] = torch.ones(end - start, end - start, dtype=torch.bool).tril()
+                start = end
+            mask[row, 0, start:, start:] = torch.eye(width - start, dtype=torch.bool)
+        if all(len(group) == 1 for group in groups):
+            return {"input_ids": input_ids, "labels": labels, "attention_mask": _filled(groups, width).long()}
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": mask, "position_ids": positions}
+
+
+def _filled(groups: Sequence[Sequence[TokenizedExample]], width: int) -> torch.Tensor:
+    """1 over each row's real tokens (prompt and response), 0 over its padding."""
+    lengths = torch.tensor([sum(len(example.input_ids) for example in group) for group in groups])
+    return torch.arange(width)[None, :] < lengths[:, None]

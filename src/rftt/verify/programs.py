@@ -1,0 +1,37 @@
+"""Program-of-thought answers: find the program in a completion, run it in the sandbox, check its value."""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from rftt.verify.outcome import Outcome
+from rftt.verify.sandbox import ExecutionResult, ProgramExecutor
+
+ENTRY = "solution"
+_FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.DOTALL)
+_DEFINITION = re.compile(rf"^def {ENTRY}\s*\(", re.MULTILINE)
+
+
+def extract_program(text: str) -> str | None:
+    """The `def solution():` program in a completion (inside a code fence if there is one), or None."""
+    fenced = [block for block in _FENCE.findall(text) if _DEFINITION.search(block)]
+    source = fenced[-1] if fenced else text
+    match = _DEFINITION.search(source)
+    return source[match.start():].rstrip() if match else None
+
+
+def check_programs(completions: Sequence[str], golds: Sequence[str], executor: ProgramExecutor,
+                   ) -> tuple[list[Outcome], list[ExecutionResult | None]]:
+    """Run each completion's program and compare its return value with the gold answer."""
+    from rftt.verify import check_many
+
+    programs = [extract_program(text) for text in completions]
+    runnable = [index for index, program in enumerate(programs) if program is not None]
+    executions: list[ExecutionResult | None] = [None] * len(programs)
+    for index, result in zip(runnable, executor.run_many([programs[index] for index in runnable])):
+        executions[index] = result
+    values = [f"\\boxed{{{result.value}}}" if result is not None and result.ok and result.value is not None else ""
+              for result in executions]
+    outcomes = check_many(values, golds, last_number_fallback=False)
+    return outcomes, executions

@@ -1,0 +1,175 @@
+"""Run model-written Python programs safely: `ProgramExecutor.run_many(programs)`.
+
+Each program runs in its own freshly forked process (from a warm worker that has the
+allowed libraries imported), locked down by `rftt.verify.sandbox_child`: no network, no
+writes outside a throw-away directory, an import allow-list, and limits on wall-clock
+time, CPU time, memory, processes and output. The throw-away directory and every process
+are gone when a result comes back. Results carry a value, or a reason: timeout, memory,
+output_limit, forbidden, error. Each result also says which isolation layers applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Sequence
+
+from rftt.workers import WorkerPool, die_with_parent, serve_tasks
+
+DEFAULT_TIMEOUT_SECONDS = 5.0
+DEFAULT_MEMORY_BYTES = 512 * 2**20
+DEFAULT_OUTPUT_BYTES = 64 * 2**10
+_WORKER_MARGIN_SECONDS = 5.0
+_PRELOADED = ("math", "fractions", "decimal", "statistics", "itertools", "collections", "sympy", "numpy")
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    output_bytes: int = DEFAULT_OUTPUT_BYTES
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What a program returned (`value`, as text) or why it did not: timeout, memory, output_limit,
+    forbidden or error (with `message`)."""
+
+    ok: bool
+    value: str | None = None
+    reason: str = "ok"
+    message: str = ""
+    stdout: str = ""
+    isolation: dict[str, bool] = field(default_factory=dict)
+
+
+def _virtual_memory_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _signal_reason(number: int) -> tuple[str, str]:
+    if number == signal.SIGXCPU:
+        return "timeout", "the program used up its CPU time"
+    if number == signal.SIGXFSZ:
+        return "output_limit", "the program printed more than the output limit"
+    if number in (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
+        return "memory", f"the program was killed by signal {signal.Signals(number).name} (likely out of memory)"
+    return "error", f"the program was killed by signal {signal.Signals(number).name}"
+
+
+def execute(payload: dict[str, Any], base: str) -> dict[str, Any]:
+    """Worker side: fork, lock down and run one program; wait for it under the wall clock; clean up."""
+    from rftt.verify import sandbox_child
+
+    workdir = tempfile.mkdtemp(prefix="program-", dir=base)
+    read_end, write_end = os.pipe()
+    limits = {"memory_bytes": _virtual_memory_bytes() + payload["memory_bytes"],
+              "cpu_seconds": max(1, int(payload["timeout_seconds"]) + 1), "output_bytes": payload["output_bytes"]}
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        os.setsid()
+        sandbox_child.run(payload["code"], payload["entry"], workdir, limits, write_end)
+    os.close(write_end)
+    deadline = time.monotonic() + payload["timeout_seconds"]
+    chunks, result, status = [], None, None
+    while True:
+        ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(read_end)
+    try:
+        os.killpg(child, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _, status = os.waitpid(child, 0)
+    if chunks:
+        result = json.loads(b"".join(chunks))
+    elif os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL:
+        reason, message = _signal_reason(os.WTERMSIG(status))
+        result = {"ok": False, "reason": reason, "message": message}
+    elif time.monotonic() >= deadline:
+        result = {"ok": False, "reason": "timeout", "message": f"no result within {payload['timeout_seconds']} s"}
+    else:
+        result = {"ok": False, "reason": "error", "message": f"the program ended without a result (status {status})"}
+    result["stdout"] = _read_capped(os.path.join(workdir, "stdout.txt"), payload["output_bytes"])
+    shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _read_capped(path: str, limit: int) -> str:
+    try:
+        with open(path, "rb") as file:
+            return file.read(limit).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def worker_main() -> None:
+    """A warm worker: allowed libraries imported once, every program forked from here."""
+    die_with_parent()
+    for module in _PRELOADED:
+        try:
+            __import__(module)
+        except ImportError:
+            pass
+    base = sys.argv[2]
+    serve_tasks(Connection(int(sys.argv[1])), lambda payload: execute(payload, base))
+
+
+class ProgramExecutor:
+    """A pool of sandbox workers; keeps its throughput when programs hang, crash or misbehave."""
+
+    def __init__(self, workers: int | None = None, limits: SandboxLimits = SandboxLimits()):
+        self.limits = limits
+        self.base = tempfile.mkdtemp(prefix="rftt-sandbox-")
+        os.chmod(self.base, 0o711)
+        command = [sys.executable, "-c", "from rftt.verify.sandbox import worker_main; worker_main()"]
+        self.pool = WorkerPool(lambda socket_fd: [*command, str(socket_fd), self.base],
+                               workers or max(1, min(4, os.cpu_count() or 1)), "sandbox")
+
+    def __enter__(self) -> "ProgramExecutor":
+        return self
+
+    def __exit__(self, *exception: object) -> None:
+        self.close()
+
+    def run_many(self, programs: Sequence[str], entry: str = "solution") -> list[ExecutionResult]:
+        """Run each program and call its `entry()`; one result per program, in order."""
+        payloads = [{"code": code, "entry": entry, "timeout_seconds": self.limits.timeout_seconds,
+                     "memory_bytes": self.limits.memory_bytes, "output_bytes": self.limits.output_bytes}
+                    for code in programs]
+        results = []
+        for task in self.pool.run(payloads, self.limits.timeout_seconds + _WORKER_MARGIN_SECONDS):
+            if task.status == "done":
+                value = task.value
+                results.append(ExecutionResult(value.get("ok", False), value.get("value"), value.get("reason", "ok"),
+                                               value.get("message", ""), value.get("stdout", ""),
+                                               value.get("isolation", {})))
+            else:
+                results.append(ExecutionResult(False, None, "timeout" if task.status == "timeout" else "error",
+                                               f"the sandbox worker {task.status}"))
+        return results
+
+    def run(self, program: str, entry: str = "solution") -> ExecutionResult:
+        return self.run_many([program], entry)[0]
+
+    def close(self) -> None:
+        self.pool.close()
+        shutil.rmtree(self.base, ignore_errors=True)

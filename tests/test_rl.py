@@ -1,0 +1,152 @@
+"""`rftt rl` on a tiny model: every recipe for 3 steps, rewards to tokens, exact resume, two processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rftt.config import ConfigError, load_config
+from rftt.rewards import RewardConfig, outcome_reward, token_rewards
+from rftt.tokens import add_functional_tokens
+from rftt.train.rl import LOG_FILE, RLConfig, problems_for_step, run_rl
+from rftt.train.rl_model import build_sequences, forward_responses
+from rftt.train.sft import FINGERPRINT_FOLDER
+from rftt.verify import Outcome
+
+from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+SMALL = ["steps=3", "dev=null", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=8", "rollout.step_max_tokens=4",
+         "rollout.search.max_depth=3", "rollout.search.rollouts=2", "prompts_per_step=2", "mini_batch_size=4",
+         "micro_batch_size=2", "save_every=0", "eval_every=0", "learning_rate=1.0e-4"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-policy")
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = build_tiny_model(len(tokenizer), seed=11)
+    tokens = add_functional_tokens(model, tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    from rftt.tokens import save_functional_tokens
+
+    save_functional_tokens(folder, tokens)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "problems.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {i} + 1?", "answer": str(i + 1)}) + "\n"
+                            for i in range(8)))
+    return str(path)
+
+
+def recipe_config(name: str, checkpoint, data: str, output, *overrides: str) -> RLConfig:
+    return load_config(RLConfig, RECIPES / name, [*SMALL, f"model={checkpoint}", f"output_dir={output}",
+                                                   "dataset={name: json, path: " + data + "}", *overrides])
+
+
+@pytest.mark.parametrize("recipe", ["rftt_arithmetic.yaml", "reft_gsm8k.yaml", "grpo_arithmetic.yaml"])
+def test_each_recipe_runs_three_steps_with_finite_losses(tmp_path, checkpoint, data, recipe):
+    history = run_rl(recipe_config(recipe, checkpoint, data, tmp_path / "run"))
+    assert [metrics["step"] for metrics in history] == [0, 1, 2]
+    for metrics in history:
+        assert math.isfinite(metrics["policy_loss"]) and math.isfinite(metrics["kl"])
+        assert set(metrics["seconds"]) >= {"rollout", "reward", "logprobs", "advantages", "update", "sync"}
+        if "value_loss" in metrics:
+            assert math.isfinite(metrics["value_loss"])
+    logged = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert len(logged) == 3 and (tmp_path / "run" / "final" / "config.json").exists()
+    if recipe.startswith("rftt"):
+        assert sum(logged[0]["moves"].values()) > 0
+
+
+def test_rewards_land_on_the_last_token_and_on_step_ends():
+    config = RewardConfig(correct=1.0, wrong_answer=0.1, no_answer=0.0, process_rewards=True)
+    assert [outcome_reward(Outcome(*item), config) for item in
+            [(True, "5", "equal"), (False, "6", "not_equal"), (False, None, "no_answer")]] == [1.0, 0.1, 0.0]
+    rewards = token_rewards([5, 3], [1.0, 0.0], 6, step_ends=[[1, 4], [0]], step_scores=[[0.5, 0.9], [0.2]],
+                            config=config)
+    # sample 0: step 1 score on token 1; its last step ends on the last token, which gets .6 * 1 + .4 * .9
+    assert rewards[0].tolist() == pytest.approx([0, 0.5, 0, 0, 0.6 + 0.36, 0])
+    assert rewards[1].tolist() == pytest.approx([0.2, 0, 0.6 * 0 + 0.4 * 0.2, 0, 0, 0])
+    plain = token_rewards([2], [1.0], 3)
+    assert plain.tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_response_logprobs_match_a_plain_forward_pass(checkpoint):
+    from rftt.models import load_model
+
+    model, _ = load_model(str(checkpoint))
+    prompts, responses = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
+    batch = build_sequences(prompts, responses, pad_id=1)
+    with torch.no_grad():
+        got = forward_responses(model, batch).logprobs
+        for row, (prompt, response) in enumerate(zip(prompts, responses)):
+            logits = model(torch.tensor([prompt + response])).logits[0, len(prompt) - 1 : -1]
+            expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(response)[:, None]).squeeze(1)
+            torch.testing.assert_close(got[row, -len(response):], expected, atol=1e-5, rtol=1e-5)
+    assert batch.response_mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+
+
+def test_data_order_is_fixed_by_seed_and_step(data):
+    from rftt.data import load_problems
+
+    problems = list(load_problems("json", path=data))
+    first = [problem.id for problem in problems_for_step(problems, 3, 4, seed=1)]
+    assert first == [problem.id for problem in problems_for_step(problems, 3, 4, seed=1)]
+    epoch = [problem.id for step in (0, 1) for problem in problems_for_step(problems, step, 4, seed=1)]
+    assert sorted(epoch) == sorted(problem.id for problem in problems)
+
+
+def test_incompatible_settings_are_named(tmp_path, checkpoint, data):
+    with pytest.raises(ConfigError, match="gae needs a critic"):
+        run_rl(recipe_config("reft_gsm8k.yaml", checkpoint, data, tmp_path / "x", "critic=none"))
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "final" / "model.safetensors"))
+
+
+def test_killed_and_resumed_rl_equals_an_uninterrupted_run(tmp_path, checkpoint, data):
+    arguments = ["--config", str(RECIPES / "grpo_arithmetic.yaml"), "--model", str(checkpoint), "--steps", "4",
+                 *[item for setting in SMALL[1:] for item in ("--set", setting)], "--set", "save_every=1",
+                 "--set", "dataset={name: json, path: " + data + "}"]
+    whole = subprocess.run([sys.executable, "-m", "rftt.cli", "rl", *arguments, "--output-dir", str(tmp_path / "whole")],
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = [sys.executable, "-m", "rftt.cli", "rl", *arguments, "--output-dir", str(tmp_path / "killed")]
+    run_and_kill_after_lines(killed, tmp_path / "killed" / LOG_FILE, 2)
+    resumed = subprocess.run([*killed, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / LOG_FILE).read_text().splitlines()]
+    assert steps == [0, 1, 2, 3]
+    expected, got = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5)
+
+
+def test_two_processes_train_the_same_weights(tmp_path, checkpoint, data):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "rftt.cli", "rl", "--config", str(RECIPES / "grpo_arithmetic.yaml"), "--model", str(checkpoint),
+               "--output-dir", str(tmp_path / "ddp"), *[item for setting in SMALL for item in ("--set", setting)],
+               "--set", "dataset={name: json, path: " + data + "}", "--set", "steps=2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    prints = [json.loads((tmp_path / "ddp" / FINGERPRINT_FOLDER / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert prints[0]["weight_sum"] == prints[1]["weight_sum"]

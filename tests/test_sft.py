@@ -1,0 +1,188 @@
+"""SFT warm-up on a tiny model: masking, packing, tokens, loss, LoRA, bad data, exact resume, two processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rftt.config import load_config
+from rftt.data import DataError
+from rftt.models import load_model
+from rftt.tokens import FunctionalTokens, Move, Step, render_steps
+from rftt.train.sft import FINAL_FOLDER, FINGERPRINT_FOLDER, LOG_FILE, SFTConfig, run_sft
+from rftt.train.sft_data import IGNORE_INDEX, DataReport, SFTCollator, SFTDataConfig, SFTExample, pack, tokenize
+
+from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
+
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-chat-checkpoint")
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    build_tiny_model(len(tokenizer), seed=7).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def search_record(index: int) -> dict:
+    steps = [{"move": "next_step", "content": f"{index} + 1 = {index + 1}", "value": 1.0},
+             {"move": "output", "content": f"\\boxed{{{index + 1}}}", "value": 1.0}]
+    return {"id": f"p{index}/correct/0", "problem_id": f"p{index}", "question": f"What is {index} + 1?",
+            "answer": str(index + 1), "kind": "correct", "steps": steps}
+
+
+def write_sft_file(path, count: int, extra: list | None = None) -> str:
+    rows = [search_record(index) for index in range(count)] + (extra or [])
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def sft_config(checkpoint, data: str, output, *overrides: str) -> SFTConfig:
+    base = {"model": str(checkpoint), "output_dir": str(output), "report_to": [], "batch_size": 4,
+            "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 4,
+            "data": {"path": data, "max_length": 64, "dev_fraction": 0.2}}
+    return load_config(SFTConfig, overrides=list(overrides), base=base)
+
+
+def test_labels_mask_the_prompt_exactly():
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    config = SFTDataConfig(style="cot", template="reft", max_length=200)
+    example = SFTExample("a", "What is 2 + 3?", "2 + 3 = 5\nTherefore, the answer is: 5", "a")
+    [row] = tokenize([example], tokenizer, config, DataReport())
+    prompt = tokenizer.encode("Question:\nWhat is 2 + 3?\nAnswer reasoning:\n", add_special_tokens=False)
+    assert row.input_ids[: len(prompt)] == prompt
+    assert row.labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    assert row.labels[len(prompt) :] == row.input_ids[len(prompt) :]
+    assert row.input_ids[-1] == tokenizer.eos_token_id
+
+
+def test_overlong_examples_are_truncated_or_dropped_and_counted():
+    tokenizer = build_tiny_tokenizer()
+    long = SFTExample("long", "q", "the answer is 42 " * 40, "long")
+    short = SFTExample("short", "q", "42", "short")
+    report = DataReport()
+    rows = tokenize([long, short], tokenizer, SFTDataConfig(template="plain", max_length=30), report)
+    assert len(rows) == 1 and report.dropped_overlong == 1
+    report = DataReport()
+    rows = tokenize([long, short], tokenizer, SFTDataConfig(template="plain", max_length=30, overlong="truncate"), report)
+    assert [len(row.input_ids) for row in rows][0] == 30 and report.truncated == 1
+
+
+def test_packed_rows_give_the_same_loss_as_separate_rows():
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(len(tokenizer), seed=1).eval()
+    examples = [SFTExample(str(i), f"What is {i}?", f"the answer is {i}", str(i)) for i in range(3)]
+    rows = tokenize(examples, tokenizer, SFTDataConfig(template="plain", max_length=200), DataReport())
+    collator = SFTCollator(tokenizer.pad_token_id)
+    [packed] = pack(rows, 200)
+    assert len(packed) == 3
+    with torch.no_grad():
+        separate = model(**collator(rows)).loss
+        together = model(**collator([packed])).loss
+    torch.testing.assert_close(together, separate)
+
+
+def test_training_lowers_the_loss_and_keeps_functional_tokens(tmp_path, checkpoint):
+    data = write_sft_file(tmp_path / "sft.jsonl", 12)
+    summary = run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=30", "learning_rate=0.003"))
+    logs = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    losses = [entry["loss"] for entry in logs if "loss" in entry]
+    assert losses[-1] < losses[0] * 0.8, losses
+    assert summary["steps"] == 30 and summary["new_functional_tokens"] == 16 and "dev_loss" in summary
+    model, tokenizer = load_model(str(tmp_path / "run" / FINAL_FOLDER))
+    tokens = FunctionalTokens.from_tokenizer(tokenizer)
+    for tag in ("<next_step>", "</output>"):
+        assert len(tokenizer.encode(tag, add_special_tokens=False)) == 1
+    trace = render_steps([Step(Move.NEXT_STEP, "1 + 1 = 2"), Step(Move.OUTPUT, "\\boxed{2}")])
+    assert tokens.parse_token_ids(tokenizer.encode(trace, add_special_tokens=False), tokenizer)[1].move is Move.OUTPUT
+    assert (tmp_path / "run" / "tensorboard").exists() or summary
+
+
+def test_lora_checkpoint_reloads_merged_with_the_trained_behaviour(tmp_path, checkpoint):
+    from rftt.train.sft import split_dev
+    from rftt.train.sft_data import load_examples
+
+    data = write_sft_file(tmp_path / "sft.jsonl", 8)
+    config = sft_config(checkpoint, data, tmp_path / "lora", "max_steps=12", "lora.rank=4", "learning_rate=0.01",
+                        "data.dev_fraction=0.5")
+    summary = run_sft(config)
+    final = tmp_path / "lora" / FINAL_FOLDER
+    assert (final / "adapter_config.json").exists() and not (final / "model.safetensors").exists()
+    merged, tokenizer = load_model(str(final))
+    _, dev = split_dev(load_examples(config.data, DataReport()), 0.5, 200)
+    batch = SFTCollator(tokenizer.pad_token_id)(tokenize(dev, tokenizer, config.data, DataReport()))
+    with torch.no_grad():
+        assert merged(**batch).loss.item() == pytest.approx(summary["dev_loss"], abs=1e-3)
+    base, _ = load_model(str(checkpoint))
+    assert summary["dev_loss"] < 0.95 * _base_loss(base, tokenizer, batch)
+
+
+def _base_loss(base, tokenizer, batch) -> float:
+    from rftt.tokens import add_functional_tokens
+
+    add_functional_tokens(base, tokenizer.__class__.from_pretrained(str(base.name_or_path)))
+    with torch.no_grad():
+        return base(**batch).loss.item()
+
+
+def test_bad_records_are_named_or_skipped_and_counted(tmp_path, checkpoint):
+    no_response = {"id": "x", "problem_id": "x", "question": "q", "kind": "correct", "steps": []}
+    unknown = dict(search_record(99), steps=[{"move": "analysis", "content": "hm"}])
+    data = write_sft_file(tmp_path / "bad.jsonl", 8, [no_response, unknown])
+    with pytest.raises(DataError, match=r"bad.jsonl line 9: field 'steps': missing or empty"):
+        run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=1"))
+    data = write_sft_file(tmp_path / "bad2.jsonl", 8, [unknown])
+    with pytest.raises(DataError, match=r"line 9: field 'steps\[0\].move': unknown functional token 'analysis'"):
+        run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=1"))
+    summary = run_sft(sft_config(checkpoint, write_sft_file(tmp_path / "bad3.jsonl", 8, [no_response, unknown]),
+                                 tmp_path / "skip", "max_steps=1", "data.skip_bad=true"))
+    assert summary["skipped"] == 2 and summary["examples"] == 8
+
+
+def _final_weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / FINAL_FOLDER / "model.safetensors"))
+
+
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, checkpoint):
+    data = write_sft_file(tmp_path / "sft.jsonl", 24)
+    common = ["--data", data, "--model", str(checkpoint), "--max-steps", "40", "--learning-rate", "0.001",
+              "--set", "report_to=[]", "--set", "save_steps=4", "--set", "batch_size=2", "--set", "data.max_length=64",
+              "--set", "lora=null"]
+    whole = subprocess.run([sys.executable, "-m", "rftt.cli", "sft", *common, "--output-dir", str(tmp_path / "whole")],
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    killed = [sys.executable, "-m", "rftt.cli", "sft", *common, "--output-dir", str(tmp_path / "killed")]
+    run_and_kill_after_lines(killed, tmp_path / "killed" / LOG_FILE, 6)
+    assert not (tmp_path / "killed" / FINAL_FOLDER).exists()
+    resumed = subprocess.run([*killed, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "checkpoint-" in resumed.stdout
+    expected, got = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "killed")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5)
+
+
+def test_two_processes_train_the_same_weights(tmp_path, checkpoint):
+    data = write_sft_file(tmp_path / "sft.jsonl", 16)
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "rftt.cli", "sft", "--data", data, "--model", str(checkpoint), "--max-steps", "4",
+               "--output-dir", str(tmp_path / "ddp"), "--set", "report_to=[]", "--set", "batch_size=2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    prints = [json.loads((tmp_path / "ddp" / FINGERPRINT_FOLDER / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert prints[0]["weight_sum"] == prints[1]["weight_sum"]
+    assert (tmp_path / "ddp" / FINAL_FOLDER / "model.safetensors").exists()
