@@ -158,3 +158,23 @@ def test_vllm_backend_imports_without_vllm():
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(EngineError, match=r"pip install 'rftt\[vllm\]'"):
             vllm_backend.VLLMEngine("some-model")
+
+
+def test_shared_prefix_groups():
+    from rftt.engine.hf import shared_prefix_groups
+
+    prompts = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 8], [1, 2, 3, 4, 6, 6]]
+    assert shared_prefix_groups(prompts, minimum=3) == [(3, [0, 3, 1]), (1, [2])]
+    assert shared_prefix_groups(prompts, minimum=4) == [(4, [0, 3]), (3, [1]), (1, [2])]
+
+
+def test_shared_prefill_gives_the_same_completions_as_separate_prefill(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    stem = "clarify the question and what is asked then analyze the problem then take the next step"
+    prompts = [f"{stem} {tail}" for tail in ("12 +", "the answer is", "verify the")] + ["12 +", "x"]
+    shared = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, min_shared_prefix=4)
+    separate = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, min_shared_prefix=10_000)
+    for params in (SamplingParams(max_new_tokens=8), SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=3)):
+        assert_same_completions(shared.generate(prompts, params), separate.generate(prompts, params))
+    for prompt, [completion] in zip(prompts, shared.generate(prompts, SamplingParams(max_new_tokens=8))):
+        assert completion.token_ids == manual_greedy(tiny_model, tiny_tokenizer, prompt, 8, {tiny_tokenizer.eos_token_id})

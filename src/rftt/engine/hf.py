@@ -21,6 +21,7 @@ from rftt.engine.stops import StopStrings, cut_at_stop
 from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams
 
 DEFAULT_MAX_BATCH_TOKENS = 65_536
+DEFAULT_MIN_SHARED_PREFIX = 16
 DEFAULT_MAX_BATCH_ROWS = 64
 _COMPACT_WHEN_FINISHED_FRACTION = 0.5
 
@@ -36,6 +37,34 @@ class _Rows:
     finished: torch.Tensor
 
 
+def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
+    length = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        length += 1
+    return length
+
+
+def shared_prefix_groups(prompts: Sequence[Sequence[int]], minimum: int) -> list[tuple[int, list[int]]]:
+    """Prompts grouped by a shared prefix of at least `minimum` tokens, as (prefix length, prompt indices).
+
+    Every prompt keeps at least its last token outside the prefix; a prompt that shares
+    with none forms a group of its own whose prefix is all but its last token.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    for index in sorted(range(len(prompts)), key=lambda position: list(prompts[position])):
+        own = len(prompts[index]) - 1
+        if groups:
+            length, members = groups[-1]
+            shared = min(length, own, _common_length(prompts[members[0]], prompts[index]))
+            if shared >= minimum:
+                groups[-1] = (shared, members + [index])
+                continue
+        groups.append((own, [index]))
+    return groups
+
+
 class HFEngine(Engine):
     """Generation with a transformers model held in this process."""
 
@@ -48,11 +77,13 @@ class HFEngine(Engine):
         *,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_rows = max_batch_rows
+        self.min_shared_prefix = min_shared_prefix
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise EngineError("the tokenizer has neither a padding nor an end-of-sequence token")
@@ -113,17 +144,48 @@ class HFEngine(Engine):
         return output.logits[:, -1, :].float()
 
     def _prefill(self, prompts: list[list[int]], copies: int) -> tuple[_Rows, DynamicCache]:
-        """Run the prompts once and give each of its `copies` samples the same cache and logits."""
+        """Run the prompts once and give each of its `copies` samples the same cache and logits.
+
+        Prompts that share a long prefix (steps of one tree, samples of one question) have that
+        prefix computed once: first the distinct prefixes, then every prompt's own remainder
+        on top of its prefix's cache (padding inside a row is masked and skipped by positions).
+        """
+        if min(len(prompt) for prompt in prompts) < 2:
+            groups = [(0, list(range(len(prompts))))]
+        else:
+            groups = shared_prefix_groups(prompts, self.min_shared_prefix)
+        if groups[0][0] == 0:
+            return self._expand(*self._prefill_whole(prompts), copies)
+        prefix_lengths = torch.tensor([length for length, _ in groups])
+        prefix_ids, prefix_mask = self._left_pad([prompts[members[0]][:length] for length, members in groups])
+        cache = DynamicCache(config=self.model.config)
+        self._forward(prefix_ids, prefix_mask, (prefix_mask.cumsum(-1) - 1).clamp(min=0), cache)
+        group_of = torch.empty(len(prompts), dtype=torch.long)
+        for group, (_, members) in enumerate(groups):
+            group_of[members] = group
+        cache.batch_select_indices(group_of.to(self.device))
+        suffix_ids, suffix_mask = self._left_pad([prompt[int(prefix_lengths[group_of[row]]):]
+                                                  for row, prompt in enumerate(prompts)])
+        attention_mask = torch.cat([prefix_mask[group_of.to(self.device)], suffix_mask], dim=1)
+        positions = (prefix_lengths[group_of].to(self.device)[:, None] + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self._forward(suffix_ids, attention_mask, positions, cache)
+        return self._expand(logits, attention_mask, positions, cache, copies)
+
+    def _prefill_whole(self, prompts: list[list[int]]):
+        """All prompts in one forward pass (when some prompt is too short to split)."""
         input_ids, attention_mask = self._left_pad(prompts)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, attention_mask, positions, cache)
+        return self._forward(input_ids, attention_mask, positions, cache), attention_mask, positions, cache
+
+    def _expand(self, logits, attention_mask, positions, cache, copies: int) -> tuple[_Rows, DynamicCache]:
+        """Give each prompt's `copies` samples the same cache and logits."""
         if copies > 1:
             cache.batch_repeat_interleave(copies)
             logits = logits.repeat_interleave(copies, dim=0)
             attention_mask = attention_mask.repeat_interleave(copies, dim=0)
             positions = positions.repeat_interleave(copies, dim=0)
-        index = torch.arange(len(prompts) * copies, device=self.device)
+        index = torch.arange(logits.shape[0], device=self.device)
         finished = torch.zeros_like(index, dtype=torch.bool)
         return _Rows(index, attention_mask, positions[:, -1] + 1, logits, finished), cache
 

@@ -128,11 +128,13 @@ class PromptedPolicy:
         return slots
 
     def prompt(self, tree: Tree, node: Node) -> str:
+        """The question and the steps so far, then the move's instruction (last, so that the prompts of one
+        tree share a long prefix the engine computes once)."""
         assert node.move is not None
         earlier = tree.steps(tree.nodes[node.parent]) if node.parent is not None else []
         steps = "\n".join(f"{number}. ({step.move.value}) {step.content.strip()}"
                           for number, step in enumerate(earlier, start=1)) or "None"
-        message = f"{MOVE_INSTRUCTIONS[node.move]}\n\nQuestion: {tree.question}\n\nSteps so far:\n{steps}"
+        message = f"Question: {tree.question}\n\nSteps so far:\n{steps}\n\n{MOVE_INSTRUCTIONS[node.move]}"
         return self.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
                                                   tokenize=False)
 
