@@ -172,6 +172,16 @@ def command_rl(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_train_reranker(arguments: argparse.Namespace) -> int:
+    """Train a correctness classifier on an eval run's labelled samples (for `rftt eval --method rerank@k`)."""
+    from rftt.train.reranker import RerankerConfig, train_reranker
+
+    config = _job_config(RerankerConfig, arguments)
+    print(json.dumps(train_reranker(config), indent=2))
+    print(f"reranker: {config.output_dir}/final")
+    return 0
+
+
 def command_view(arguments: argparse.Namespace) -> int:
     """Write the HTML page of one tree of a search run."""
     from rftt.search.viewer import write_tree_page
@@ -204,7 +214,8 @@ def command_demo(arguments: argparse.Namespace) -> int:
 
 EVAL_FLAGS = {
     "model": ("model", str, "model name, folder or hub id"),
-    "method": ("method", str, "greedy, maj@k (for example maj@8) or tree"),
+    "method": ("method", str, "greedy, maj@k (for example maj@8), rerank@k or tree"),
+    "reranker": ("reranker", str, "for --method rerank@k: a trained reranker folder"),
     "rollouts": ("tree_rollouts", lambda text: [int(part) for part in text.split(",")],
                  "for --method tree: rollout counts to report, for example 1,4,16"),
     "template": ("template", str, "prompt template: chat, functional, reft, plain"),
@@ -240,6 +251,13 @@ RL_FLAGS = {
     "steps": ("steps", int, "RL steps"),
     "output-dir": ("output_dir", str, "where metrics, checkpoints and the final model go"),
     "resume": ("resume", None, "continue from the newest checkpoint in output_dir"),
+}
+
+
+RERANKER_FLAGS = {
+    "model": ("model", str, "the policy whose backbone the classifier starts from"),
+    "data": ("data", str, "problems.jsonl of an `rftt eval --method maj@k` run on training problems"),
+    "output-dir": ("output_dir", str, "where the reranker goes"),
 }
 
 
@@ -281,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     rl = commands.add_parser("rl", help="online RL: tree or sampled rollouts, REINFORCE++ / PPO-GAE / GRPO / RLOO")
     _job_arguments(rl, RL_FLAGS)
     rl.set_defaults(run=command_rl)
+
+    reranker = commands.add_parser("train-reranker", help="train a reranker on labelled sampled solutions")
+    _job_arguments(reranker, RERANKER_FLAGS)
+    reranker.set_defaults(run=command_train_reranker)
 
     view = commands.add_parser("view", help="write the HTML page of a search tree")
     view.add_argument("run", help="a search run folder (or its trees.jsonl)")

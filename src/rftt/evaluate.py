@@ -31,13 +31,14 @@ from rftt.search.scoring import ANSWERED_REASONS, SelfConsistencyScorer
 from rftt.search.tree import Tree
 from rftt.stats import wilson_interval
 from rftt.tokens import Move, add_functional_tokens, render_steps
+from rftt.train.reranker import load_reranker, rerank, score
 from rftt.verify import check_many
-from rftt.voting import majority_vote, weighted_vote
+from rftt.voting import Vote, majority_vote, weighted_vote
 
 PROBLEMS_FILE = "problems.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
-_METHOD = re.compile(r"^(greedy|tree|maj@(\d+))$")
+_METHOD = re.compile(r"^(greedy|tree|(maj|rerank)@(\d+))$")
 _SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output_dir"})
 
 
@@ -61,13 +62,17 @@ class EvalConfig:
     tree_temperature: float = 0.1
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior"))
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
+    reranker: str | None = None
 
     def samples(self) -> int:
-        """k of `maj@k` (1 for greedy and tree)."""
+        """k of `maj@k` and `rerank@k` (1 for greedy and tree)."""
         match = _METHOD.match(self.method)
         if not match:
-            raise ConfigError(f"config.method: {self.method!r} is not 'greedy', 'tree' or 'maj@k' (for example maj@8)")
-        return int(match.group(2) or 1)
+            raise ConfigError(f"config.method: {self.method!r} is not 'greedy', 'tree', 'maj@k' or 'rerank@k' "
+                              "(for example maj@8)")
+        if match.group(2) == "rerank" and not self.reranker:
+            raise ConfigError("config.reranker: rerank@k needs a trained reranker (rftt train-reranker)")
+        return int(match.group(3) or 1)
 
     def sampling_params(self) -> SamplingParams:
         k = self.samples()
@@ -91,8 +96,14 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float) -> dict:
+def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float,
+                    scores: list[float] | None = None) -> dict:
+    """A problem's samples and its answer: the majority vote, or with reranker scores the best-scored answer."""
     vote = majority_vote([outcome.extracted for outcome in outcomes], [outcome.correct for outcome in outcomes])
+    if scores is not None:
+        chosen = rerank([outcome.extracted for outcome in outcomes], scores)
+        vote = Vote(None, 0, False) if chosen is None else Vote(outcomes[chosen].extracted, scores[chosen],
+                                                                 outcomes[chosen].correct)
     return {
         "id": problem.id,
         "prompt": prompt,
@@ -105,6 +116,7 @@ def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: 
         "answer": vote.answer,
         "votes": vote.votes,
         "correct": vote.correct,
+        "reranker_scores": scores,
         "generation_seconds": seconds,
     }
 
@@ -113,6 +125,7 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     """A function from a batch of problems to their records, for greedy and maj@k."""
     params = config.sampling_params()
     template = get_template(config.template)
+    reranker = load_reranker(config.reranker) if config.method.startswith("rerank@") else None
 
     def make(batch: Sequence[Problem]) -> list[dict[str, Any]]:
         prompts = [template.render(problem.question, tokenizer) for problem in batch]
@@ -122,8 +135,12 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
         texts = [completion.text for samples in results for completion in samples]
         golds = [problem.answer for problem in batch for _ in range(params.n)]
         outcomes = check_many(texts, golds)
+        scores = None
+        if reranker is not None:
+            scores = score(*reranker, [prompts[index // params.n] + text for index, text in enumerate(texts)])
         return [
-            _problem_record(problem, prompt, samples, outcomes[index * params.n : (index + 1) * params.n], seconds)
+            _problem_record(problem, prompt, samples, outcomes[index * params.n : (index + 1) * params.n], seconds,
+                            scores[index * params.n : (index + 1) * params.n] if scores else None)
             for index, (problem, prompt, samples) in enumerate(zip(batch, prompts, results))
         ]
 
