@@ -178,3 +178,50 @@ def test_shared_prefill_gives_the_same_completions_as_separate_prefill(tiny_mode
         assert_same_completions(shared.generate(prompts, params), separate.generate(prompts, params))
     for prompt, [completion] in zip(prompts, shared.generate(prompts, SamplingParams(max_new_tokens=8))):
         assert completion.token_ids == manual_greedy(tiny_model, tiny_tokenizer, prompt, 8, {tiny_tokenizer.eos_token_id})
+
+
+def test_the_prefix_cache_reuses_earlier_prompts_and_gives_the_same_completions(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    stem = "clarify the question and what is asked then analyze the problem then take the next step " * 3
+    first = [f"{stem} 12 +", f"{stem} the answer is"]
+    later = [f"{stem} verify the", f"{stem} 12 + the answer is", "x"]
+    cached = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer)
+    uncached = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, prefix_cache_mib=0)
+    params = [SamplingParams(max_new_tokens=8), SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=3)]
+    for prompts in (first, later):
+        for setting in params:
+            assert_same_completions(cached.generate(prompts, setting), uncached.generate(prompts, setting))
+    stem_tokens = len(tiny_tokenizer.encode(stem, add_special_tokens=False))
+    assert cached.prefix_cache.hit_tokens >= 3 * (stem_tokens // 16 * 16)
+    for prompt, [completion] in zip(later, cached.generate(later, params[0])):
+        assert completion.token_ids == manual_greedy(tiny_model, tiny_tokenizer, prompt, 8, {tiny_tokenizer.eos_token_id})
+
+
+def test_the_prefix_cache_is_emptied_when_the_weights_change(tiny_tokenizer):
+    from conftest import build_tiny_model
+
+    model = build_tiny_model(len(tiny_tokenizer), seed=5).eval()
+    prompt = "clarify the question and what is asked then analyze the problem then take the next step " * 3
+    engine = make_engine("hf", model=model, tokenizer=tiny_tokenizer)
+    engine.generate([prompt], SamplingParams(max_new_tokens=4))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.5)
+    hits = engine.prefix_cache.hit_tokens
+    [[completion]] = engine.generate([prompt], SamplingParams(max_new_tokens=6))
+    assert engine.prefix_cache.hit_tokens == hits
+    assert completion.token_ids == manual_greedy(model, tiny_tokenizer, prompt, 6, {tiny_tokenizer.eos_token_id})
+
+
+def test_the_prefix_cache_keeps_within_its_budget():
+    from rftt.engine.prefix_cache import PrefixCache
+
+    cache = PrefixCache(max_bytes=3 * 2 * 4 * 4 * 2, block_size=2)  # room for three blocks of 1 layer, 2 heads x 2 tokens x 2 dims
+    keys = [torch.arange(2 * 8 * 2, dtype=torch.float32).reshape(2, 8, 2)]
+    cache.store([1, 2, 3, 4, 5, 6, 7, 8], keys, keys)
+    assert cache.bytes <= cache.max_bytes and len(cache.lookup([1, 2, 3, 4, 5, 6, 7, 8, 9])) == 0
+    cache.store([1, 2, 3, 4, 5], keys, keys)
+    found = cache.lookup([1, 2, 3, 4, 9])
+    assert len(found) == 2
+    gathered, _ = cache.gather(found, 1)
+    torch.testing.assert_close(gathered[0], keys[0][:, :4])

@@ -106,6 +106,19 @@ def test_resuming_with_different_settings_is_refused(tmp_path, checkpoint):
         evaluate(eval_config(tmp_path, checkpoint, data, max_new_tokens=5), progress=False)
 
 
+def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_its_default(tmp_path, checkpoint):
+    data = write_problems(tmp_path / "data.jsonl", 2)
+    evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
+    saved = tmp_path / "run" / "config.json"
+    older = json.loads(saved.read_text())
+    del older["absolute_tolerance"]
+    saved.write_text(json.dumps(older))
+    evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
+    saved.write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match="different settings \\(absolute_tolerance\\)"):
+        evaluate(eval_config(tmp_path, checkpoint, data, absolute_tolerance=0.01), progress=False)
+
+
 def test_eval_through_a_given_engine_and_problem_list(tmp_path, tiny_model, tiny_tokenizer):
     engine = make_engine("hf", model=tiny_model.eval(), tokenizer=tiny_tokenizer)
     problems = [Problem("a", "1+1?", "2", "test"), Problem("b", "2+2?", "4", "test")]
@@ -116,7 +129,7 @@ def test_eval_through_a_given_engine_and_problem_list(tmp_path, tiny_model, tiny
 
 
 def test_bad_method_and_unknown_settings_are_named():
-    with pytest.raises(ConfigError, match="config.method: 'majority' is not 'greedy', 'tree' or 'maj@k'"):
+    with pytest.raises(ConfigError, match="config.method: 'majority' is not 'greedy', 'tree', 'maj@k' or 'rerank@k'"):
         EvalConfig(method="majority").sampling_params()
     with pytest.raises(ConfigError, match="config.temprature: unknown key"):
         load_config(EvalConfig, overrides=["temprature=0.5"])

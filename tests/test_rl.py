@@ -58,7 +58,7 @@ def recipe_config(name: str, checkpoint, data: str, output, *overrides: str) -> 
                                                    "dataset={name: json, path: " + data + "}", *overrides])
 
 
-@pytest.mark.parametrize("recipe", ["rftt_arithmetic.yaml", "reft_gsm8k.yaml", "grpo_arithmetic.yaml"])
+@pytest.mark.parametrize("recipe", ["rftt_arithmetic.yaml", "reft_gsm8k.yaml", "reft_svamp_program.yaml", "grpo_arithmetic.yaml"])
 def test_each_recipe_runs_three_steps_with_finite_losses(tmp_path, checkpoint, data, recipe):
     history = run_rl(recipe_config(recipe, checkpoint, data, tmp_path / "run"))
     assert [metrics["step"] for metrics in history] == [0, 1, 2]
@@ -114,6 +114,8 @@ def test_data_order_is_fixed_by_seed_and_step(data):
 def test_incompatible_settings_are_named(tmp_path, checkpoint, data):
     with pytest.raises(ConfigError, match="gae needs a critic"):
         run_rl(recipe_config("reft_gsm8k.yaml", checkpoint, data, tmp_path / "x", "critic=none"))
+    with pytest.raises(ConfigError, match="tree rollouts write functional-token steps"):
+        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "y", "rollout.answer_format=program"))
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

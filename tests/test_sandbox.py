@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from rftt.verify.judge import judge
 from rftt.verify.programs import check_programs, extract_program
 from rftt.verify.sandbox import ProgramExecutor, SandboxLimits
 
@@ -88,6 +89,14 @@ def test_program_answers_are_checked_against_the_gold(executor):
     outcomes, executions = check_programs(completions, ["203", "203", "203", "203"], executor)
     assert [outcome.correct for outcome in outcomes] == [True, True, False, False]
     assert executions[3] is None and outcomes[3].reason == "no_answer"
+
+
+def test_judge_runs_program_answers_and_states_text_answers():
+    programs = ["def solution():\n    return 0.3333 / 2\n", "def solution():\n    return 0.3333 / 3\n"]
+    assert [outcome.correct for outcome in judge(programs, ["0.165", "0.165"], answer_format="program")] == [False, False]
+    outcomes = judge(programs, ["0.165", "0.165"], answer_format="program", absolute_tolerance=1e-2)
+    assert [outcome.correct for outcome in outcomes] == [True, False] and outcomes[0].extracted == "0.16665"
+    assert [outcome.correct for outcome in judge(["The answer is 7.", "so 8"], ["7", "7"], answer_format="text")] == [True, False]
 
 
 def test_extract_program():

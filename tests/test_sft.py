@@ -149,6 +149,14 @@ def test_bad_records_are_named_or_skipped_and_counted(tmp_path, checkpoint):
     assert summary["skipped"] == 2 and summary["examples"] == 8
 
 
+def test_a_time_budget_stops_training_early_with_a_checkpoint(tmp_path, checkpoint):
+    data = write_sft_file(tmp_path / "data.jsonl", 16)
+    summary = run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=50", "max_minutes=0"))
+    assert summary["steps"] == 1
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-1").is_dir()
+    assert (tmp_path / "run" / FINAL_FOLDER / "model.safetensors").is_file()
+
+
 def _final_weights(folder) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

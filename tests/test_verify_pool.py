@@ -107,3 +107,10 @@ def _alive(pid: int) -> bool:
         return False
     status = open(f"/proc/{pid}/stat").read().split()[2] if os.path.exists(f"/proc/{pid}/stat") else "X"
     return status != "Z"
+
+
+def test_an_absolute_tolerance_accepts_loosely_rounded_gold_answers_only_when_asked():
+    # SVAMP's gold answers are rounded loosely (0.3333 / 2 is given as 0.165); ReFT compares within 1e-2.
+    predictions, golds = [r"\boxed{0.16665}", r"\boxed{8.99955}", r"\boxed{0.18}"], ["0.165", "9", "0.165"]
+    assert [outcome.correct for outcome in check_many(predictions, golds)] == [False, False, False]
+    assert [outcome.correct for outcome in check_many(predictions, golds, absolute_tolerance=1e-2)] == [True, True, False]

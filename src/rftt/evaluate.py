@@ -32,7 +32,7 @@ from rftt.search.tree import Tree
 from rftt.stats import wilson_interval
 from rftt.tokens import Move, add_functional_tokens, render_steps
 from rftt.train.reranker import load_reranker, rerank, score
-from rftt.verify import check_many
+from rftt.verify.judge import AnswerFormat, judge
 from rftt.voting import Vote, majority_vote, weighted_vote
 
 PROBLEMS_FILE = "problems.jsonl"
@@ -63,6 +63,8 @@ class EvalConfig:
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior"))
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
     reranker: str | None = None
+    answer_format: AnswerFormat = "text"
+    absolute_tolerance: float = 0.0
 
     def samples(self) -> int:
         """k of `maj@k` and `rerank@k` (1 for greedy and tree)."""
@@ -85,7 +87,7 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
     path = output / CONFIG_FILE
     settings = to_dict(config)
     if path.exists():
-        previous = json.loads(path.read_text())
+        previous = {**to_dict(EvalConfig()), **json.loads(path.read_text())}  # settings added since: their defaults
         changed = sorted(key for key in settings
                          if key not in _SETTINGS_THAT_MAY_CHANGE_ON_RESUME and previous.get(key) != settings[key])
         if changed:
@@ -134,7 +136,8 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
         seconds = (time.perf_counter() - started) / len(batch)
         texts = [completion.text for samples in results for completion in samples]
         golds = [problem.answer for problem in batch for _ in range(params.n)]
-        outcomes = check_many(texts, golds)
+        outcomes = judge(texts, golds, answer_format=config.answer_format,
+                         absolute_tolerance=config.absolute_tolerance)
         scores = None
         if reranker is not None:
             scores = score(*reranker, [prompts[index // params.n] + text for index, text in enumerate(texts)])

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from rftt.engine import make_engine
 from rftt.engine.base import Engine
-from rftt.engine.hf import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_TOKENS
+from rftt.engine.hf import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_PREFIX_CACHE_MIB
 from rftt.engine.openai_http import DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS
 from rftt.engine.types import EngineError
 from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
@@ -23,6 +23,7 @@ class EngineConfig:
     served_model: str | None = None
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+    prefix_cache_mib: int = DEFAULT_PREFIX_CACHE_MIB
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     vllm_options: dict[str, Any] | None = None
@@ -48,7 +49,7 @@ def build_engine(config: EngineConfig, model_name: str, dtype: str = "auto") -> 
         model, tokenizer = load_model(model_name, dtype=dtype)
         model.eval()
         engine = make_engine("hf", model=model, tokenizer=tokenizer, max_batch_tokens=config.max_batch_tokens,
-                             max_batch_rows=config.max_batch_rows)
+                             max_batch_rows=config.max_batch_rows, prefix_cache_mib=config.prefix_cache_mib)
         return engine, tokenizer
     tokenizer = load_tokenizer(model_name)
     if config.kind == "openai":

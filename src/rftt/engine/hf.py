@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftt.engine.base import Engine
+from rftt.engine.prefix_cache import PrefixCache
 from rftt.engine.sampling import sample_tokens
 from rftt.engine.stops import StopStrings, cut_at_stop
 from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams
@@ -23,6 +24,7 @@ from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams
 DEFAULT_MAX_BATCH_TOKENS = 65_536
 DEFAULT_MIN_SHARED_PREFIX = 16
 DEFAULT_MAX_BATCH_ROWS = 64
+DEFAULT_PREFIX_CACHE_MIB = 1024
 _COMPACT_WHEN_FINISHED_FRACTION = 0.5
 
 
@@ -78,12 +80,14 @@ class HFEngine(Engine):
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
         min_shared_prefix: int = DEFAULT_MIN_SHARED_PREFIX,
+        prefix_cache_mib: int = DEFAULT_PREFIX_CACHE_MIB,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_rows = max_batch_rows
         self.min_shared_prefix = min_shared_prefix
+        self.prefix_cache = PrefixCache(prefix_cache_mib * 2**20) if prefix_cache_mib > 0 else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise EngineError("the tokenizer has neither a padding nor an end-of-sequence token")
@@ -150,16 +154,18 @@ class HFEngine(Engine):
         prefix computed once: first the distinct prefixes, then every prompt's own remainder
         on top of its prefix's cache (padding inside a row is masked and skipped by positions).
         """
+        if self.prefix_cache is not None:
+            self.prefix_cache.follow_weights(self.model)
         if min(len(prompt) for prompt in prompts) < 2:
             groups = [(0, list(range(len(prompts))))]
         else:
             groups = shared_prefix_groups(prompts, self.min_shared_prefix)
         if groups[0][0] == 0:
-            return self._expand(*self._prefill_whole(prompts), copies)
+            prefilled = self._prefill_whole(prompts)
+            self._remember(prompts, prefilled[1], prefilled[3])
+            return self._expand(*prefilled, copies)
         prefix_lengths = torch.tensor([length for length, _ in groups])
-        prefix_ids, prefix_mask = self._left_pad([prompts[members[0]][:length] for length, members in groups])
-        cache = DynamicCache(config=self.model.config)
-        self._forward(prefix_ids, prefix_mask, (prefix_mask.cumsum(-1) - 1).clamp(min=0), cache)
+        _, prefix_mask, _, cache = self._prefill_whole([prompts[members[0]][:length] for length, members in groups])
         group_of = torch.empty(len(prompts), dtype=torch.long)
         for group, (_, members) in enumerate(groups):
             group_of[members] = group
@@ -169,14 +175,52 @@ class HFEngine(Engine):
         attention_mask = torch.cat([prefix_mask[group_of.to(self.device)], suffix_mask], dim=1)
         positions = (prefix_lengths[group_of].to(self.device)[:, None] + suffix_mask.cumsum(-1) - 1).clamp(min=0)
         logits = self._forward(suffix_ids, attention_mask, positions, cache)
+        self._remember(prompts, attention_mask, cache)
         return self._expand(logits, attention_mask, positions, cache, copies)
 
     def _prefill_whole(self, prompts: list[list[int]]):
-        """All prompts in one forward pass (when some prompt is too short to split)."""
-        input_ids, attention_mask = self._left_pad(prompts)
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        """All prompts in one forward pass, on top of their cached blocks (if any are cached)."""
+        cached = [self.prefix_cache.lookup(prompt) if self.prefix_cache else [] for prompt in prompts]
+        cache, cached_mask = self._cache_of(cached)
+        cached_lengths = cached_mask.sum(-1)
+        input_ids, new_mask = self._left_pad([prompt[int(length):] for prompt, length in zip(prompts, cached_lengths)])
+        attention_mask = torch.cat([cached_mask, new_mask], dim=1)
+        positions = (cached_lengths[:, None] + new_mask.cumsum(-1) - 1).clamp(min=0)
         return self._forward(input_ids, attention_mask, positions, cache), attention_mask, positions, cache
+
+    def _cache_of(self, cached: list[list[int]]) -> tuple[DynamicCache, torch.Tensor]:
+        """A KV cache holding each row's cached blocks, right-aligned, and its attention mask."""
+        width = max(len(block_ids) for block_ids in cached) * (self.prefix_cache.block_size if self.prefix_cache else 0)
+        mask = torch.zeros((len(cached), width), dtype=torch.long, device=self.device)
+        if width == 0:
+            return DynamicCache(config=self.model.config), mask
+        layers = self.model.config.get_text_config(decoder=True).num_hidden_layers
+        per_layer: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for row, block_ids in enumerate(cached):
+            if not block_ids:
+                continue
+            keys, values = self.prefix_cache.gather(block_ids, layers)
+            if not per_layer:
+                per_layer = [(keys[layer].new_zeros((len(cached), keys[layer].shape[0], width, keys[layer].shape[2])),
+                              values[layer].new_zeros((len(cached), values[layer].shape[0], width, values[layer].shape[2])))
+                             for layer in range(layers)]
+            length = keys[0].shape[1]
+            for layer in range(layers):
+                per_layer[layer][0][row, :, width - length :] = keys[layer]
+                per_layer[layer][1][row, :, width - length :] = values[layer]
+            mask[row, width - length :] = 1
+        return DynamicCache(per_layer, config=self.model.config), mask
+
+    def _remember(self, prompts: list[list[int]], attention_mask: torch.Tensor, cache: DynamicCache) -> None:
+        """Store each prompt's keys and values (its unmasked columns, in order) in the prefix cache."""
+        if self.prefix_cache is None:
+            return
+        for row, prompt in enumerate(prompts):
+            if len(prompt) < self.prefix_cache.block_size:
+                continue
+            columns = attention_mask[row].nonzero().flatten()
+            self.prefix_cache.store(prompt, [layer.keys[row].index_select(1, columns) for layer in cache.layers],
+                                    [layer.values[row].index_select(1, columns) for layer in cache.layers])
 
     def _expand(self, logits, attention_mask, positions, cache, copies: int) -> tuple[_Rows, DynamicCache]:
         """Give each prompt's `copies` samples the same cache and logits."""

@@ -44,7 +44,6 @@ from rftt.train.rl_model import (
 from rftt.train.rl_state import checkpoints, load_training_state, save_checkpoint, save_model_folder
 from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
 from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
-from rftt.verify import check_many
 
 LOG_FILE = "metrics.jsonl"
 PHASES = ("rollout", "reward", "logprobs", "advantages", "update", "sync", "evaluation", "checkpoint")
@@ -341,8 +340,8 @@ class RLTrainer:
         template = get_template(self.config.rollout.template)
         prompts = [template.render(problem.question, self.tokenizer) for problem in problems]
         results = self.engine.generate(prompts, SamplingParams(max_new_tokens=self.config.eval_max_new_tokens))
-        outcomes = check_many([samples[0].text for samples in results], [problem.answer for problem in problems],
-                              last_number_fallback=self.config.rollout.last_number_fallback)
+        outcomes = self.config.rollout.judge([samples[0].text for samples in results],
+                                             [problem.answer for problem in problems])
         return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)
 
 
@@ -354,6 +353,8 @@ def _check(config: RLConfig) -> None:
         raise ConfigError("config.advantage: gae needs a critic (set critic: shared)")
     if config.advantage in ("grpo", "rloo") and config.rollout.samples_per_prompt < 2:
         raise ConfigError(f"config.rollout.samples_per_prompt: {config.advantage} needs at least 2 samples per prompt")
+    if config.rollout.kind == "tree" and config.rollout.answer_format == "program":
+        raise ConfigError("config.rollout.answer_format: tree rollouts write functional-token steps, not programs")
     if config.micro_batch_size > config.mini_batch_size:
         raise ConfigError("config.micro_batch_size: must not exceed mini_batch_size")
     processes = int(os.environ.get("WORLD_SIZE", "1"))

@@ -22,7 +22,8 @@ from rftt.search.policies import TokenGuidedPolicy
 from rftt.search.process_rewards import tree_value_rewards
 from rftt.search.scoring import OutcomeScorer
 from rftt.tokens import FunctionalTokens, Move
-from rftt.verify import Outcome, check_many
+from rftt.verify import Outcome
+from rftt.verify.judge import AnswerFormat, judge
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class RolloutConfig:
     step_max_tokens: int = 128
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior", parallel_rollouts=4))
     last_number_fallback: bool = False
+    answer_format: AnswerFormat = "text"
+    absolute_tolerance: float = 0.0
+
+    def judge(self, completions: Sequence[str], golds: Sequence[str]) -> list[Outcome]:
+        """Outcomes of completions under this config's answer format and comparison."""
+        return judge(completions, golds, answer_format=self.answer_format,
+                     last_number_fallback=self.last_number_fallback, absolute_tolerance=self.absolute_tolerance)
 
 
 @dataclass
@@ -89,7 +97,7 @@ def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem
             batch.moves.append(moves)
             texts.append(completion.text)
             golds.append(problem.answer)
-    batch.outcomes = check_many(texts, golds, last_number_fallback=config.last_number_fallback)
+    batch.outcomes = config.judge(texts, golds)
     return batch
 
 

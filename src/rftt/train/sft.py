@@ -61,6 +61,7 @@ class SFTConfig:
     learning_rate: float = 2e-5
     epochs: float = 2.0
     max_steps: int = -1
+    max_minutes: float | None = None
     batch_size: int = 8
     gradient_accumulation: int = 1
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
@@ -99,6 +100,24 @@ class JsonlLogger(TrainerCallback):
         if state.is_world_process_zero and logs:
             with self.path.open("a") as file:
                 file.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class TimeBudget(TrainerCallback):
+    """Stops training (with a checkpoint) once `minutes` of training have passed; every rank stops at the same step.
+
+    The learning-rate schedule is still planned on `max_steps`/`epochs`, so a run stopped
+    by its budget ends before the schedule does.
+    """
+
+    def __init__(self, minutes: float):
+        self.seconds, self.started = minutes * 60, time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        over = torch.tensor([float(time.perf_counter() - self.started > self.seconds)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
+        if over.item():
+            control.should_training_stop = control.should_save = True
 
 
 def split_dev(examples: Sequence[SFTExample], fraction: float, limit: int) -> tuple[list[SFTExample], list[SFTExample]]:
@@ -181,7 +200,8 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     arguments = _training_arguments(config, output, steps_per_epoch, bool(dev_rows))
     trainer = Trainer(model=model, args=arguments, train_dataset=_Rows(train_rows),
                       eval_dataset=_Rows(dev_rows) if dev_rows else None, data_collator=SFTCollator(tokenizer.pad_token_id),
-                      callbacks=[JsonlLogger(output / LOG_FILE)])
+                      callbacks=[JsonlLogger(output / LOG_FILE)]
+                      + ([TimeBudget(config.max_minutes)] if config.max_minutes is not None else []))
     checkpoint = get_last_checkpoint(arguments.output_dir) if config.resume and Path(arguments.output_dir).is_dir() else None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)

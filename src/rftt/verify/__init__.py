@@ -27,16 +27,21 @@ def default_pool() -> VerifierPool:
 
 
 def check(prediction_text: object, gold: object, *, last_number_fallback: bool = True,
-          relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE) -> Outcome:
-    """Whether a prediction's final answer equals `gold`: `Outcome(correct, extracted, reason)`."""
+          relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE, absolute_tolerance: float = 0.0) -> Outcome:
+    """Whether a prediction's final answer equals `gold`: `Outcome(correct, extracted, reason)`.
+
+    Numbers match within `relative_tolerance`, or within `absolute_tolerance` for datasets whose
+    gold answers are loosely rounded (ReFT compares SVAMP within 1e-2).
+    """
     return check_many([prediction_text], [gold], last_number_fallback=last_number_fallback,
-                      relative_tolerance=relative_tolerance)[0]
+                      relative_tolerance=relative_tolerance, absolute_tolerance=absolute_tolerance)[0]
 
 
 def check_many(predictions: Sequence[object], golds: Sequence[object], *, last_number_fallback: bool = True,
-               relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE) -> list[Outcome]:
+               relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE, absolute_tolerance: float = 0.0) -> list[Outcome]:
     """`check` over many pairs at once, spread over the worker processes."""
-    options = CheckOptions(last_number_fallback=last_number_fallback, relative_tolerance=relative_tolerance)
+    options = CheckOptions(last_number_fallback=last_number_fallback, relative_tolerance=relative_tolerance,
+                           absolute_tolerance=absolute_tolerance)
     return default_pool().check_many(predictions, golds, options)
 
 

@@ -102,11 +102,11 @@ def _ratio(numerator: str, denominator: str, *, negative: bool) -> float | None:
     return -value if negative else value
 
 
-def numbers_equal(predicted: Number, gold: Number, relative_tolerance: float) -> bool:
+def numbers_equal(predicted: Number, gold: Number, relative_tolerance: float, absolute_tolerance: float = 0.0) -> bool:
     """Equal within tolerance; a percent sign on either side also allows the value scaled by 100."""
 
     def close(a: float, b: float) -> bool:
-        return math.isclose(a, b, rel_tol=relative_tolerance, abs_tol=_ABSOLUTE_TOLERANCE)
+        return math.isclose(a, b, rel_tol=relative_tolerance, abs_tol=max(absolute_tolerance, _ABSOLUTE_TOLERANCE))
 
     if close(predicted.value, gold.value):
         return True
@@ -145,14 +145,15 @@ def symbolically_equal(predicted: str, gold: str) -> bool:
     return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
 
 
-def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE) -> bool:
+def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE,
+                  absolute_tolerance: float = 0.0) -> bool:
     """Whether an extracted answer states the gold answer (see the module docstring for the order)."""
     gold_choice = _CHOICE_GOLD.match(clean(gold))
     if gold_choice:
         return choice_letter(predicted) == gold_choice.group(1).lower()
     predicted_number, gold_number = parse_number(predicted), parse_number(gold)
     if predicted_number is not None and gold_number is not None:
-        return numbers_equal(predicted_number, gold_number, relative_tolerance)
+        return numbers_equal(predicted_number, gold_number, relative_tolerance, absolute_tolerance)
     if _plain_text(predicted) == _plain_text(gold):
         return True
     return symbolically_equal(predicted, gold)

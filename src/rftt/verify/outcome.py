@@ -25,6 +25,7 @@ class CheckOptions:
 
     last_number_fallback: bool = True
     relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE
+    absolute_tolerance: float = 0.0
 
 
 def as_text(value: object) -> str | None:

@@ -63,7 +63,8 @@ class VerifierPool:
                 results[index] = early
             else:
                 pending.append((index, extracted))
-                payloads.append((extracted, gold_answer(gold_text), options.relative_tolerance))
+                payloads.append((extracted, gold_answer(gold_text), options.relative_tolerance,
+                                 options.absolute_tolerance))
         for (index, extracted), result in zip(pending, self.pool.run(payloads, self.timeout)):
             if result.status == "done":
                 results[index] = outcome_of_comparison(extracted, result.value)

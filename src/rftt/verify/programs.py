@@ -21,9 +21,16 @@ def extract_program(text: str) -> str | None:
     return source[match.start():].rstrip() if match else None
 
 
+def returned_answers(executions: Sequence[ExecutionResult | None]) -> list[str]:
+    """Each run's return value as a boxed answer for the checker ("" when the program did not return one)."""
+    return [f"\\boxed{{{result.value}}}" if result is not None and result.ok and result.value is not None else ""
+            for result in executions]
+
+
 def check_programs(completions: Sequence[str], golds: Sequence[str], executor: ProgramExecutor,
-                   ) -> tuple[list[Outcome], list[ExecutionResult | None]]:
-    """Run each completion's program and compare its return value with the gold answer."""
+                   absolute_tolerance: float = 0.0) -> tuple[list[Outcome], list[ExecutionResult | None]]:
+    """Run each completion's program and compare its return value with the gold answer (numbers within
+    `absolute_tolerance` when the dataset's gold answers are rounded, as SVAMP's)."""
     from rftt.verify import check_many
 
     programs = [extract_program(text) for text in completions]
@@ -31,7 +38,6 @@ def check_programs(completions: Sequence[str], golds: Sequence[str], executor: P
     executions: list[ExecutionResult | None] = [None] * len(programs)
     for index, result in zip(runnable, executor.run_many([programs[index] for index in runnable])):
         executions[index] = result
-    values = [f"\\boxed{{{result.value}}}" if result is not None and result.ok and result.value is not None else ""
-              for result in executions]
-    outcomes = check_many(values, golds, last_number_fallback=False)
+    values = returned_answers(executions)
+    outcomes = check_many(values, golds, last_number_fallback=False, absolute_tolerance=absolute_tolerance)
     return outcomes, executions

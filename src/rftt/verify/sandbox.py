@@ -141,8 +141,8 @@ class ProgramExecutor:
         self.base = tempfile.mkdtemp(prefix="rftt-sandbox-")
         os.chmod(self.base, 0o711)
         command = [sys.executable, "-c", "from rftt.verify.sandbox import worker_main; worker_main()"]
-        self.pool = WorkerPool(lambda socket_fd: [*command, str(socket_fd), self.base],
-                               workers or max(1, min(4, os.cpu_count() or 1)), "sandbox")
+        self.workers = workers or max(1, min(4, os.cpu_count() or 1))
+        self.pool = WorkerPool(lambda socket_fd: [*command, str(socket_fd), self.base], self.workers, "sandbox")
 
     def __enter__(self) -> "ProgramExecutor":
         return self

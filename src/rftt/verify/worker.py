@@ -34,12 +34,13 @@ def _limit_cpu_for_next_task(timeout: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (budget if hard == resource.RLIM_INFINITY else min(budget, hard), hard))
 
 
-def compare(payload: tuple[str, str, float], timeout: float) -> bool | None:
+def compare(payload: tuple[str, str, float, float], timeout: float) -> bool | None:
     """One comparison under a CPU-time limit; None when the comparison itself fails."""
-    extracted, gold, relative_tolerance = payload
+    extracted, gold, relative_tolerance, absolute_tolerance = payload
     _limit_cpu_for_next_task(timeout)
     try:
-        return answers_equal(extracted, gold, relative_tolerance=relative_tolerance)
+        return answers_equal(extracted, gold, relative_tolerance=relative_tolerance,
+                             absolute_tolerance=absolute_tolerance)
     except Exception:  # math-verify and sympy raise many kinds of errors on odd input
         return None
 
