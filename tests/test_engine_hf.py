@@ -185,7 +185,7 @@ def test_the_prefix_cache_reuses_earlier_prompts_and_gives_the_same_completions(
     stem = "clarify the question and what is asked then analyze the problem then take the next step " * 3
     first = [f"{stem} 12 +", f"{stem} the answer is"]
     later = [f"{stem} verify the", f"{stem} 12 + the answer is", "x"]
-    cached = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer)
+    cached = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, prefix_cache_mib=64)
     uncached = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, prefix_cache_mib=0)
     params = [SamplingParams(max_new_tokens=8), SamplingParams(n=2, temperature=1.0, max_new_tokens=6, seed=3)]
     for prompts in (first, later):
@@ -202,7 +202,7 @@ def test_the_prefix_cache_is_emptied_when_the_weights_change(tiny_tokenizer):
 
     model = build_tiny_model(len(tiny_tokenizer), seed=5).eval()
     prompt = "clarify the question and what is asked then analyze the problem then take the next step " * 3
-    engine = make_engine("hf", model=model, tokenizer=tiny_tokenizer)
+    engine = make_engine("hf", model=model, tokenizer=tiny_tokenizer, prefix_cache_mib=64)
     engine.generate([prompt], SamplingParams(max_new_tokens=4))
     with torch.no_grad():
         for parameter in model.parameters():
@@ -219,9 +219,54 @@ def test_the_prefix_cache_keeps_within_its_budget():
     cache = PrefixCache(max_bytes=3 * 2 * 4 * 4 * 2, block_size=2)  # room for three blocks of 1 layer, 2 heads x 2 tokens x 2 dims
     keys = [torch.arange(2 * 8 * 2, dtype=torch.float32).reshape(2, 8, 2)]
     cache.store([1, 2, 3, 4, 5, 6, 7, 8], keys, keys)
-    assert cache.bytes <= cache.max_bytes and len(cache.lookup([1, 2, 3, 4, 5, 6, 7, 8, 9])) == 0
+    assert cache.bytes <= cache.max_bytes and len(cache.lookup([1, 2, 3, 4, 5, 6, 7, 8, 9])) == 3
     cache.store([1, 2, 3, 4, 5], keys, keys)
     found = cache.lookup([1, 2, 3, 4, 9])
     assert len(found) == 2
     gathered, _ = cache.gather(found, 1)
     torch.testing.assert_close(gathered[0], keys[0][:, :4])
+
+
+def test_the_prefix_cache_evicts_a_chains_descendants_before_its_root():
+    from rftt.engine.prefix_cache import PrefixCache
+
+    keys = [torch.zeros(1, 6, 1)]
+    cache = PrefixCache(max_bytes=10**9, block_size=2)
+    cache.store([1, 2, 3, 4, 5, 6], keys, keys)
+    block_bytes = cache.bytes // 3
+    cache.max_bytes = 2 * block_bytes
+    cache.store([7, 8], keys, keys)  # over budget by one block: the chain's leaf goes, its root stays
+    assert len(cache.lookup([1, 2, 3, 4, 5, 6, 0])) == 1 and len(cache.lookup([7, 8, 0])) == 1
+
+
+def test_the_prefix_cache_is_refused_for_sliding_window_models(tiny_tokenizer):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=8)
+    model = MistralForCausalLM(config).eval()
+    with pytest.raises(EngineError, match="sliding-window"):
+        make_engine("hf", model=model, tokenizer=tiny_tokenizer, prefix_cache_mib=64)
+    make_engine("hf", model=model, tokenizer=tiny_tokenizer)
+
+
+def test_continuous_batching_refills_finished_rows_and_matches_plain_decoding(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    prompts = PROMPTS + ["the", "verify the previous steps, refine the answer is 12 + 12 clarify the question", "12"]
+    small = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, max_batch_rows=4)
+    eos = tiny_tokenizer.eos_token_id
+    shortest = min(prompts, key=lambda prompt: len(tiny_tokenizer.encode(prompt, add_special_tokens=False)))
+    for max_new_tokens in (3, 9):  # the shortest prompt's row stops first and a waiting prompt takes its place
+        stop = tiny_tokenizer.decode(manual_greedy(tiny_model, tiny_tokenizer, shortest, 1, {eos}))
+        results = small.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, stop=(stop,)))
+        unbatched = [make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer).generate([prompt], SamplingParams(
+            max_new_tokens=max_new_tokens, stop=(stop,)))[0] for prompt in prompts]
+        assert_same_completions(results, unbatched)
+        for prompt, [completion] in zip(prompts, results):
+            ids = tiny_tokenizer.encode(prompt, add_special_tokens=False)
+            torch.testing.assert_close(torch.tensor(completion.logprobs),
+                                       forward_logprobs(tiny_model, ids, completion.token_ids), atol=1e-4, rtol=1e-4)
+    assert small.refills > 0
+    sampled = small.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=1))
+    assert [len(samples) for samples in sampled] == [3] * len(prompts)
+    assert sampled == small.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=1))

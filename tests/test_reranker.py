@@ -75,3 +75,5 @@ def test_rerank_at_k_in_eval(tmp_path, checkpoint):
             assert record["answer"] == record["extracted"][chosen]
     with pytest.raises(ConfigError, match="rerank@k needs a trained reranker"):
         EvalConfig(method="rerank@4").samples()
+    with pytest.raises(ConfigError, match="tree search judges stated answers exactly"):
+        EvalConfig(method="tree", absolute_tolerance=0.01).samples()

@@ -116,6 +116,8 @@ def test_incompatible_settings_are_named(tmp_path, checkpoint, data):
         run_rl(recipe_config("reft_gsm8k.yaml", checkpoint, data, tmp_path / "x", "critic=none"))
     with pytest.raises(ConfigError, match="tree rollouts write functional-token steps"):
         run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "y", "rollout.answer_format=program"))
+    with pytest.raises(ConfigError, match="tree rollouts judge answers exactly"):
+        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "z", "rollout.absolute_tolerance=0.01"))
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

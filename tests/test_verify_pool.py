@@ -114,3 +114,6 @@ def test_an_absolute_tolerance_accepts_loosely_rounded_gold_answers_only_when_as
     predictions, golds = [r"\boxed{0.16665}", r"\boxed{8.99955}", r"\boxed{0.18}"], ["0.165", "9", "0.165"]
     assert [outcome.correct for outcome in check_many(predictions, golds)] == [False, False, False]
     assert [outcome.correct for outcome in check_many(predictions, golds, absolute_tolerance=1e-2)] == [True, True, False]
+    # the tolerance applies to the numbers as written, not to a percent scaled by 100
+    assert [outcome.correct for outcome in check_many([r"\boxed{1\%}", r"\boxed{0.04}"], ["0", "3%"],
+                                                      absolute_tolerance=1e-2)] == [False, False]

@@ -74,6 +74,9 @@ class EvalConfig:
                               "(for example maj@8)")
         if match.group(2) == "rerank" and not self.reranker:
             raise ConfigError("config.reranker: rerank@k needs a trained reranker (rftt train-reranker)")
+        if self.method == "tree" and (self.answer_format != "text" or self.absolute_tolerance):
+            raise ConfigError("config.method: tree search judges stated answers exactly; it takes neither "
+                              "answer_format: program nor absolute_tolerance")
         return int(match.group(3) or 1)
 
     def sampling_params(self) -> SamplingParams:

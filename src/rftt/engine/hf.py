@@ -1,9 +1,10 @@
 """The Hugging Face backend: batched decoding with a KV cache, on CPU or one GPU.
 
 Prompts are left-padded and decoded together; each prompt is prefilled once and its KV
-cache copied to its `n` samples. Rows that finish are dropped from the batch once half
-of it is done, so long and short completions do not pay for each other. Requests larger
-than `max_batch_tokens` are cut into chunks. The model object is shared, not copied: a
+cache copied to its `n` samples. Batching is continuous: at most `max_batch_rows` rows
+(and `max_batch_tokens` tokens) decode at once; rows that finish leave the batch and
+waiting prompts are prefilled into their places, so a long completion does not hold up
+the prompts behind it. The model object is shared, not copied: a
 training loop that updates it is generating with the new weights on the next call.
 """
 
@@ -14,6 +15,7 @@ from typing import Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 
 from rftt.engine.base import Engine
 from rftt.engine.prefix_cache import PrefixCache
@@ -24,8 +26,9 @@ from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams
 DEFAULT_MAX_BATCH_TOKENS = 65_536
 DEFAULT_MIN_SHARED_PREFIX = 16
 DEFAULT_MAX_BATCH_ROWS = 64
-DEFAULT_PREFIX_CACHE_MIB = 1024
+DEFAULT_PREFIX_CACHE_MIB = 0
 _COMPACT_WHEN_FINISHED_FRACTION = 0.5
+_REFILL_WHEN_FREE_FRACTION = 0.25
 
 
 @dataclass
@@ -37,6 +40,7 @@ class _Rows:
     next_position: torch.Tensor
     logits: torch.Tensor
     finished: torch.Tensor
+    steps: torch.Tensor
 
 
 def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
@@ -67,6 +71,47 @@ def shared_prefix_groups(prompts: Sequence[Sequence[int]], minimum: int) -> list
     return groups
 
 
+def _drop_finished(rows: _Rows, cache: DynamicCache, trim: bool) -> tuple[_Rows, DynamicCache]:
+    """The batch without its finished rows; with `trim` (plain cache layers only), also without leading
+    columns that are padding in every row."""
+    kept = (~rows.finished).nonzero().flatten()
+    cache.batch_select_indices(kept)
+    attention_mask = rows.attention_mask[kept]
+    first = int(attention_mask.any(0).long().argmax()) if trim and kept.numel() else 0
+    if first > 0:
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+        attention_mask = attention_mask[:, first:]
+    return _Rows(rows.index[kept], attention_mask, rows.next_position[kept], rows.logits[kept], rows.finished[kept],
+                 rows.steps[kept]), cache
+
+
+def _join(rows: _Rows, cache: DynamicCache, new_rows: _Rows, new_cache: DynamicCache) -> tuple[_Rows, DynamicCache]:
+    """One batch of two, their caches and masks left-padded to the same width."""
+    width = max(rows.attention_mask.shape[1], new_rows.attention_mask.shape[1])
+
+    def widen(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+        missing = width - tensor.shape[dim]
+        if missing == 0:
+            return tensor
+        shape = list(tensor.shape)
+        shape[dim] = missing
+        return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+    layers = [(torch.cat([widen(old.keys, 2), widen(new.keys, 2)]), torch.cat([widen(old.values, 2), widen(new.values, 2)]))
+              for old, new in zip(cache.layers, new_cache.layers)]
+    joined = _Rows(*(torch.cat([old, new]) for old, new in (
+        (rows.index, new_rows.index), (widen(rows.attention_mask, 1), widen(new_rows.attention_mask, 1)),
+        (rows.next_position, new_rows.next_position), (rows.logits, new_rows.logits), (rows.finished, new_rows.finished),
+        (rows.steps, new_rows.steps))))
+    return joined, DynamicCache(layers, config=None)
+
+
+def _plain_cache_layers(model: PreTrainedModel) -> bool:
+    """Whether every layer of the model's KV cache is a plain full-attention layer."""
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
 class HFEngine(Engine):
     """Generation with a transformers model held in this process."""
 
@@ -88,6 +133,11 @@ class HFEngine(Engine):
         self.max_batch_rows = max_batch_rows
         self.min_shared_prefix = min_shared_prefix
         self.prefix_cache = PrefixCache(prefix_cache_mib * 2**20) if prefix_cache_mib > 0 else None
+        self.plain_cache = _plain_cache_layers(model)
+        self.refills = 0  # times waiting prompts joined a running batch (for throughput diagnostics)
+        if self.prefix_cache is not None and not self.plain_cache:
+            raise EngineError("prefix_cache_mib: this model's KV cache has sliding-window, shared or recurrent layers; "
+                              "the prefix cache supports plain attention layers only (set prefix_cache_mib: 0)")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise EngineError("the tokenizer has neither a padding nor an end-of-sequence token")
@@ -124,12 +174,8 @@ class HFEngine(Engine):
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         stop_strings = StopStrings(self.tokenizer, params.stop) if params.stop else None
-        results: list[list[Completion]] = [[] for _ in prompts]
-        for chunk in self._chunks([len(ids) for ids in encoded], params.n, params.max_new_tokens):
-            completions = self._generate_chunk([encoded[i] for i in chunk], params, generator, stop_strings)
-            for position, index in enumerate(chunk):
-                results[index] = completions[position * params.n : (position + 1) * params.n]
-        return results
+        completions = self._decode(encoded, params, generator, stop_strings)
+        return [completions[index * params.n : (index + 1) * params.n] for index in range(len(prompts))]
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(ids) for ids in sequences)
@@ -194,7 +240,7 @@ class HFEngine(Engine):
         mask = torch.zeros((len(cached), width), dtype=torch.long, device=self.device)
         if width == 0:
             return DynamicCache(config=self.model.config), mask
-        layers = self.model.config.get_text_config(decoder=True).num_hidden_layers
+        layers = len(DynamicCache(config=self.model.config).layers)
         per_layer: list[tuple[torch.Tensor, torch.Tensor]] = []
         for row, block_ids in enumerate(cached):
             if not block_ids:
@@ -231,7 +277,7 @@ class HFEngine(Engine):
             positions = positions.repeat_interleave(copies, dim=0)
         index = torch.arange(logits.shape[0], device=self.device)
         finished = torch.zeros_like(index, dtype=torch.bool)
-        return _Rows(index, attention_mask, positions[:, -1] + 1, logits, finished), cache
+        return _Rows(index, attention_mask, positions[:, -1] + 1, logits, finished, torch.zeros_like(index)), cache
 
     def _stop_ids(self, params: SamplingParams) -> torch.Tensor:
         ids = set(params.stop_token_ids)
@@ -240,36 +286,51 @@ class HFEngine(Engine):
         return torch.tensor(sorted(ids), dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
-    def _generate_chunk(
+    def _decode(
         self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None,
         stop_strings: StopStrings | None,
     ) -> list[Completion]:
-        rows, cache = self._prefill(prompts, params.n)
-        total = rows.index.numel()
+        """Continuous batching: rows that finish leave the batch and waiting prompts take their places.
+
+        Row `prompt * n + sample` of the buffers holds that sample's tokens; each row counts its
+        own steps, so rows admitted later decode beside rows admitted earlier.
+        """
+        total = len(prompts) * params.n
         tokens = torch.full((total, params.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
         logprobs = torch.zeros((total, params.max_new_tokens), device=self.device)
         lengths = torch.full((total,), params.max_new_tokens, dtype=torch.long, device=self.device)
         stop_reasons: dict[int, str | int] = {}
         stop_ids = self._stop_ids(params)
-        for step in range(params.max_new_tokens):
+        waiting = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
+        rows: _Rows | None = None
+        cache: DynamicCache | None = None
+        while True:
+            if waiting and (rows is None or (self.plain_cache and self._free_rows(rows) >= self._refill_rows)):
+                rows, cache = self._admit(rows, cache, prompts, waiting, params)
+            if rows is None:
+                break
             new_tokens = sample_tokens(rows.logits, params.temperature, params.top_k, params.top_p, generator)
-            tokens[rows.index, step] = new_tokens
-            logprobs[rows.index, step] = torch.log_softmax(rows.logits, dim=-1).gather(1, new_tokens[:, None]).squeeze(1)
-            done = torch.isin(new_tokens, stop_ids) & ~rows.finished
+            live = ~rows.finished
+            tokens[rows.index[live], rows.steps[live]] = new_tokens[live]
+            logprobs[rows.index[live], rows.steps[live]] = torch.log_softmax(rows.logits[live], dim=-1).gather(
+                1, new_tokens[live, None]).squeeze(1)
+            rows.steps = rows.steps + live.long()
+            done = torch.isin(new_tokens, stop_ids) & live
             for row in done.nonzero().flatten().tolist():
                 stop_reasons[int(rows.index[row])] = int(new_tokens[row])
             if stop_strings:
                 for row in stop_strings.candidate_rows(new_tokens).tolist():
                     original = int(rows.index[row])
-                    if rows.finished[row] or done[row]:
+                    if not live[row] or done[row]:
                         continue
-                    stop = stop_strings.completed(tokens[original, : step + 1].tolist())
+                    stop = stop_strings.completed(tokens[original, : int(rows.steps[row])].tolist())
                     if stop is not None:
                         stop_reasons[original], done[row] = stop, True
-            lengths[rows.index[done]] = step + 1
-            rows.finished |= done
-            if bool(rows.finished.all()) or step + 1 == params.max_new_tokens:
-                break
+            lengths[rows.index[done]] = rows.steps[done]
+            rows.finished = rows.finished | done | (rows.steps >= params.max_new_tokens)
+            if bool(rows.finished.all()):
+                rows, cache = None, None
+                continue
             rows, cache = self._advance(rows, cache, new_tokens)
         return [
             self._completion(tokens[row, : lengths[row]].tolist(), logprobs[row, : lengths[row]].tolist(),
@@ -277,18 +338,49 @@ class HFEngine(Engine):
             for row in range(total)
         ]
 
+    def _free_rows(self, rows: _Rows) -> int:
+        return self.max_batch_rows - int((~rows.finished).sum())
+
+    @property
+    def _refill_rows(self) -> int:
+        """Free rows that make it worth prefilling waiting prompts into a running batch."""
+        return max(1, int(_REFILL_WHEN_FREE_FRACTION * self.max_batch_rows))
+
+    def _admit(self, rows: _Rows | None, cache: DynamicCache | None, prompts: list[list[int]], waiting: list[int],
+               params: SamplingParams) -> tuple[_Rows, DynamicCache]:
+        """Drop finished rows, then prefill as many waiting prompts as the row and token bounds allow and
+        add their rows to the batch (the narrower of the two caches is padded on the left)."""
+        if rows is not None:
+            rows, cache = _drop_finished(rows, cache, trim=True)
+        live = 0 if rows is None else rows.index.numel()
+        width = 0 if rows is None else rows.attention_mask.shape[1]
+        admitted: list[int] = []
+        while waiting:
+            rows_after = live + (len(admitted) + 1) * params.n
+            tokens_after = rows_after * (max(width, len(prompts[waiting[0]])) + params.max_new_tokens)
+            if (admitted or live) and (rows_after > self.max_batch_rows or tokens_after > self.max_batch_tokens):
+                break
+            admitted.append(waiting.pop(0))
+        if not admitted:
+            return rows, cache
+        new_rows, new_cache = self._prefill([prompts[index] for index in admitted], params.n)
+        new_rows.index = torch.tensor([index * params.n + sample for index in admitted for sample in range(params.n)],
+                                      device=self.device)
+        if rows is None or rows.index.numel() == 0:
+            return new_rows, new_cache
+        self.refills += 1
+        return _join(rows, cache, new_rows, new_cache)
+
     def _advance(self, rows: _Rows, cache: DynamicCache, new_tokens: torch.Tensor) -> tuple[_Rows, DynamicCache]:
         """Feed the new tokens to the batch, first dropping finished rows once enough of them have finished."""
         if float(rows.finished.float().mean()) >= _COMPACT_WHEN_FINISHED_FRACTION:
             kept = (~rows.finished).nonzero().flatten()
-            cache.batch_select_indices(kept)
-            rows = _Rows(rows.index[kept], rows.attention_mask[kept], rows.next_position[kept], rows.logits[kept],
-                         rows.finished[kept])
             new_tokens = new_tokens[kept]
+            rows, cache = _drop_finished(rows, cache, trim=self.plain_cache)
         new_tokens = torch.where(rows.finished, torch.full_like(new_tokens, self.pad_id), new_tokens)
         attention_mask = torch.cat([rows.attention_mask, torch.ones_like(rows.attention_mask[:, :1])], dim=1)
         logits = self._forward(new_tokens[:, None], attention_mask, rows.next_position[:, None], cache)
-        return _Rows(rows.index, attention_mask, rows.next_position + 1, logits, rows.finished), cache
+        return _Rows(rows.index, attention_mask, rows.next_position + 1, logits, rows.finished, rows.steps), cache
 
     def _completion(
         self, token_ids: list[int], logprobs: list[float], stop_reason: str | int | None, params: SamplingParams,

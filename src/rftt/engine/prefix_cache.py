@@ -4,9 +4,13 @@ In a tree search every node's prompt repeats its tree's question and earlier ste
 most of a prompt was already computed by an earlier call. A block is keyed by the block
 before it and its own tokens, so a hit is exact (no hashing collisions): a prompt reuses
 its longest run of cached full blocks and computes only the rest. The least recently
-used blocks go first when the cache is over `max_bytes`; any change to the model's
-weights (an optimizer step, a loaded checkpoint) empties it, so a training loop never
-generates from stale keys and values.
+used blocks go first when the cache is over `max_bytes` (a chain's root is touched last, so
+it outlives its descendants). Any in-place change to the model's parameters (an optimizer
+step) or a replaced parameter empties it; code that changes outputs otherwise (switching
+PEFT adapters, writing through `.data`) must call `clear()`. It is off by default: on the
+CPU measured here generation is decode-bound and reuse did not raise search throughput.
+Only models whose cache layers are all plain (no sliding window, no shared or recurrent
+layers) can use it.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ class _Block:
         return sum(tensor.numel() * tensor.element_size() for tensor in self.keys + self.values)
 
 
-def weights_version(model: torch.nn.Module) -> int:
-    """A number that changes whenever any parameter is modified in place (torch counts tensor versions)."""
-    return sum(parameter._version for parameter in model.parameters())
+def weights_version(model: torch.nn.Module) -> tuple[tuple[int, int, int], ...]:
+    """Changes whenever a parameter is modified in place (torch counts tensor versions) or replaced."""
+    return tuple((id(parameter), parameter.data_ptr(), parameter._version) for parameter in model.parameters())
 
 
 class PrefixCache:
@@ -66,9 +70,9 @@ class PrefixCache:
             block_id = self._ids.get((parent, tuple(prompt[start : start + self.block_size])))
             if block_id is None:
                 break
-            self._blocks.move_to_end(block_id)
             found.append(block_id)
             parent = block_id
+        self._touch(found)
         self.looked_up_tokens += len(prompt)
         self.hit_tokens += len(found) * self.block_size
         return found
@@ -81,20 +85,25 @@ class PrefixCache:
 
     def store(self, prompt: Sequence[int], keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
         """Keep the full blocks of `prompt`, given per layer its keys and values [kv_heads, len(prompt), head_dim]."""
-        parent = _ROOT
+        parent, chain = _ROOT, []
         for start in range(0, len(prompt) // self.block_size * self.block_size, self.block_size):
             key = (parent, tuple(prompt[start : start + self.block_size]))
             block_id = self._ids.get(key)
             if block_id is None:
                 block_id = self._add(_Block(key, tuple(k[:, start : start + self.block_size].clone() for k in keys),
                                             tuple(v[:, start : start + self.block_size].clone() for v in values)))
-            else:
-                self._blocks.move_to_end(block_id)
+            chain.append(block_id)
             parent = block_id
+        self._touch(chain)
         while self.bytes > self.max_bytes and self._blocks:
             _, evicted = self._blocks.popitem(last=False)
             del self._ids[evicted.key]
             self.bytes -= evicted.bytes
+
+    def _touch(self, chain: list[int]) -> None:
+        """Mark a chain of blocks as just used, its root last (so roots are evicted after their descendants)."""
+        for block_id in reversed(chain):
+            self._blocks.move_to_end(block_id)
 
     def _add(self, block: _Block) -> int:
         block_id, self._next_id = self._next_id, self._next_id + 1

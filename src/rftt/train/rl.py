@@ -355,6 +355,8 @@ def _check(config: RLConfig) -> None:
         raise ConfigError(f"config.rollout.samples_per_prompt: {config.advantage} needs at least 2 samples per prompt")
     if config.rollout.kind == "tree" and config.rollout.answer_format == "program":
         raise ConfigError("config.rollout.answer_format: tree rollouts write functional-token steps, not programs")
+    if config.rollout.kind == "tree" and config.rollout.absolute_tolerance:
+        raise ConfigError("config.rollout.absolute_tolerance: tree rollouts judge answers exactly (set it to 0)")
     if config.micro_batch_size > config.mini_batch_size:
         raise ConfigError("config.micro_batch_size: must not exceed mini_batch_size")
     processes = int(os.environ.get("WORLD_SIZE", "1"))

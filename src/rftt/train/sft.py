@@ -106,14 +106,17 @@ class TimeBudget(TrainerCallback):
     """Stops training (with a checkpoint) once `minutes` of training have passed; every rank stops at the same step.
 
     The learning-rate schedule is still planned on `max_steps`/`epochs`, so a run stopped
-    by its budget ends before the schedule does.
+    by its budget ends before the schedule does; a resumed run gets a fresh budget.
     """
 
     def __init__(self, minutes: float):
         self.seconds, self.started = minutes * 60, time.perf_counter()
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
     def on_step_end(self, args, state, control, **kwargs):
-        over = torch.tensor([float(time.perf_counter() - self.started > self.seconds)])
+        over = torch.tensor([float(time.perf_counter() - self.started > self.seconds)], device=args.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
         if over.item():

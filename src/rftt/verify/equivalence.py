@@ -106,9 +106,9 @@ def numbers_equal(predicted: Number, gold: Number, relative_tolerance: float, ab
     """Equal within tolerance; a percent sign on either side also allows the value scaled by 100."""
 
     def close(a: float, b: float) -> bool:
-        return math.isclose(a, b, rel_tol=relative_tolerance, abs_tol=max(absolute_tolerance, _ABSOLUTE_TOLERANCE))
+        return math.isclose(a, b, rel_tol=relative_tolerance, abs_tol=_ABSOLUTE_TOLERANCE)
 
-    if close(predicted.value, gold.value):
+    if close(predicted.value, gold.value) or abs(predicted.value - gold.value) <= absolute_tolerance:
         return True
     if predicted.percent and close(predicted.value / _PERCENT_SCALE, gold.value):
         return True
