@@ -115,3 +115,17 @@ def run_and_kill_after_lines(command: list[str], watched, lines: int, timeout: f
         time.sleep(0.01)
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the job finished before it could be killed"
+
+
+TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                      "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+def save_tiny_checkpoint(folder, *, seed: int, chat_template: str | None = None):
+    """A tiny random model and its tokenizer saved as a checkpoint folder (optionally with a chat template)."""
+    tokenizer = build_tiny_tokenizer()
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    build_tiny_model(len(tokenizer), seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

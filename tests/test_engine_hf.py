@@ -161,7 +161,7 @@ def test_vllm_backend_imports_without_vllm():
 
 
 def test_shared_prefix_groups():
-    from rftt.engine.hf import shared_prefix_groups
+    from rftt.engine.batch import shared_prefix_groups
 
     prompts = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [7, 8], [1, 2, 3, 4, 6, 6]]
     assert shared_prefix_groups(prompts, minimum=3) == [(3, [0, 3, 1]), (1, [2])]

@@ -15,16 +15,12 @@ from rftt.evaluate import PROBLEMS_FILE, SUMMARY_FILE, EvalConfig, evaluate
 from rftt.prompts import TemplateError, get_template
 from rftt.voting import answer_key, majority_vote
 
-from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
+from conftest import build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-checkpoint")
-    tokenizer = build_tiny_tokenizer()
-    build_tiny_model(len(tokenizer), seed=3).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"), seed=3)
 
 
 def write_problems(path, count: int) -> str:

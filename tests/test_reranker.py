@@ -11,16 +11,12 @@ from rftt.evaluate import EvalConfig, evaluate
 from rftt.jsonl import read_records
 from rftt.train.reranker import RerankerConfig, load_reranker, rerank, score, train_reranker
 
-from conftest import build_tiny_model, build_tiny_tokenizer
+from conftest import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-policy")
-    tokenizer = build_tiny_tokenizer()
-    build_tiny_model(len(tokenizer), seed=4).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-policy"), seed=4)
 
 
 def write_eval_run(path) -> str:

@@ -20,11 +20,9 @@ from rftt.train.rl_model import build_sequences, forward_responses
 from rftt.train.sft import FINGERPRINT_FOLDER
 from rftt.verify import Outcome
 
-from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
+from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}assistant: {% endif %}")
 SMALL = ["steps=3", "dev=null", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=8", "rollout.step_max_tokens=4",
          "rollout.search.max_depth=3", "rollout.search.rollouts=2", "prompts_per_step=2", "mini_batch_size=4",
          "micro_batch_size=2", "save_every=0", "eval_every=0", "learning_rate=1.0e-4"]
@@ -34,7 +32,7 @@ SMALL = ["steps=3", "dev=null", "rollout.samples_per_prompt=2", "rollout.max_new
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-policy")
     tokenizer = build_tiny_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
     model = build_tiny_model(len(tokenizer), seed=11)
     tokens = add_functional_tokens(model, tokenizer)
     model.save_pretrained(folder)

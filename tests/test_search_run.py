@@ -20,20 +20,12 @@ from rftt.search.runner import SFT_FILE, TREES_FILE, SearchRunConfig, run_search
 from rftt.search.tree import Tree
 from rftt.search.viewer import render_tree_page, write_tree_page
 
-from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
-
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}assistant: {% endif %}")
+from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-chat-checkpoint")
-    tokenizer = build_tiny_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    build_tiny_model(len(tokenizer), seed=5).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-chat-checkpoint"), seed=5, chat_template=TINY_CHAT_TEMPLATE)
 
 
 def write_problems(path, count: int) -> str:

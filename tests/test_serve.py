@@ -16,7 +16,7 @@ import torch
 
 from rftt.engine import EngineError, SamplingParams, make_engine
 
-from conftest import build_tiny_model, build_tiny_tokenizer
+from conftest import build_tiny_tokenizer, save_tiny_checkpoint
 
 API_KEY = "test-key"
 PROMPTS = [f"the answer is {number} and" for number in range(16)]
@@ -30,11 +30,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-checkpoint")
-    tokenizer = build_tiny_tokenizer()
-    build_tiny_model(len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-checkpoint"), seed=0)
 
 
 @pytest.fixture(scope="module")

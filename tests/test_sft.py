@@ -17,20 +17,12 @@ from rftt.tokens import FunctionalTokens, Move, Step, render_steps
 from rftt.train.sft import FINAL_FOLDER, FINGERPRINT_FOLDER, LOG_FILE, SFTConfig, run_sft
 from rftt.train.sft_data import IGNORE_INDEX, DataReport, SFTCollator, SFTDataConfig, SFTExample, pack, tokenize
 
-from conftest import build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
-
-CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                 "{% if add_generation_prompt %}assistant: {% endif %}")
+from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-chat-checkpoint")
-    tokenizer = build_tiny_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
-    build_tiny_model(len(tokenizer), seed=7).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-chat-checkpoint"), seed=7, chat_template=TINY_CHAT_TEMPLATE)
 
 
 def search_record(index: int) -> dict:
@@ -55,7 +47,7 @@ def sft_config(checkpoint, data: str, output, *overrides: str) -> SFTConfig:
 
 def test_labels_mask_the_prompt_exactly():
     tokenizer = build_tiny_tokenizer()
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
     config = SFTDataConfig(style="cot", template="reft", max_length=200)
     example = SFTExample("a", "What is 2 + 3?", "2 + 3 = 5\nTherefore, the answer is: 5", "a")
     [row] = tokenize([example], tokenizer, config, DataReport())

@@ -10,6 +10,7 @@ verifier and the program sandbox.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
@@ -26,6 +27,19 @@ READY = "ready"
 STOP = None
 _MAX_START_FAILURES = 3
 _LINUX_SET_PARENT_DEATH_SIGNAL = 1
+
+
+def shared_at_exit(start: Callable[[], Any]) -> Callable[[], Any]:
+    """A function giving one shared object, started by `start()` on first use and closed at exit."""
+    shared: list[Any] = []
+
+    def get() -> Any:
+        if not shared:
+            shared.append(start())
+            atexit.register(shared[0].close)
+        return shared[0]
+
+    return get
 
 
 @dataclass

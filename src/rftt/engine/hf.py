@@ -10,14 +10,13 @@ training loop that updates it is generating with the new weights on the next cal
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import DynamicLayer
 
 from rftt.engine.base import Engine
+from rftt.engine.batch import Rows, drop_finished, join, plain_cache_layers, shared_prefix_groups
 from rftt.engine.prefix_cache import PrefixCache
 from rftt.engine.sampling import sample_tokens
 from rftt.engine.stops import StopStrings, cut_at_stop
@@ -29,87 +28,6 @@ DEFAULT_MAX_BATCH_ROWS = 64
 DEFAULT_PREFIX_CACHE_MIB = 0
 _COMPACT_WHEN_FINISHED_FRACTION = 0.5
 _REFILL_WHEN_FREE_FRACTION = 0.25
-
-
-@dataclass
-class _Rows:
-    """The decoding state of the rows still in the batch (indices into the chunk's rows)."""
-
-    index: torch.Tensor
-    attention_mask: torch.Tensor
-    next_position: torch.Tensor
-    logits: torch.Tensor
-    finished: torch.Tensor
-    steps: torch.Tensor
-
-
-def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
-    length = 0
-    for a, b in zip(first, second):
-        if a != b:
-            break
-        length += 1
-    return length
-
-
-def shared_prefix_groups(prompts: Sequence[Sequence[int]], minimum: int) -> list[tuple[int, list[int]]]:
-    """Prompts grouped by a shared prefix of at least `minimum` tokens, as (prefix length, prompt indices).
-
-    Every prompt keeps at least its last token outside the prefix; a prompt that shares
-    with none forms a group of its own whose prefix is all but its last token.
-    """
-    groups: list[tuple[int, list[int]]] = []
-    for index in sorted(range(len(prompts)), key=lambda position: list(prompts[position])):
-        own = len(prompts[index]) - 1
-        if groups:
-            length, members = groups[-1]
-            shared = min(length, own, _common_length(prompts[members[0]], prompts[index]))
-            if shared >= minimum:
-                groups[-1] = (shared, members + [index])
-                continue
-        groups.append((own, [index]))
-    return groups
-
-
-def _drop_finished(rows: _Rows, cache: DynamicCache, trim: bool) -> tuple[_Rows, DynamicCache]:
-    """The batch without its finished rows; with `trim` (plain cache layers only), also without leading
-    columns that are padding in every row."""
-    kept = (~rows.finished).nonzero().flatten()
-    cache.batch_select_indices(kept)
-    attention_mask = rows.attention_mask[kept]
-    first = int(attention_mask.any(0).long().argmax()) if trim and kept.numel() else 0
-    if first > 0:
-        for layer in cache.layers:
-            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-        attention_mask = attention_mask[:, first:]
-    return _Rows(rows.index[kept], attention_mask, rows.next_position[kept], rows.logits[kept], rows.finished[kept],
-                 rows.steps[kept]), cache
-
-
-def _join(rows: _Rows, cache: DynamicCache, new_rows: _Rows, new_cache: DynamicCache) -> tuple[_Rows, DynamicCache]:
-    """One batch of two, their caches and masks left-padded to the same width."""
-    width = max(rows.attention_mask.shape[1], new_rows.attention_mask.shape[1])
-
-    def widen(tensor: torch.Tensor, dim: int) -> torch.Tensor:
-        missing = width - tensor.shape[dim]
-        if missing == 0:
-            return tensor
-        shape = list(tensor.shape)
-        shape[dim] = missing
-        return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-    layers = [(torch.cat([widen(old.keys, 2), widen(new.keys, 2)]), torch.cat([widen(old.values, 2), widen(new.values, 2)]))
-              for old, new in zip(cache.layers, new_cache.layers)]
-    joined = _Rows(*(torch.cat([old, new]) for old, new in (
-        (rows.index, new_rows.index), (widen(rows.attention_mask, 1), widen(new_rows.attention_mask, 1)),
-        (rows.next_position, new_rows.next_position), (rows.logits, new_rows.logits), (rows.finished, new_rows.finished),
-        (rows.steps, new_rows.steps))))
-    return joined, DynamicCache(layers, config=None)
-
-
-def _plain_cache_layers(model: PreTrainedModel) -> bool:
-    """Whether every layer of the model's KV cache is a plain full-attention layer."""
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
 class HFEngine(Engine):
@@ -133,7 +51,7 @@ class HFEngine(Engine):
         self.max_batch_rows = max_batch_rows
         self.min_shared_prefix = min_shared_prefix
         self.prefix_cache = PrefixCache(prefix_cache_mib * 2**20) if prefix_cache_mib > 0 else None
-        self.plain_cache = _plain_cache_layers(model)
+        self.plain_cache = plain_cache_layers(model)
         self.refills = 0  # times waiting prompts joined a running batch (for throughput diagnostics)
         if self.prefix_cache is not None and not self.plain_cache:
             raise EngineError("prefix_cache_mib: this model's KV cache has sliding-window, shared or recurrent layers; "
@@ -193,7 +111,7 @@ class HFEngine(Engine):
         )
         return output.logits[:, -1, :].float()
 
-    def _prefill(self, prompts: list[list[int]], copies: int) -> tuple[_Rows, DynamicCache]:
+    def _prefill(self, prompts: list[list[int]], copies: int) -> tuple[Rows, DynamicCache]:
         """Run the prompts once and give each of its `copies` samples the same cache and logits.
 
         Prompts that share a long prefix (steps of one tree, samples of one question) have that
@@ -268,7 +186,7 @@ class HFEngine(Engine):
             self.prefix_cache.store(prompt, [layer.keys[row].index_select(1, columns) for layer in cache.layers],
                                     [layer.values[row].index_select(1, columns) for layer in cache.layers])
 
-    def _expand(self, logits, attention_mask, positions, cache, copies: int) -> tuple[_Rows, DynamicCache]:
+    def _expand(self, logits, attention_mask, positions, cache, copies: int) -> tuple[Rows, DynamicCache]:
         """Give each prompt's `copies` samples the same cache and logits."""
         if copies > 1:
             cache.batch_repeat_interleave(copies)
@@ -277,7 +195,7 @@ class HFEngine(Engine):
             positions = positions.repeat_interleave(copies, dim=0)
         index = torch.arange(logits.shape[0], device=self.device)
         finished = torch.zeros_like(index, dtype=torch.bool)
-        return _Rows(index, attention_mask, positions[:, -1] + 1, logits, finished, torch.zeros_like(index)), cache
+        return Rows(index, attention_mask, positions[:, -1] + 1, logits, finished, torch.zeros_like(index)), cache
 
     def _stop_ids(self, params: SamplingParams) -> torch.Tensor:
         ids = set(params.stop_token_ids)
@@ -302,7 +220,7 @@ class HFEngine(Engine):
         stop_reasons: dict[int, str | int] = {}
         stop_ids = self._stop_ids(params)
         waiting = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
-        rows: _Rows | None = None
+        rows: Rows | None = None
         cache: DynamicCache | None = None
         while True:
             if waiting and (rows is None or (self.plain_cache and self._free_rows(rows) >= self._refill_rows)):
@@ -338,7 +256,7 @@ class HFEngine(Engine):
             for row in range(total)
         ]
 
-    def _free_rows(self, rows: _Rows) -> int:
+    def _free_rows(self, rows: Rows) -> int:
         return self.max_batch_rows - int((~rows.finished).sum())
 
     @property
@@ -346,12 +264,12 @@ class HFEngine(Engine):
         """Free rows that make it worth prefilling waiting prompts into a running batch."""
         return max(1, int(_REFILL_WHEN_FREE_FRACTION * self.max_batch_rows))
 
-    def _admit(self, rows: _Rows | None, cache: DynamicCache | None, prompts: list[list[int]], waiting: list[int],
-               params: SamplingParams) -> tuple[_Rows, DynamicCache]:
+    def _admit(self, rows: Rows | None, cache: DynamicCache | None, prompts: list[list[int]], waiting: list[int],
+               params: SamplingParams) -> tuple[Rows, DynamicCache]:
         """Drop finished rows, then prefill as many waiting prompts as the row and token bounds allow and
         add their rows to the batch (the narrower of the two caches is padded on the left)."""
         if rows is not None:
-            rows, cache = _drop_finished(rows, cache, trim=True)
+            rows, cache = drop_finished(rows, cache, trim=True)
         live = 0 if rows is None else rows.index.numel()
         width = 0 if rows is None else rows.attention_mask.shape[1]
         admitted: list[int] = []
@@ -369,18 +287,18 @@ class HFEngine(Engine):
         if rows is None or rows.index.numel() == 0:
             return new_rows, new_cache
         self.refills += 1
-        return _join(rows, cache, new_rows, new_cache)
+        return join(rows, cache, new_rows, new_cache)
 
-    def _advance(self, rows: _Rows, cache: DynamicCache, new_tokens: torch.Tensor) -> tuple[_Rows, DynamicCache]:
+    def _advance(self, rows: Rows, cache: DynamicCache, new_tokens: torch.Tensor) -> tuple[Rows, DynamicCache]:
         """Feed the new tokens to the batch, first dropping finished rows once enough of them have finished."""
         if float(rows.finished.float().mean()) >= _COMPACT_WHEN_FINISHED_FRACTION:
             kept = (~rows.finished).nonzero().flatten()
             new_tokens = new_tokens[kept]
-            rows, cache = _drop_finished(rows, cache, trim=self.plain_cache)
+            rows, cache = drop_finished(rows, cache, trim=self.plain_cache)
         new_tokens = torch.where(rows.finished, torch.full_like(new_tokens, self.pad_id), new_tokens)
         attention_mask = torch.cat([rows.attention_mask, torch.ones_like(rows.attention_mask[:, :1])], dim=1)
         logits = self._forward(new_tokens[:, None], attention_mask, rows.next_position[:, None], cache)
-        return _Rows(rows.index, attention_mask, rows.next_position + 1, logits, rows.finished, rows.steps), cache
+        return Rows(rows.index, attention_mask, rows.next_position + 1, logits, rows.finished, rows.steps), cache
 
     def _completion(
         self, token_ids: list[int], logprobs: list[float], stop_reason: str | int | None, params: SamplingParams,

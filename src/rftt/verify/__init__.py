@@ -6,24 +6,16 @@ wall-clock timeout (see `rftt.verify.pool`).
 
 from __future__ import annotations
 
-import atexit
 from typing import Sequence
 
 from rftt.verify.equivalence import DEFAULT_RELATIVE_TOLERANCE, answers_equal, parse_number
 from rftt.verify.extract import extract_answer
 from rftt.verify.outcome import REASONS, CheckOptions, Outcome
 from rftt.verify.pool import DEFAULT_TIMEOUT_SECONDS, VerifierPool
+from rftt.workers import shared_at_exit
 
-_default_pool: VerifierPool | None = None
-
-
-def default_pool() -> VerifierPool:
-    """The shared pool behind `check` and `check_many`, started on first use and stopped at exit."""
-    global _default_pool
-    if _default_pool is None:
-        _default_pool = VerifierPool()
-        atexit.register(_default_pool.close)
-    return _default_pool
+default_pool = shared_at_exit(VerifierPool)
+"""The shared pool behind `check` and `check_many`, started on first use and stopped at exit."""
 
 
 def check(prediction_text: object, gold: object, *, last_number_fallback: bool = True,

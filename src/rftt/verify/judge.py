@@ -7,26 +7,18 @@ program-of-thought style), run in the sandbox; its return value is the answer.
 
 from __future__ import annotations
 
-import atexit
 from typing import Literal, Sequence
 
 from rftt.verify import check_many
 from rftt.verify.outcome import Outcome
 from rftt.verify.programs import check_programs
 from rftt.verify.sandbox import ProgramExecutor
+from rftt.workers import shared_at_exit
 
 AnswerFormat = Literal["text", "program"]
 
-_default_executor: ProgramExecutor | None = None
-
-
-def default_executor() -> ProgramExecutor:
-    """The shared sandbox pool for program answers, started on first use and stopped at exit."""
-    global _default_executor
-    if _default_executor is None:
-        _default_executor = ProgramExecutor()
-        atexit.register(_default_executor.close)
-    return _default_executor
+default_executor = shared_at_exit(ProgramExecutor)
+"""The shared sandbox pool for program answers, started on first use and stopped at exit."""
 
 
 def judge(completions: Sequence[str], golds: Sequence[str], *, answer_format: AnswerFormat = "text",
