@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rftt.engine import EngineError, SamplingParams, make_engine
+from rftt.engine import EngineError, SamplingParams, StreamRequest, make_engine
 from rftt.engine.sampling import filter_logits, sample_tokens
 
 PROMPTS = ["the answer is", "clarify the question and what is asked then", "12 +", "verify the previous steps, refine"]
@@ -150,6 +150,15 @@ def test_top_k_and_top_p_filters_by_hand():
     assert set(draws.flatten().tolist()) == {0, 1}
 
 
+def test_draws_follow_the_distribution_and_never_pick_a_token_of_zero_mass():
+    probabilities = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    draws = sample_tokens(probabilities.log().repeat(20_000, 1), 1.0, 0, 1.0, generator).view(20_000, 2)
+    first = torch.bincount(draws[:, 0], minlength=4) / len(draws)
+    torch.testing.assert_close(first, probabilities[0], atol=0.015, rtol=0)  # about 4 standard errors
+    assert first[1] == 0 and draws[:, 1].eq(3).all()
+
+
 def test_vllm_backend_imports_without_vllm():
     import importlib.util
 
@@ -270,3 +279,54 @@ def test_continuous_batching_refills_finished_rows_and_matches_plain_decoding(ti
     sampled = small.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=1))
     assert [len(samples) for samples in sampled] == [3] * len(prompts)
     assert sampled == small.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=1))
+
+
+def test_stream_admits_requests_fed_while_others_decode(tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    engine = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, max_batch_rows=4)
+    params = SamplingParams(max_new_tokens=10, ignore_eos=True)
+    first = [StreamRequest("12 +", 1, 2), StreamRequest("the answer is", 2), StreamRequest("verify the", 1, 7)]
+    later = [StreamRequest("clarify the question", 1, 4)]
+    feeds: list[int] = []
+
+    def feed():
+        feeds.append(len(results))
+        return first if len(feeds) == 1 else later if len(feeds) == 2 else []
+
+    results: list[tuple[int, int, object]] = []
+    for result in engine.stream(feed, params):
+        results.append(result)
+    # The 2-token request ends first; the next request is fed right after it and joins the running batch.
+    assert results[0][:2] == (0, 0) and feeds[:2] == [0, 1] and engine.refills >= 1
+    assert sorted(result[:2] for result in results) == [(0, 0), (1, 0), (1, 1), (2, 0), (3, 0)]
+    alone = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer)
+    for number, sample, completion in results:
+        request = (first + later)[number]
+        limit = request.max_new_tokens or params.max_new_tokens
+        [expected] = alone.generate([request.prompt], SamplingParams(max_new_tokens=limit, ignore_eos=True))
+        assert_same_completions([[completion]], [expected])
+
+
+def test_a_stream_request_longer_than_the_stream_is_refused(engine):
+    requests = [[StreamRequest("12 +", 1, 11)]]
+    with pytest.raises(EngineError, match="max_new_tokens=11 is outside 1..10"):
+        list(engine.stream(lambda: requests.pop() if requests else [], SamplingParams(max_new_tokens=10)))
+
+
+def test_the_growing_cache_layer_holds_what_concatenation_would():
+    from transformers.cache_utils import DynamicLayer
+
+    from rftt.engine.batch import GROWTH_STEPS, GrowingLayer
+
+    generator = torch.Generator().manual_seed(0)
+    growing, plain = GrowingLayer(), DynamicLayer()
+    for step in range(GROWTH_STEPS * 2 + 3):
+        keys, values = (torch.randn(3, 2, 5 if step == 0 else 1, 4, generator=generator) for _ in range(2))
+        if step == GROWTH_STEPS // 2:  # a row leaves the batch: the layer's tensors are replaced from outside
+            for layer in (growing, plain):
+                layer.batch_select_indices(torch.tensor([0, 2]))
+        if step >= GROWTH_STEPS // 2:
+            keys, values = keys[:2], values[:2]
+        got, expected = growing.update(keys, values), plain.update(keys, values)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert growing.keys.shape == plain.keys.shape == (2, 2, GROWTH_STEPS * 2 + 7, 4)

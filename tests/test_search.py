@@ -9,6 +9,7 @@ import pytest
 
 from rftt.data import Problem
 from rftt.engine import SamplingParams, make_engine
+from rftt.engine.hf import HFEngine
 from rftt.search import (
     OutcomeScorer,
     PromptedPolicy,
@@ -228,29 +229,34 @@ def test_token_guided_policy_end_to_end_on_a_tiny_model(tiny_model, chat_tokeniz
         assert sum(priors) == pytest.approx(1.0) and len(set(priors)) > 1
 
 
-def test_steps_with_different_length_limits_share_one_engine_call(tiny_model, tiny_tokenizer):
-    from rftt.search.policies import generate_steps
+class RecordingEngine(HFEngine):
+    """The real hf engine, keeping the requests each stream was fed."""
 
-    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=tiny_tokenizer)
-    calls = []
-    original = engine.generate
-    engine.generate = lambda prompts, params: calls.append(params) or original(prompts, params)
-    limits = [3, 9, 5]
-    params = [SamplingParams(max_new_tokens=limit, ignore_eos=True) for limit in limits]
-    completions = generate_steps(engine, ["the answer is", "12 +", "verify the"], params, tiny_tokenizer)
-    assert [call.max_new_tokens for call in calls] == [9]
-    assert [len(completion.token_ids) for completion in completions] == limits
-    alone = original(["the answer is"], params[0])[0][0]
-    assert completions[0].token_ids == alone.token_ids and completions[0].text == alone.text
+    def stream(self, feed, params):
+        self.fed: list = []
+        return super().stream(lambda: self.fed.extend(requests := list(feed())) or requests, params)
 
 
-def test_identical_prompts_are_one_prompt_sampled_n_times(tiny_model, tiny_tokenizer):
-    from rftt.search.policies import generate_steps
+def test_sibling_candidates_are_one_request_sampled_n_times_with_their_moves_limit(tiny_model, chat_tokenizer):
+    engine = RecordingEngine(tiny_model.eval(), chat_tokenizer)
+    policy = PromptedPolicy(engine, chat_tokenizer, seed=0, max_tokens={move: 3 + index for index, move in enumerate(Move)})
+    tree = Tree("p", "What is 2 + 3?", "5")
+    nodes = [tree.add_child(tree.root, move, 1.0) for move in (Move.NEXT_STEP, Move.NEXT_STEP, Move.CLARIFY)]
+    steps = policy.write([(tree, node) for node in nodes])
+    assert sorted((request.n, request.max_new_tokens) for request in engine.fed) == sorted(
+        [(2, policy.max_tokens[Move.NEXT_STEP]), (1, policy.max_tokens[Move.CLARIFY])])
+    assert all(step.generated_tokens <= policy.max_tokens[node.move] for node, step in zip(nodes, steps))
 
-    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=tiny_tokenizer)
-    calls = []
-    original = engine.generate
-    engine.generate = lambda prompts, params: calls.append((len(prompts), params.n)) or original(prompts, params)
-    params = [SamplingParams(temperature=1.0, max_new_tokens=4, seed=0)] * 3
-    completions = generate_steps(engine, ["same prompt", "same prompt", "other"], params, tiny_tokenizer)
-    assert sorted(calls) == [(1, 1), (1, 2)] and len(completions) == 3
+
+def test_streamed_search_hands_new_steps_to_the_running_batch(tiny_model, chat_tokenizer):
+    engine = RecordingEngine(tiny_model.eval(), chat_tokenizer, max_batch_rows=8)
+    policy = PromptedPolicy(engine, chat_tokenizer, seed=0, max_tokens={move: 4 + 3 * (move is Move.DIRECT_ANSWER)
+                                                                          for move in Move})
+    search = TreeSearch(policy, OutcomeScorer(), SearchConfig(rollouts=4, parallel_rollouts=2, max_depth=4, seed=0))
+    trees = search.run(PROBLEMS)
+    assert [tree.rollouts for tree in trees] == [4, 4, 4]
+    assert_legal_trees(trees)
+    assert engine.refills > 0  # steps fed while others were decoding joined the batch
+    assert sum(request.n for request in engine.fed) == search.statistics.nodes_written
+    written = [node for tree in trees for node in tree.nodes[1:] if node.content is not None and node.move is not None]
+    assert len(written) >= search.statistics.nodes_written

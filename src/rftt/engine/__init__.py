@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rftt.engine.base import Engine
-from rftt.engine.types import FINISH_REASONS, Completion, EngineError, Prompt, SamplingParams
+from rftt.engine.types import FINISH_REASONS, Completion, EngineError, Prompt, SamplingParams, StreamRequest
 
 ENGINE_KINDS = ("hf", "openai", "vllm")
 
@@ -27,4 +27,5 @@ def make_engine(kind: str, **options: Any) -> Engine:
     raise EngineError(f"unknown engine {kind!r}; choose from {', '.join(ENGINE_KINDS)}")
 
 
-__all__ = ["ENGINE_KINDS", "FINISH_REASONS", "Completion", "Engine", "EngineError", "Prompt", "SamplingParams", "make_engine"]
+__all__ = ["ENGINE_KINDS", "FINISH_REASONS", "Completion", "Engine", "EngineError", "Prompt", "SamplingParams", "StreamRequest",
+           "make_engine"]

@@ -1,6 +1,7 @@
 """The decoding batch of the hf engine: its rows' state, and the operations on rows and KV cache together.
 
-Rows are left-padded; `_Rows` holds what each live row needs to take its next step.
+Rows are left-padded; `Rows` holds what each live row needs to take its next step,
+`StreamQueue` the requests of a stream and `Outputs` every row's sampled tokens.
 Finished rows are dropped (with the leading columns that became padding in every row),
 two batches are joined for continuous batching, and prompts that share a long prefix
 are grouped so the prefix is computed once.
@@ -9,11 +10,16 @@ are grouped so the prefix is computed once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
+
+from rftt.engine.base import stream_limit
+from rftt.engine.types import SamplingParams, StreamRequest
+
+GROWTH_STEPS = 64
 
 
 @dataclass
@@ -26,6 +32,7 @@ class Rows:
     logits: torch.Tensor
     finished: torch.Tensor
     steps: torch.Tensor
+    limit: torch.Tensor  # each row's max_new_tokens
 
 
 def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
@@ -68,11 +75,11 @@ def drop_finished(rows: Rows, cache: DynamicCache, trim: bool) -> tuple[Rows, Dy
             layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
         attention_mask = attention_mask[:, first:]
     return Rows(rows.index[kept], attention_mask, rows.next_position[kept], rows.logits[kept], rows.finished[kept],
-                 rows.steps[kept]), cache
+                rows.steps[kept], rows.limit[kept]), cache
 
 
 def join(rows: Rows, cache: DynamicCache, new_rows: Rows, new_cache: DynamicCache) -> tuple[Rows, DynamicCache]:
-    """One batch of two, their caches and masks left-padded to the same width."""
+    """One batch of two (in the first one's cache object), caches and masks left-padded to the same width."""
     width = max(rows.attention_mask.shape[1], new_rows.attention_mask.shape[1])
 
     def widen(tensor: torch.Tensor, dim: int) -> torch.Tensor:
@@ -83,15 +90,96 @@ def join(rows: Rows, cache: DynamicCache, new_rows: Rows, new_cache: DynamicCach
         shape[dim] = missing
         return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
-    layers = [(torch.cat([widen(old.keys, 2), widen(new.keys, 2)]), torch.cat([widen(old.values, 2), widen(new.values, 2)]))
-              for old, new in zip(cache.layers, new_cache.layers)]
     joined = Rows(*(torch.cat([old, new]) for old, new in (
         (rows.index, new_rows.index), (widen(rows.attention_mask, 1), widen(new_rows.attention_mask, 1)),
         (rows.next_position, new_rows.next_position), (rows.logits, new_rows.logits), (rows.finished, new_rows.finished),
-        (rows.steps, new_rows.steps))))
-    return joined, DynamicCache(layers, config=None)
+        (rows.steps, new_rows.steps), (rows.limit, new_rows.limit))))
+    for old, new in zip(cache.layers, new_cache.layers):
+        old.keys = torch.cat([widen(old.keys, 2), widen(new.keys, 2)])
+        old.values = torch.cat([widen(old.values, 2), widen(new.values, 2)])
+    return joined, cache
+
+
+class GrowingLayer(DynamicLayer):
+    """A plain cache layer that appends each step's keys and values into spare room it keeps after them,
+    instead of concatenating the whole cache at every step (one copy per `GROWTH_STEPS` steps)."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized or self.keys.numel() == 0:
+            return super().update(key_states, value_states, *args, **kwargs)
+        length, added = self.keys.shape[-2], key_states.shape[-2]
+        room = getattr(self, "_room", None)
+        if (room is None or room[0].data_ptr() != self.keys.data_ptr() or room[0].shape[:2] != self.keys.shape[:2]
+                or room[0].shape[-2] < length + added):  # the cache was replaced, reshaped or is full: move it
+            room = tuple(tensor.new_empty((*tensor.shape[:2], length + added + GROWTH_STEPS, tensor.shape[-1]))
+                         for tensor in (self.keys, self.values))
+            room[0][:, :, :length], room[1][:, :, :length] = self.keys, self.values
+            self._room = room
+        room[0][:, :, length : length + added], room[1][:, :, length : length + added] = key_states, value_states
+        self.keys, self.values = room[0][:, :, : length + added], room[1][:, :, : length + added]
+        return self.keys, self.values
+
+
+def new_cache(config: Any, growing: bool, filled: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
+    """An empty KV cache for the model (plain layers growing in place when `growing`), or one holding `filled`
+    keys and values per layer."""
+    cache = DynamicCache(config=config)
+    if growing:
+        cache.layers = [GrowingLayer() for _ in cache.layers]
+    for layer, (keys, values) in zip(cache.layers, filled):
+        layer.lazy_initialization(keys, values)
+        layer.keys, layer.values = keys, values
+    return cache
 
 
 def plain_cache_layers(model: PreTrainedModel) -> bool:
     """Whether every layer of the model's KV cache is a plain full-attention layer."""
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+class StreamQueue:
+    """The requests of one stream: their prompts, sample counts and limits, which rows are whose, and which
+    requests still wait for room in the batch (each fed batch shortest prompt first, batches in order)."""
+
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        self.prompts: list[list[int]] = []
+        self.samples: list[int] = []
+        self.limits: list[int] = []
+        self.first_row: list[int] = []
+        self.owners: list[tuple[int, int]] = []  # per row: (request number, sample)
+        self.waiting: list[int] = []
+
+    def add(self, requests: Sequence[StreamRequest]) -> None:
+        numbers = []
+        for request in requests:
+            number = len(self.prompts)
+            self.prompts.append(list(request.prompt))
+            self.samples.append(request.n)
+            self.limits.append(stream_limit(request, self.params))
+            self.first_row.append(len(self.owners))
+            self.owners.extend((number, sample) for sample in range(request.n))
+            numbers.append(number)
+        self.waiting.extend(sorted(numbers, key=lambda number: len(self.prompts[number])))
+
+    def rows_of(self, number: int) -> range:
+        return range(self.first_row[number], self.first_row[number] + self.samples[number])
+
+    def waiting_rows(self) -> int:
+        return sum(self.samples[number] for number in self.waiting)
+
+
+class Outputs:
+    """Every row's sampled tokens and their log-probabilities, growing as requests arrive."""
+
+    def __init__(self, width: int, pad_id: int, device: torch.device):
+        self.pad_id = pad_id
+        self.tokens = torch.full((0, width), pad_id, dtype=torch.long, device=device)
+        self.logprobs = torch.zeros((0, width), device=device)
+
+    def reserve(self, rows: int) -> None:
+        if rows <= self.tokens.shape[0]:
+            return
+        extra = max(rows, 2 * self.tokens.shape[0]) - self.tokens.shape[0]
+        self.tokens = torch.cat([self.tokens, self.tokens.new_full((extra, self.tokens.shape[1]), self.pad_id)])
+        self.logprobs = torch.cat([self.logprobs, self.logprobs.new_zeros((extra, self.logprobs.shape[1]))])

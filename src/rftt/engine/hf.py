@@ -4,23 +4,26 @@ Prompts are left-padded and decoded together; each prompt is prefilled once and 
 cache copied to its `n` samples. Batching is continuous: at most `max_batch_rows` rows
 (and `max_batch_tokens` tokens) decode at once; rows that finish leave the batch and
 waiting prompts are prefilled into their places, so a long completion does not hold up
-the prompts behind it. The model object is shared, not copied: a
-training loop that updates it is generating with the new weights on the next call.
+the prompts behind it. `stream` is the same loop fed by its caller: finished samples are
+returned at once and the caller's next requests join the running batch. The model object
+is shared, not copied: a training loop that updates it is generating with the new
+weights on the next call.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import replace
+from typing import Iterator, Sequence
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from rftt.engine.base import Engine
-from rftt.engine.batch import Rows, drop_finished, join, plain_cache_layers, shared_prefix_groups
+from rftt.engine.base import Engine, Feed
+from rftt.engine.batch import Outputs, Rows, StreamQueue, drop_finished, join, new_cache, plain_cache_layers, shared_prefix_groups
 from rftt.engine.prefix_cache import PrefixCache
 from rftt.engine.sampling import sample_tokens
 from rftt.engine.stops import StopStrings, cut_at_stop
-from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams
+from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams, StreamRequest
 
 DEFAULT_MAX_BATCH_TOKENS = 65_536
 DEFAULT_MIN_SHARED_PREFIX = 16
@@ -87,13 +90,18 @@ class HFEngine(Engine):
         return chunks
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        encoded = [self.encode(prompt) for prompt in prompts]
+        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        batches = [[StreamRequest(prompt, params.n) for prompt in prompts]]
+        for number, sample, completion in self.stream(lambda: batches.pop() if batches else [], params):
+            results[number][sample] = completion
+        return [[completion for completion in samples if completion is not None] for samples in results]
+
+    def stream(self, feed: Feed, params: SamplingParams) -> Iterator[tuple[int, int, Completion]]:
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         stop_strings = StopStrings(self.tokenizer, params.stop) if params.stop else None
-        completions = self._decode(encoded, params, generator, stop_strings)
-        return [completions[index * params.n : (index + 1) * params.n] for index in range(len(prompts))]
+        return self._decode(feed, params, generator, stop_strings)
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(ids) for ids in sequences)
@@ -111,7 +119,7 @@ class HFEngine(Engine):
         )
         return output.logits[:, -1, :].float()
 
-    def _prefill(self, prompts: list[list[int]], copies: int) -> tuple[Rows, DynamicCache]:
+    def _prefill(self, prompts: list[list[int]], copies: list[int]) -> tuple[Rows, DynamicCache]:
         """Run the prompts once and give each of its `copies` samples the same cache and logits.
 
         Prompts that share a long prefix (steps of one tree, samples of one question) have that
@@ -157,8 +165,8 @@ class HFEngine(Engine):
         width = max(len(block_ids) for block_ids in cached) * (self.prefix_cache.block_size if self.prefix_cache else 0)
         mask = torch.zeros((len(cached), width), dtype=torch.long, device=self.device)
         if width == 0:
-            return DynamicCache(config=self.model.config), mask
-        layers = len(DynamicCache(config=self.model.config).layers)
+            return new_cache(self.model.config, self.plain_cache), mask
+        layers = len(new_cache(self.model.config, self.plain_cache).layers)
         per_layer: list[tuple[torch.Tensor, torch.Tensor]] = []
         for row, block_ids in enumerate(cached):
             if not block_ids:
@@ -173,7 +181,7 @@ class HFEngine(Engine):
                 per_layer[layer][0][row, :, width - length :] = keys[layer]
                 per_layer[layer][1][row, :, width - length :] = values[layer]
             mask[row, width - length :] = 1
-        return DynamicCache(per_layer, config=self.model.config), mask
+        return new_cache(self.model.config, self.plain_cache, per_layer), mask
 
     def _remember(self, prompts: list[list[int]], attention_mask: torch.Tensor, cache: DynamicCache) -> None:
         """Store each prompt's keys and values (its unmasked columns, in order) in the prefix cache."""
@@ -186,16 +194,17 @@ class HFEngine(Engine):
             self.prefix_cache.store(prompt, [layer.keys[row].index_select(1, columns) for layer in cache.layers],
                                     [layer.values[row].index_select(1, columns) for layer in cache.layers])
 
-    def _expand(self, logits, attention_mask, positions, cache, copies: int) -> tuple[Rows, DynamicCache]:
-        """Give each prompt's `copies` samples the same cache and logits."""
-        if copies > 1:
-            cache.batch_repeat_interleave(copies)
-            logits = logits.repeat_interleave(copies, dim=0)
-            attention_mask = attention_mask.repeat_interleave(copies, dim=0)
-            positions = positions.repeat_interleave(copies, dim=0)
+    def _expand(self, logits, attention_mask, positions, cache, copies: list[int]) -> tuple[Rows, DynamicCache]:
+        """Give each prompt's samples (`copies[prompt]` of them) the same cache and logits."""
+        if any(count != 1 for count in copies):
+            select = torch.arange(len(copies), device=self.device).repeat_interleave(
+                torch.tensor(copies, device=self.device))
+            cache.batch_select_indices(select)
+            logits, attention_mask, positions = logits[select], attention_mask[select], positions[select]
         index = torch.arange(logits.shape[0], device=self.device)
         finished = torch.zeros_like(index, dtype=torch.bool)
-        return Rows(index, attention_mask, positions[:, -1] + 1, logits, finished, torch.zeros_like(index)), cache
+        return Rows(index, attention_mask, positions[:, -1] + 1, logits, finished, torch.zeros_like(index),
+                    torch.zeros_like(index)), cache
 
     def _stop_ids(self, params: SamplingParams) -> torch.Tensor:
         ids = set(params.stop_token_ids)
@@ -205,32 +214,34 @@ class HFEngine(Engine):
 
     @torch.inference_mode()
     def _decode(
-        self, prompts: list[list[int]], params: SamplingParams, generator: torch.Generator | None,
-        stop_strings: StopStrings | None,
-    ) -> list[Completion]:
-        """Continuous batching: rows that finish leave the batch and waiting prompts take their places.
+        self, feed: Feed, params: SamplingParams, generator: torch.Generator | None, stop_strings: StopStrings | None,
+    ) -> Iterator[tuple[int, int, Completion]]:
+        """Continuous batching: rows that finish are yielded and leave the batch, and waiting requests (asked
+        of `feed` once something has finished) are prefilled into their places.
 
-        Row `prompt * n + sample` of the buffers holds that sample's tokens; each row counts its
-        own steps, so rows admitted later decode beside rows admitted earlier.
+        Rows are numbered as requests arrive; row r's tokens are row r of the output buffers, and
+        each row counts its own steps, so rows admitted later decode beside rows admitted earlier.
         """
-        total = len(prompts) * params.n
-        tokens = torch.full((total, params.max_new_tokens), self.pad_id, dtype=torch.long, device=self.device)
-        logprobs = torch.zeros((total, params.max_new_tokens), device=self.device)
-        lengths = torch.full((total,), params.max_new_tokens, dtype=torch.long, device=self.device)
+        queue = StreamQueue(params)
+        outputs = Outputs(params.max_new_tokens, self.pad_id, self.device)
         stop_reasons: dict[int, str | int] = {}
         stop_ids = self._stop_ids(params)
-        waiting = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
         rows: Rows | None = None
         cache: DynamicCache | None = None
+        hungry = True
         while True:
-            if waiting and (rows is None or (self.plain_cache and self._free_rows(rows) >= self._refill_rows)):
-                rows, cache = self._admit(rows, cache, prompts, waiting, params)
+            if hungry and queue.waiting_rows() < self._free_rows(rows):
+                hungry = False
+                queue.add([replace(request, prompt=self.encode(request.prompt)) for request in feed()])
+                outputs.reserve(len(queue.owners))
+            if queue.waiting and (rows is None or (self.plain_cache and self._free_rows(rows) >= self._refill_rows)):
+                rows, cache = self._admit(rows, cache, queue, params)
             if rows is None:
-                break
+                return
             new_tokens = sample_tokens(rows.logits, params.temperature, params.top_k, params.top_p, generator)
             live = ~rows.finished
-            tokens[rows.index[live], rows.steps[live]] = new_tokens[live]
-            logprobs[rows.index[live], rows.steps[live]] = torch.log_softmax(rows.logits[live], dim=-1).gather(
+            outputs.tokens[rows.index[live], rows.steps[live]] = new_tokens[live]
+            outputs.logprobs[rows.index[live], rows.steps[live]] = torch.log_softmax(rows.logits[live], dim=-1).gather(
                 1, new_tokens[live, None]).squeeze(1)
             rows.steps = rows.steps + live.long()
             done = torch.isin(new_tokens, stop_ids) & live
@@ -241,48 +252,54 @@ class HFEngine(Engine):
                     original = int(rows.index[row])
                     if not live[row] or done[row]:
                         continue
-                    stop = stop_strings.completed(tokens[original, : int(rows.steps[row])].tolist())
+                    stop = stop_strings.completed(outputs.tokens[original, : int(rows.steps[row])].tolist())
                     if stop is not None:
                         stop_reasons[original], done[row] = stop, True
-            lengths[rows.index[done]] = rows.steps[done]
-            rows.finished = rows.finished | done | (rows.steps >= params.max_new_tokens)
+            ended = (done | (rows.steps >= rows.limit)) & live
+            rows.finished = rows.finished | ended
+            for row in ended.nonzero().flatten().tolist():
+                original, length = int(rows.index[row]), int(rows.steps[row])
+                number, sample = queue.owners[original]
+                hungry = True
+                yield number, sample, self._completion(
+                    outputs.tokens[original, :length].tolist(), outputs.logprobs[original, :length].tolist(),
+                    stop_reasons.pop(original, None), params, len(queue.prompts[number]))
             if bool(rows.finished.all()):
                 rows, cache = None, None
                 continue
             rows, cache = self._advance(rows, cache, new_tokens)
-        return [
-            self._completion(tokens[row, : lengths[row]].tolist(), logprobs[row, : lengths[row]].tolist(),
-                             stop_reasons.get(row), params, len(prompts[row // params.n]))
-            for row in range(total)
-        ]
 
-    def _free_rows(self, rows: Rows) -> int:
-        return self.max_batch_rows - int((~rows.finished).sum())
+    def _free_rows(self, rows: Rows | None) -> int:
+        return self.max_batch_rows - (0 if rows is None else int((~rows.finished).sum()))
 
     @property
     def _refill_rows(self) -> int:
         """Free rows that make it worth prefilling waiting prompts into a running batch."""
         return max(1, int(_REFILL_WHEN_FREE_FRACTION * self.max_batch_rows))
 
-    def _admit(self, rows: Rows | None, cache: DynamicCache | None, prompts: list[list[int]], waiting: list[int],
+    def _admit(self, rows: Rows | None, cache: DynamicCache | None, queue: StreamQueue,
                params: SamplingParams) -> tuple[Rows, DynamicCache]:
-        """Drop finished rows, then prefill as many waiting prompts as the row and token bounds allow and
+        """Drop finished rows, then prefill as many waiting requests as the row and token bounds allow and
         add their rows to the batch (the narrower of the two caches is padded on the left)."""
         if rows is not None:
             rows, cache = drop_finished(rows, cache, trim=True)
         live = 0 if rows is None else rows.index.numel()
         width = 0 if rows is None else rows.attention_mask.shape[1]
         admitted: list[int] = []
-        while waiting:
-            rows_after = live + (len(admitted) + 1) * params.n
-            tokens_after = rows_after * (max(width, len(prompts[waiting[0]])) + params.max_new_tokens)
+        rows_after = live
+        while queue.waiting:
+            number = queue.waiting[0]
+            rows_after += queue.samples[number]
+            tokens_after = rows_after * (max(width, len(queue.prompts[number])) + params.max_new_tokens)
             if (admitted or live) and (rows_after > self.max_batch_rows or tokens_after > self.max_batch_tokens):
                 break
-            admitted.append(waiting.pop(0))
+            admitted.append(queue.waiting.pop(0))
         if not admitted:
             return rows, cache
-        new_rows, new_cache = self._prefill([prompts[index] for index in admitted], params.n)
-        new_rows.index = torch.tensor([index * params.n + sample for index in admitted for sample in range(params.n)],
+        new_rows, new_cache = self._prefill([queue.prompts[number] for number in admitted],
+                                            [queue.samples[number] for number in admitted])
+        new_rows.index = torch.tensor([row for number in admitted for row in queue.rows_of(number)], device=self.device)
+        new_rows.limit = torch.tensor([queue.limits[number] for number in admitted for _ in queue.rows_of(number)],
                                       device=self.device)
         if rows is None or rows.index.numel() == 0:
             return new_rows, new_cache
@@ -298,7 +315,8 @@ class HFEngine(Engine):
         new_tokens = torch.where(rows.finished, torch.full_like(new_tokens, self.pad_id), new_tokens)
         attention_mask = torch.cat([rows.attention_mask, torch.ones_like(rows.attention_mask[:, :1])], dim=1)
         logits = self._forward(new_tokens[:, None], attention_mask, rows.next_position[:, None], cache)
-        return Rows(rows.index, attention_mask, rows.next_position + 1, logits, rows.finished, rows.steps), cache
+        return Rows(rows.index, attention_mask, rows.next_position + 1, logits, rows.finished, rows.steps,
+                    rows.limit), cache
 
     def _completion(
         self, token_ids: list[int], logprobs: list[float], stop_reason: str | int | None, params: SamplingParams,
@@ -324,3 +342,4 @@ class HFEngine(Engine):
             for position, index in enumerate(chunk):
                 results[index] = chosen[position].tolist()
         return results
+

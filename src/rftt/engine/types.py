@@ -55,6 +55,16 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class StreamRequest:
+    """One prompt fed to `Engine.stream`: `n` samples, each at most `max_new_tokens` long (None: the
+    stream's `SamplingParams.max_new_tokens`, which is also the upper bound)."""
+
+    prompt: Prompt
+    n: int = 1
+    max_new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
 class Completion:
     """One sampled continuation of a prompt.
 

@@ -4,8 +4,9 @@ Each rollout walks from the root: it takes the best child by the selection rule 
 PUCT; unvisited children first, in random or prior order), waits when the node it reached
 must be written or expanded, and ends at a terminal node, whose value it backs up along
 its path. Many rollouts are in flight at once (several per tree, spread by virtual
-loss), and every iteration serves all the waiting ones with one batched call per kind of
-work: expansions, step writing, terminal scoring. Terminal: an `<output>` step, the end
+loss). Expansions and terminal scoring of all waiting rollouts are batched; steps are
+streamed through the engine, which takes new steps into its running batch as soon as
+earlier ones finish, so the batch stays full. Terminal: an `<output>` step, the end
 of the model's answer, the depth limit, or the token budget.
 """
 
@@ -14,10 +15,10 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 from rftt.data import Problem
-from rftt.search.policies import ExpansionPolicy
+from rftt.search.policies import ExpansionPolicy, WrittenStep
 from rftt.search.scoring import TerminalScorer
 from rftt.search.tree import SELECTION_RULES, Node, Tree
 from rftt.tokens import Move
@@ -78,28 +79,61 @@ class TreeSearch:
 
     def run(self, problems: Sequence[Problem]) -> list[Tree]:
         """One finished tree per problem, in order. Up to `trees_at_once` trees are searched together; when
-        one has used its rollouts, the next problem's tree takes its place, so batches stay full."""
+        one has used its rollouts, the next problem's tree takes its place, so batches stay full. Steps are
+        written through the policy's stream: whenever a step comes back, its rollout goes on, and the engine
+        asks for the next steps while the others are still being written."""
         trees = [Tree(problem.id, problem.question, problem.answer) for problem in problems]
-        waiting_trees = list(reversed(trees))
-        active: list[Tree] = []
-        walkers: list[_Walker] = []
+        self._waiting_trees = list(reversed(trees))
+        self._active: list[Tree] = []
+        self._walkers: list[_Walker] = []
+        self._being_written: set[tuple[int, int]] = set()
         started = time.perf_counter()
-        while True:
-            active = [tree for tree in active if tree.rollouts < self.config.rollouts]
-            while waiting_trees and len(active) < self.config.trees_at_once:
-                active.append(waiting_trees.pop())
-            walkers.extend(self._new_walkers(active, walkers))
-            if not walkers:
-                break
-            waiting = self._descend_all(walkers)
-            finished = [walker for walker in walkers if walker.node.terminal and walker.node.reward is not None]
-            for walker in finished:
-                self._back_up(walker)
-            walkers = [walker for walker in walkers if walker not in finished]
-            self._in_batches(self._write, self._with_unwritten_siblings(waiting["write"]))
-            self._in_batches(self._score_terminals, waiting["score"])
+        for tree, node, step in self._written_steps():
+            self._being_written.discard((id(tree), node.id))
+            node.content, node.token_ids, node.generated_tokens = step.content, step.token_ids, step.generated_tokens
+            self.statistics.nodes_written += 1
+            self.statistics.generated_tokens += step.generated_tokens
+            self._after_writing(tree, node, ended=step.ended)
         self.statistics.seconds += time.perf_counter() - started
         return trees
+
+    def _written_steps(self) -> Iterator[tuple[Tree, Node, WrittenStep]]:
+        """Steps as they are written: streamed when the policy can stream, else in batches of `max_batch`, each
+        batch written before the search goes on (with `max_batch=1`, one engine call per node)."""
+        write_stream = getattr(self.policy, "write_stream", None)
+        if self.config.max_batch is None and write_stream is not None:
+            yield from write_stream(self._next_writes)
+            return
+        while requests := self._next_writes():
+            for start in range(0, len(requests), self.config.max_batch or len(requests)):
+                batch = requests[start : start + (self.config.max_batch or len(requests))]
+                for (tree, node), step in zip(batch, self.policy.write(batch)):
+                    yield tree, node, step
+
+    def _next_writes(self) -> list[tuple[Tree, Node]]:
+        """Advance every rollout as far as it goes without new steps (expanding, scoring terminals, backing
+        up, starting rollouts and trees), and return the nodes that need writing and are not being written.
+        Empty when every rollout waits for a step already being written, or the search is over."""
+        while True:
+            self._active = [tree for tree in self._active if tree.rollouts < self.config.rollouts]
+            while self._waiting_trees and len(self._active) < self.config.trees_at_once:
+                self._active.append(self._waiting_trees.pop())
+            self._walkers.extend(self._new_walkers(self._active, self._walkers))
+            if not self._walkers:
+                return []
+            waiting = self._descend_all(self._walkers)
+            finished = [walker for walker in self._walkers if walker.node.terminal and walker.node.reward is not None]
+            for walker in finished:
+                self._back_up(walker)
+            self._walkers = [walker for walker in self._walkers if walker not in finished]
+            self._in_batches(self._score_terminals, waiting["score"])
+            writes = [(tree, node) for tree, node in self._with_unwritten_siblings(waiting["write"])
+                      if (id(tree), node.id) not in self._being_written]
+            if writes:
+                self._being_written.update((id(tree), node.id) for tree, node in writes)
+                return writes
+            if not finished and not waiting["score"]:
+                return []
 
     def _descend_all(self, walkers: list[_Walker]) -> dict[str, list[tuple[Tree, Node]]]:
         """Walk every rollout down as far as it goes, expanding nodes on the way (expansions are batched,
@@ -178,13 +212,6 @@ class TreeSearch:
             node.expanded = True
             if not slots:
                 self._make_terminal(node, "no_legal_move")
-
-    def _write(self, requests: list[tuple[Tree, Node]]) -> None:
-        for (tree, node), step in zip(requests, self.policy.write(requests)):
-            node.content, node.token_ids, node.generated_tokens = step.content, step.token_ids, step.generated_tokens
-            self.statistics.nodes_written += 1
-            self.statistics.generated_tokens += step.generated_tokens
-            self._after_writing(tree, node, ended=step.ended)
 
     def _after_writing(self, tree: Tree, node: Node, *, ended: bool) -> None:
         """Decide whether a freshly written node ends the trace, or is followed by an automatic output."""

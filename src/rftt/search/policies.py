@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from rftt.engine.base import Engine
-from rftt.engine.types import Completion, Prompt, SamplingParams
+from rftt.engine.types import Completion, Prompt, SamplingParams, StreamRequest
 from rftt.prompts import get_template
 from rftt.search.tree import Node, Tree
 from rftt.tokens import Move, legal_next_moves
@@ -50,10 +50,11 @@ class WrittenStep:
     truncated: bool = False
 
 
-class ExpansionPolicy(Protocol):
-    def params(self, move: Move) -> SamplingParams:
-        """How a step of `move` is sampled; steps with equal parameters are written in one engine call."""
+StepFeed = Callable[[], Sequence[tuple[Tree, Node]]]
+"""Hands a policy the next nodes to write; an empty answer means none are ready yet."""
 
+
+class ExpansionPolicy(Protocol):
     def moves_and_priors(self, requests: Sequence[tuple[Tree, Node]]) -> list[list[tuple[Move, float]]]:
         """For each node, the child slots to create: (move, prior) pairs, legal after the node's move."""
 
@@ -64,47 +65,53 @@ class ExpansionPolicy(Protocol):
         """Content of an `<output>` step to add right after a written node, or None."""
 
 
-def call_key(params: SamplingParams) -> SamplingParams:
-    """Steps whose sampling differs only in their length limit share one engine call."""
-    return replace(params, max_new_tokens=1)
+class EngineWriter:
+    """Writes steps through an engine's stream, so the search can hand over new nodes while earlier ones are
+    still being written. Identical prompts with the same limit (sibling candidates of one move) become one
+    request sampled n times, so their prefill is done once. Subclasses say what each step's prompt is, how
+    it is sampled, and what a completion means as a step."""
 
+    engine: Engine
+    max_tokens: dict[Move, int]
 
-def generate_steps(engine: Engine, prompts: Sequence[Prompt], params: Sequence[SamplingParams],
-                   tokenizer: Any) -> list[Completion]:
-    """One completion per prompt, in as few engine calls as possible.
+    def step_prompt(self, tree: Tree, node: Node) -> Prompt:
+        raise NotImplementedError
 
-    Identical prompts with identical sampling (sibling candidates of one move) become one
-    prompt sampled n times, so its prefill is done once. Steps whose sampling differs only
-    in the length limit share a call that runs to the longest limit; each completion is
-    then cut back to its own limit (a batch waits for its longest row anyway).
-    """
-    copies: dict[tuple[SamplingParams, str | tuple[int, ...]], list[int]] = defaultdict(list)
-    for index, (prompt, step_params) in enumerate(zip(prompts, params)):
-        copies[(step_params, prompt if isinstance(prompt, str) else tuple(prompt))].append(index)
-    calls: dict[tuple[SamplingParams, int], list[list[int]]] = defaultdict(list)
-    for (step_params, _), indices in copies.items():
-        calls[(call_key(step_params), len(indices))].append(indices)
-    results: list[Completion | None] = [None] * len(prompts)
-    for (key, samples), groups in calls.items():
-        longest = max(params[indices[0]].max_new_tokens for indices in groups)
-        outputs = engine.generate([prompts[indices[0]] for indices in groups],
-                                  replace(key, n=samples, max_new_tokens=longest))
-        for indices, completions in zip(groups, outputs):
-            for index, completion in zip(indices, completions):
-                results[index] = _cut(completion, params[index].max_new_tokens, tokenizer)
-    return [completion for completion in results if completion is not None]
+    def sampling(self) -> SamplingParams:
+        """How every step is sampled; `max_new_tokens` is the longest step, each move has its own limit."""
+        raise NotImplementedError
 
+    def written_step(self, node: Node, completion: Completion) -> WrittenStep:
+        raise NotImplementedError
 
-def _cut(completion: Completion, limit: int, tokenizer: Any) -> Completion:
-    if len(completion.token_ids) <= limit:
-        return completion
-    token_ids = completion.token_ids[:limit]
-    return Completion(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, completion.logprobs[:limit],
-                      "length", None, completion.prompt_tokens)
+    def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
+        pending = [list(requests)]
+        written = {(id(tree), node.id): step
+                   for tree, node, step in self.write_stream(lambda: pending.pop() if pending else [])}
+        return [written[(id(tree), node.id)] for tree, node in requests]
+
+    def write_stream(self, feed: StepFeed) -> Iterator[tuple[Tree, Node, WrittenStep]]:
+        """Write the nodes `feed` hands over, yielding each as soon as it is written."""
+        owners: list[list[tuple[Tree, Node]]] = []
+
+        def requests() -> list[StreamRequest]:
+            groups: dict[tuple[Any, int], list[tuple[Tree, Node]]] = defaultdict(list)
+            prompts: dict[tuple[Any, int], Prompt] = {}
+            for tree, node in feed():
+                prompt = self.step_prompt(tree, node)
+                key = (prompt if isinstance(prompt, str) else tuple(prompt), self.max_tokens[node.move])
+                groups[key].append((tree, node))
+                prompts[key] = prompt
+            owners.extend(groups.values())
+            return [StreamRequest(prompts[key], len(members), key[1]) for key, members in groups.items()]
+
+        for number, sample, completion in self.engine.stream(requests, self.sampling()):
+            tree, node = owners[number][sample]
+            yield tree, node, self.written_step(node, completion)
 
 
 @dataclass
-class PromptedPolicy:
+class PromptedPolicy(EngineWriter):
     """Phase 1: an instruct model prompted per move (the model of `engine`, its `tokenizer`'s chat template)."""
 
     engine: Engine
@@ -127,7 +134,7 @@ class PromptedPolicy:
             slots.append([(move, 1.0 / total) for move, count in copies for _ in range(count)])
         return slots
 
-    def prompt(self, tree: Tree, node: Node) -> str:
+    def step_prompt(self, tree: Tree, node: Node) -> str:
         """The question and the steps so far, then the move's instruction (last, so that the prompts of one
         tree share a long prefix the engine computes once)."""
         assert node.move is not None
@@ -138,14 +145,12 @@ class PromptedPolicy:
         return self.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
                                                   tokenize=False)
 
-    def params(self, move: Move) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, max_new_tokens=self.max_tokens[move], seed=self.seed)
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, max_new_tokens=max(self.max_tokens.values()), seed=self.seed)
 
-    def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
-        completions = generate_steps(self.engine, [self.prompt(*request) for request in requests],
-                                     [self.params(node.move) for _, node in requests], self.tokenizer)
-        return [WrittenStep(completion.text.strip(), [], len(completion.token_ids),
-                            truncated=completion.finish_reason == "length") for completion in completions]
+    def written_step(self, node: Node, completion: Completion) -> WrittenStep:
+        return WrittenStep(completion.text.strip(), [], len(completion.token_ids),
+                           truncated=completion.finish_reason == "length")
 
     def automatic_output(self, node: Node) -> str | None:
         if node.move not in ANSWERING_MOVES or node.content is None:
@@ -157,7 +162,7 @@ class PromptedPolicy:
 
 
 @dataclass
-class TokenGuidedPolicy:
+class TokenGuidedPolicy(EngineWriter):
     """Phase 2 and inference: the policy ranks moves by its next-token probabilities and writes them itself."""
 
     engine: Engine
@@ -194,19 +199,17 @@ class TokenGuidedPolicy:
             slots.append([(move, priors[move]) for move in ranked])
         return slots
 
-    def params(self, move: Move) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_tokens[move],
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=max(self.max_tokens.values()),
                               stop_token_ids=tuple(self.functional_tokens.closing_ids.values()), seed=self.seed)
 
-    def write(self, requests: Sequence[tuple[Tree, Node]]) -> list[WrittenStep]:
-        prompts = [self.prefix_ids(tree, node) + [self.functional_tokens.opening_ids[node.move]] for tree, node in requests]
-        completions = generate_steps(self.engine, prompts, [self.params(node.move) for _, node in requests],
-                                     self.tokenizer)
-        return [self._step(node.move, completion) for (_, node), completion in zip(requests, completions)]
+    def step_prompt(self, tree: Tree, node: Node) -> list[int]:
+        return self.prefix_ids(tree, node) + [self.functional_tokens.opening_ids[node.move]]
 
-    def _step(self, move: Move, completion: Completion) -> WrittenStep:
+    def written_step(self, node: Node, completion: Completion) -> WrittenStep:
         """The step as token ids. A step closed by any closing tag (or cut at the length limit) is closed with its
         own closing tag; a step in which the model ended its answer keeps the end-of-sequence token, unclosed."""
+        move = node.move
         opening = self.functional_tokens.opening_ids[move]
         ended = completion.finish_reason == "stop" and completion.stop_reason not in self.functional_tokens.all_ids
         content_ids = list(completion.token_ids[:-1] if completion.finish_reason == "stop" else completion.token_ids)
