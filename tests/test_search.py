@@ -260,3 +260,12 @@ def test_streamed_search_hands_new_steps_to_the_running_batch(tiny_model, chat_t
     assert sum(request.n for request in engine.fed) == search.statistics.nodes_written
     written = [node for tree in trees for node in tree.nodes[1:] if node.content is not None and node.move is not None]
     assert len(written) >= search.statistics.nodes_written
+
+
+def test_each_tree_is_reported_once_when_it_has_used_its_rollouts():
+    done: list[Tree] = []
+    problems = [Problem(f"p{index}", PROBLEM.question, PROBLEM.answer, "test") for index in range(3)]
+    config = SearchConfig(rollouts=3, parallel_rollouts=2, trees_at_once=2, unvisited_order="prior")
+    trees = TreeSearch(ScriptedPolicy(), OutcomeScorer(), config).run(problems, on_tree_done=done.append)
+    assert sorted(tree.problem_id for tree in done) == ["p0", "p1", "p2"]
+    assert all(tree.rollouts == 3 for tree in done) and {id(tree) for tree in done} == {id(tree) for tree in trees}

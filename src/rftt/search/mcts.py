@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 from rftt.data import Problem
 from rftt.search.policies import ExpansionPolicy, WrittenStep
@@ -77,16 +77,18 @@ class TreeSearch:
         self._random = random.Random(config.seed)
         self._score = SELECTION_RULES[config.selection]
 
-    def run(self, problems: Sequence[Problem]) -> list[Tree]:
+    def run(self, problems: Sequence[Problem], on_tree_done: Callable[[Tree], None] | None = None) -> list[Tree]:
         """One finished tree per problem, in order. Up to `trees_at_once` trees are searched together; when
         one has used its rollouts, the next problem's tree takes its place, so batches stay full. Steps are
         written through the policy's stream: whenever a step comes back, its rollout goes on, and the engine
-        asks for the next steps while the others are still being written."""
+        asks for the next steps while the others are still being written. `on_tree_done` is called with
+        each tree as it uses up its rollouts (for progress)."""
         trees = [Tree(problem.id, problem.question, problem.answer) for problem in problems]
         self._waiting_trees = list(reversed(trees))
         self._active: list[Tree] = []
         self._walkers: list[_Walker] = []
         self._being_written: set[tuple[int, int]] = set()
+        self._on_tree_done = on_tree_done
         started = time.perf_counter()
         for tree, node, step in self._written_steps():
             self._being_written.discard((id(tree), node.id))
@@ -115,6 +117,9 @@ class TreeSearch:
         up, starting rollouts and trees), and return the nodes that need writing and are not being written.
         Empty when every rollout waits for a step already being written, or the search is over."""
         while True:
+            for tree in self._active:
+                if tree.rollouts >= self.config.rollouts and self._on_tree_done is not None:
+                    self._on_tree_done(tree)
             self._active = [tree for tree in self._active if tree.rollouts < self.config.rollouts]
             while self._waiting_trees and len(self._active) < self.config.trees_at_once:
                 self._active.append(self._waiting_trees.pop())

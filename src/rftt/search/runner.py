@@ -123,14 +123,13 @@ def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, A
             baseline = (greedy_solved(engine, tokenizer, group, config.greedy_max_tokens) if config.greedy_baseline
                         else [None] * len(group))
             tokens_before, seconds_before = search.statistics.generated_tokens, search.statistics.seconds
-            trees = search.run(group)
+            trees = search.run(group, on_tree_done=lambda tree: bar.update(1))
             share = ((search.statistics.generated_tokens - tokens_before) / len(group),
                      (search.statistics.seconds - seconds_before) / len(group))
             records = export_training_data(trees, engine, tokenizer, config.export)
             append_records(output / TREES_FILE, [_tree_record(tree, correct, *share) for tree, correct in
                                                  zip(trees, baseline)])
             append_records(output / SFT_FILE, records)
-            bar.update(len(group))
         bar.close()
     summary = summarise(output)
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
