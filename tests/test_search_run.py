@@ -12,6 +12,7 @@ import httpx
 import pytest
 import torch
 
+from rftt.cli import main
 from rftt.config import load_config
 from rftt.evaluate import EvalConfig, evaluate
 from rftt.jsonl import read_records
@@ -78,11 +79,14 @@ def test_killed_search_resumes_without_redoing_or_losing_a_tree(tmp_path, checkp
     assert "solved_by_search" in resumed.stdout
 
 
-def test_viewer_page_holds_the_tree(tmp_path, checkpoint):
+def test_viewer_page_holds_the_tree(tmp_path, checkpoint, capsys):
     config = search_config(checkpoint, write_problems(tmp_path / "data.jsonl", 1), tmp_path / "run")
     run_search(config, progress=False)
-    page = write_tree_page(tmp_path / "run", "p0")
-    html = page.read_text()
+    # Through the command line: its RUN argument once collided with the command dispatch.
+    assert main(["view", str(tmp_path / "run"), "--problem", "p0", "--output", str(tmp_path / "tree.html")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "tree.html")
+    html = (tmp_path / "tree.html").read_text()
+    assert write_tree_page(tmp_path / "run", "p0").read_text() == html
     tree = Tree.from_json(read_records(tmp_path / "run" / TREES_FILE)[0]["tree"])
     assert html.startswith("<!DOCTYPE html>") and "What is 0 + 1?" in html
     assert json.dumps(tree.to_json()).replace("</", "<\\/") in html

@@ -269,46 +269,46 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="load a dataset and print its problems")
     _dataset_arguments(data)
     data.add_argument("--show", type=int, default=3, help="how many problems to print")
-    data.set_defaults(run=command_data)
+    data.set_defaults(handler=command_data)
 
     verify = commands.add_parser("verify", help="judge a prediction against a gold answer")
     verify.add_argument("prediction")
     verify.add_argument("gold")
     verify.add_argument("--no-last-number", action="store_true", help="do not fall back to the last number")
-    verify.set_defaults(run=command_verify)
+    verify.set_defaults(handler=command_verify)
 
-    for name, run, text in (("model", command_model, "load (and on first use convert) a model and describe it"),
+    for name, handler, text in (("model", command_model, "load (and on first use convert) a model and describe it"),
                             ("tokens", command_tokens, "show the functional tokens and the move grammar")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("model", nargs="?", default=default_model)
-        sub.set_defaults(run=run)
+        sub.set_defaults(handler=handler)
 
     evaluation = commands.add_parser("eval", help="evaluate a model on a dataset (greedy, maj@k, tree), resumable")
     _job_arguments(evaluation, EVAL_FLAGS)
-    evaluation.set_defaults(run=command_eval)
+    evaluation.set_defaults(handler=command_eval)
 
     search = commands.add_parser("search", help="tree search: trees and SFT data for a dataset, resumable")
     _job_arguments(search, SEARCH_FLAGS)
-    search.set_defaults(run=command_search)
+    search.set_defaults(handler=command_search)
 
     sft = commands.add_parser("sft", help="supervised warm-up (functional-token paths or gold solutions)")
     _job_arguments(sft, {**SFT_FLAGS, "resume": ("resume", None, "continue from the last checkpoint in output_dir")},
                    dataset_section="data.dataset")
-    sft.set_defaults(run=command_sft)
+    sft.set_defaults(handler=command_sft)
 
     rl = commands.add_parser("rl", help="online RL: tree or sampled rollouts, REINFORCE++ / PPO-GAE / GRPO / RLOO")
     _job_arguments(rl, RL_FLAGS)
-    rl.set_defaults(run=command_rl)
+    rl.set_defaults(handler=command_rl)
 
     reranker = commands.add_parser("train-reranker", help="train a reranker on labelled sampled solutions")
     _job_arguments(reranker, RERANKER_FLAGS)
-    reranker.set_defaults(run=command_train_reranker)
+    reranker.set_defaults(handler=command_train_reranker)
 
     view = commands.add_parser("view", help="write the HTML page of a search tree")
     view.add_argument("run", help="a search run folder (or its trees.jsonl)")
     view.add_argument("--problem", help="problem id (default: the first tree)")
     view.add_argument("--output", help="HTML file to write (default: in the run folder)")
-    view.set_defaults(run=command_view)
+    view.set_defaults(handler=command_view)
 
     serve = commands.add_parser("serve", help="serve a model behind the OpenAI-compatible completions API")
     serve.add_argument("--model", default=default_model)
@@ -322,22 +322,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", default="auto")
     serve.add_argument("--batch-window-ms", type=float, default=10.0,
                        help="how long to wait for concurrent requests to batch together")
-    serve.set_defaults(run=command_serve)
+    serve.set_defaults(handler=command_serve)
 
     demo = commands.add_parser("demo", help="the pipeline so far on the embedded model")
     _dataset_arguments(demo, default="arithmetic")
     demo.add_argument("--model", default=default_model)
     demo.add_argument("--max-new-tokens", type=int, default=96)
     demo.add_argument("--batch-size", type=int, default=16)
-    demo.set_defaults(run=command_demo)
+    demo.set_defaults(handler=command_demo)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
-    run: Callable[[argparse.Namespace], int] = arguments.run
+    handler: Callable[[argparse.Namespace], int] = arguments.handler
     try:
-        return run(arguments)
+        return handler(arguments)
     except RfttError as error:
         print(f"rftt {arguments.command}: {error}", file=sys.stderr)
         return 2
