@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--voting-max-new-tokens", type=int, default=None,
                         help="a shorter limit for maj@k (it samples k times as many tokens); default: --max-new-tokens")
     parser.add_argument("--batch-rows", type=int, default=64, help="rows per engine forward (engine.max_batch_rows)")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="problems per saved batch (smaller: an interrupted run loses less)")
     parser.add_argument("--runs", default="runs/bench-eval", help="where the eval runs are kept (for resuming)")
     arguments = parser.parse_args()
     results = {}
@@ -41,7 +43,7 @@ def main() -> None:
             max_new_tokens = arguments.voting_max_new_tokens if voting else arguments.max_new_tokens
             config = load_config(EvalConfig, base={
                 "method": method, "template": arguments.template, "max_new_tokens": max_new_tokens,
-                "batch_size": 64, "engine": {"max_batch_rows": arguments.batch_rows},
+                "batch_size": arguments.batch_size, "engine": {"max_batch_rows": arguments.batch_rows},
                 "output_dir": str(Path(arguments.runs) / f"{label}-{method}"),
                 "dataset": {**dataset, "path": str(Path(arguments.data) / folder), "limit": arguments.limit}})
             summary = evaluate(config)

@@ -7,7 +7,8 @@
   opening tokens after the trace are the priors, and the policy writes each step itself
   until it closes it, so the trace is exactly what the model would generate.
 
-Both work in batches: one call serves every node of every tree that needs it.
+Both write through the engine's stream (`EngineWriter`): the search hands over nodes of
+every tree as they need writing and gets each step back as soon as it is written.
 """
 
 from __future__ import annotations
