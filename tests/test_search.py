@@ -23,6 +23,7 @@ from rftt.search import (
     uct_score,
 )
 from rftt.search.export import ExportConfig, correct_paths, reflection_paths, reflection_splices
+from rftt.search.policies import MOVE_EXAMPLES, MOVE_INSTRUCTIONS
 from rftt.search.tree import Node
 from rftt.tokens import Move, add_functional_tokens, is_legal_trace
 
@@ -211,6 +212,28 @@ def test_prompted_policy_end_to_end_on_a_tiny_model(tiny_model, chat_tokenizer):
     assert {node.move for tree in trees for node in tree.nodes} <= allowed
 
 
+def test_a_prompted_step_cut_at_its_length_limit_is_a_dead_end(tiny_model, chat_tokenizer):
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=chat_tokenizer)
+    policy = PromptedPolicy(engine, chat_tokenizer, seed=0, max_tokens={move: 2 for move in Move})
+    trees = TreeSearch(policy, OutcomeScorer(), SearchConfig(rollouts=3, max_depth=4, seed=0)).run(PROBLEMS[:1])
+    written = [node for node in trees[0].nodes[1:] if node.content is not None]
+    cut = [node for node in written if node.generated_tokens == 2]
+    assert cut and all(node.terminal and node.terminal_reason == "step_too_long" and not node.children for node in cut)
+
+
+def test_prompted_steps_are_chats_with_the_moves_instruction_and_worked_example(tiny_model, chat_tokenizer):
+    policy = PromptedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer)
+    tree = Tree("p", "What is 2 + 3?", "5")
+    first = tree.add_child(tree.root, Move.NEXT_STEP, 1.0)
+    first.content = "2 + 3 = 5."
+    output = tree.add_child(first, Move.OUTPUT, 1.0)
+    prompt = policy.step_prompt(tree, output)
+    assert prompt.startswith(f"system: {MOVE_INSTRUCTIONS[Move.OUTPUT]}\n")
+    example = MOVE_EXAMPLES[Move.OUTPUT][0]
+    assert f"assistant: {example.content}\n" in prompt
+    assert prompt.endswith("user: Question: What is 2 + 3?\nSteps so far:\n1. (next_step) 2 + 3 = 5.\nassistant: ")
+
+
 def test_token_guided_policy_end_to_end_on_a_tiny_model(tiny_model, chat_tokenizer):
     tokens = add_functional_tokens(tiny_model, chat_tokenizer)
     engine = make_engine("hf", model=tiny_model.eval(), tokenizer=chat_tokenizer)
@@ -250,8 +273,8 @@ def test_sibling_candidates_are_one_request_sampled_n_times_with_their_moves_lim
 
 def test_streamed_search_hands_new_steps_to_the_running_batch(tiny_model, chat_tokenizer):
     engine = RecordingEngine(tiny_model.eval(), chat_tokenizer, max_batch_rows=8)
-    policy = PromptedPolicy(engine, chat_tokenizer, seed=0, max_tokens={move: 4 + 3 * (move is Move.DIRECT_ANSWER)
-                                                                          for move in Move})
+    policy = PromptedPolicy(engine, chat_tokenizer, seed=0, end_truncated_steps=False,
+                            max_tokens={move: 4 + 3 * (move is Move.DIRECT_ANSWER) for move in Move})
     search = TreeSearch(policy, OutcomeScorer(), SearchConfig(rollouts=4, parallel_rollouts=2, max_depth=4, seed=0))
     trees = search.run(PROBLEMS)
     assert [tree.rollouts for tree in trees] == [4, 4, 4]

@@ -200,6 +200,19 @@ WRONG = [
     ("integer-vs-sqrt", r"\boxed{2}", r"\sqrt{2}", False),
 ]
 
+# Against a numeric gold, an answer that restates the question's arithmetic is not a final answer
+# (found when phase-1 search judged `\boxed{2 + -1}` correct for "Calculate 2 + -1.").
+UNEVALUATED = [
+    ("restated-sum", r"\boxed{2 + -1}", "1", False),
+    ("restated-difference", r"\boxed{5-3}", "2", False),
+    ("product-left", r"\boxed{3 \times 4}", "12", False),
+    ("power-left", r"\boxed{2^3}", "8", False),
+    ("parenthesised-negative", r"\boxed{(-17)}", "-17", True),
+    ("root-of-a-number", r"\boxed{\sqrt{4}}", "2", True),
+    ("equation-form", r"\boxed{x = 5}", "5", True),
+    ("expression-gold-unaffected", r"\boxed{1+\sqrt{2}}", r"\sqrt{2}+1", True),
+]
+
 GSM8K_SOLUTION = (
     "Janet's ducks lay 16 eggs per day. She eats 3 for breakfast every morning "
     "and bakes muffins for her friends every day with 4. So she sells "
@@ -271,6 +284,7 @@ CATEGORIES = {
     "precedence": PRECEDENCE,
     "wrong": WRONG,
     "realistic": REALISTIC,
+    "unevaluated": UNEVALUATED,
 }
 
 CASES = [

@@ -206,10 +206,17 @@ def command_serve(arguments: argparse.Namespace) -> int:
 
 
 def command_demo(arguments: argparse.Namespace) -> int:
-    from rftt.demo import run_demo
+    """The whole RFTT pipeline on the embedded model (or any model and task), with a report; resumable."""
+    from rftt.demo import budget_recipe, demo_config, run_demo, task_flags
 
-    return run_demo(model_name=arguments.model, spec=dataset_spec(arguments), max_new_tokens=arguments.max_new_tokens,
-                    batch_size=arguments.batch_size)
+    flags: dict[str, Any] = task_flags(arguments.task) if arguments.task else {}
+    for key in ("model", "seed", "output_dir"):
+        if getattr(arguments, key) is not None:
+            flags[key] = getattr(arguments, key)
+    if arguments.seed is not None and arguments.output_dir is None:
+        flags["output_dir"] = f"{budget_recipe(arguments.budget)['output_dir']}-seed{arguments.seed}"
+    run_demo(demo_config(arguments.budget, arguments.config, arguments.set, flags))
+    return 0
 
 
 EVAL_FLAGS = {
@@ -324,11 +331,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long to wait for concurrent requests to batch together")
     serve.set_defaults(handler=command_serve)
 
-    demo = commands.add_parser("demo", help="the pipeline so far on the embedded model")
-    _dataset_arguments(demo, default="arithmetic")
-    demo.add_argument("--model", default=default_model)
-    demo.add_argument("--max-new-tokens", type=int, default=96)
-    demo.add_argument("--batch-size", type=int, default=16)
+    demo = commands.add_parser("demo", help="the whole RFTT pipeline on the embedded model, with an HTML report")
+    demo.add_argument("--budget", default="default", help="default (about 25 CPU minutes) or small (about 5)")
+    demo.add_argument("--task", help="any registered dataset (default: arithmetic); benchmarks use train/test")
+    demo.add_argument("--model", help="start model: name, folder or hub id (default: the embedded model)")
+    demo.add_argument("--seed", type=int, help="seed of every stage (the run folder gets a -seedN suffix)")
+    demo.add_argument("--output-dir", help="run folder (re-run the same command to continue)")
+    demo.add_argument("--config", help="YAML recipe on top of the budget's settings")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="any demo setting, dotted, for example --set rl.steps=20")
     demo.set_defaults(handler=command_demo)
     return parser
 

@@ -1,95 +1,260 @@
-"""`rftt demo`: the pipeline as far as it goes today, on the embedded model with no network.
+"""`rftt demo`: the whole RFTT pipeline on the embedded model, with a report.
 
-Stages: load (and on first use convert) the model, add the functional tokens, load the
-problems, answer them greedily in batches, verify the answers, print a table.
+Stages, each in its own folder of the run and each resumable on its own:
+
+1. `problems`: training problems, a dev split carved from them, and held-out problems
+   (held-out questions that also occur in training are dropped), written as JSONL so that
+   every later stage can be re-run alone with the command the report gives;
+2. `baseline`: greedy accuracy of the start model (its chat template, answer in `\\boxed{}`);
+3. `search`: phase-1 tree search with the prompted policy on training problems; its
+   correct and reflection paths are the warm-up data;
+4. `sft`: warm-up on those paths (the functional tokens are added first);
+5. `eval-sft`: greedy accuracy of the warmed-up model;
+6. `rl`: phase-2 RL with tree rollouts (token-guided search, REINFORCE++);
+7. `eval-rl` (greedy) and `eval-rl-tree` (inference-time search, 1, 4 and 16 rollouts);
+8. `report`: `report.html`, `summary.json` and the plots (see `rftt.report`).
+
+`stages.json` records which stages are done and the wall time each took (summed over
+reruns), so Ctrl-C and the same command again continue where the run stopped.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
-import torch
+import yaml
 
-from rftt.data import DatasetSpec, load_problems
-from rftt.models import load_model
-from rftt.stats import wilson_interval
-from rftt.tokens import add_functional_tokens
-from rftt.verify import check_many
+from rftt.config import ConfigError, load_config, to_dict
+from rftt.data import DatasetSpec, Problem, load_problems
+from rftt.data.benchmarks import BENCHMARKS
+from rftt.evaluate import EvalConfig, evaluate
+from rftt.jsonl import append_records
+from rftt.models import DEFAULT_MODEL
+from rftt.search.runner import SearchRunConfig, run_search
+from rftt.train.rl import RLConfig, run_rl
+from rftt.train.sft import SFTConfig, run_sft
 
-DEMO_PROBLEMS = 200
-DEMO_SEED = 100_000
-INSTRUCTION = "{question}\nGive the final answer as \\boxed{{answer}}."
+BUDGETS = ("default", "small")
+STAGES_FILE = "stages.json"
+CONFIG_FILE = "demo_config.json"
+PROBLEM_FOLDER = "problems"
 
 
 @dataclass(frozen=True)
-class Generation:
-    text: str
-    new_tokens: int
+class DemoConfig:
+    """The demo's settings. The stage sections are ordinary stage configs; the demo fills in their model,
+    data, seed and output folder, so only the other settings of those sections take effect."""
+
+    model: str = DEFAULT_MODEL
+    task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=2000, seed=1))
+    held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=400, seed=100_000))
+    held_out_problems: int = 200
+    dev_problems: int = 50
+    search_problems: int = 64
+    tree_problems: int = 100
+    seed: int = 0
+    search: SearchRunConfig = field(default_factory=SearchRunConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    example_trees: int = 3
+    output_dir: str = "runs/demo"
 
 
-def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[Generation]:
-    """Greedy completions of chat prompts, in left-padded batches."""
-    tokenizer.padding_side = "left"
-    generations: list[Generation] = []
-    for start in range(0, len(prompts), batch_size):
-        texts = [
-            tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
-            for prompt in prompts[start : start + batch_size]
-        ]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-        for row in output[:, batch["input_ids"].shape[1] :]:
-            new_tokens = int((row != tokenizer.pad_token_id).sum())
-            generations.append(Generation(tokenizer.decode(row, skip_special_tokens=True), new_tokens))
-        print(f"  answered {len(generations)}/{len(prompts)}", flush=True)
-    return generations
+def budget_recipe(budget: str) -> dict[str, Any]:
+    """The packaged settings of a budget: `default`, and `small` layered on top of it."""
+    if budget not in BUDGETS:
+        raise ConfigError(f"--budget: {budget!r} is not one of {list(BUDGETS)}")
+    data: dict[str, Any] = {}
+    for name in BUDGETS[: BUDGETS.index(budget) + 1]:
+        text = resources.files("rftt").joinpath(f"recipes/demo_{name}.yaml").read_text()
+        data = _deep_merge(data, yaml.safe_load(text) or {})
+    return data
 
 
-def run_demo(model_name: str, spec: DatasetSpec, max_new_tokens: int, batch_size: int) -> int:
-    """Run the stages and print what each took and how well the model did."""
-    seconds: dict[str, float] = {}
+def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(into)
+    for key, value in update.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+            else value
+    return merged
 
-    def stage(name: str, started: float) -> None:
-        seconds[name] = time.perf_counter() - started
-        print(f"[{name}] {seconds[name]:.1f} s", flush=True)
 
-    started = time.perf_counter()
-    model, tokenizer = load_model(model_name)
-    stage("load model", started)
+def demo_config(budget: str = "default", recipe: str | None = None, overrides: Sequence[str] = (),
+                flags: dict[str, Any] | None = None) -> DemoConfig:
+    """Budget defaults, then a user recipe, then command-line flags, then `key=value` overrides."""
+    return load_config(DemoConfig, recipe, overrides, base=budget_recipe(budget), flags=flags)
 
-    started = time.perf_counter()
-    tokens = add_functional_tokens(model, tokenizer)
-    stage("add functional tokens", started)
-    print(f"  {len(tokens.all_ids)} functional tokens, ids {min(tokens.all_ids)}-{max(tokens.all_ids)}")
 
-    started = time.perf_counter()
-    if spec.size is None and spec.name == "arithmetic":
-        spec = DatasetSpec(name=spec.name, size=DEMO_PROBLEMS, seed=spec.seed if spec.seed is not None else DEMO_SEED,
-                           limit=spec.limit)
-    problems = load_problems(spec)
-    stage("load problems", started)
+def task_flags(task: str) -> dict[str, Any]:
+    """`--task NAME`: the training and held-out problems both come from NAME; a benchmark uses its `train`
+    and `test` splits (set `task.split`/`held_out.split` for others), a generated task the budget's seeds."""
+    if task in BENCHMARKS:
+        return {"task": {"name": task, "split": "train", "size": None, "seed": None},
+                "held_out": {"name": task, "split": "test", "size": None, "seed": None}}
+    return {"task": {"name": task}, "held_out": {"name": task}}
 
-    started = time.perf_counter()
-    generations = greedy_answers(model, tokenizer, [INSTRUCTION.format(question=p.question) for p in problems],
-                                 max_new_tokens, batch_size)
-    stage("generate", started)
 
-    started = time.perf_counter()
-    outcomes = check_many([generation.text for generation in generations], [problem.answer for problem in problems])
-    stage("verify", started)
+class StageBook:
+    """`stages.json`: per stage whether it is done, its wall seconds (over all reruns), its command, its summary."""
 
-    correct = sum(outcome.correct for outcome in outcomes)
-    extracted = sum(outcome.extracted is not None for outcome in outcomes)
-    low, high = wilson_interval(correct, len(problems))
-    new_tokens = sum(generation.new_tokens for generation in generations)
-    print(f"\n{'problems':<28}{len(problems)}")
-    print(f"{'answers extracted':<28}{extracted / len(problems):.1%}")
-    print(f"{'accuracy (greedy)':<28}{correct / len(problems):.1%}  (95% interval {low:.1%}-{high:.1%})")
-    print(f"{'accuracy among extracted':<28}{correct / max(extracted, 1):.1%}")
-    print(f"{'generation tokens/s':<28}{new_tokens / seconds['generate']:.1f}")
-    example = generations[0].text.strip().replace("\n", " ")[:160]
-    print(f"\nexample: {problems[0].question}\n  -> {example}\n  gold {problems[0].answer}, {outcomes[0]}")
-    return 0
+    def __init__(self, path: Path):
+        self.path = path
+        self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+
+    def run(self, name: str, command: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The stage's summary: saved if it is done, else from running `work` (its time is kept even if killed)."""
+        record = self.stages.setdefault(name, {"done": False, "seconds": 0.0})
+        record["command"] = command
+        if record["done"]:
+            return record["summary"]
+        print(f"\n== {name} ==\n{command}", flush=True)
+        started = time.perf_counter()
+        try:
+            summary = work()
+        finally:
+            record["seconds"] += time.perf_counter() - started
+            self._save()
+        record.update(done=True, summary=summary)
+        self._save()
+        print(f"[{name}] {record['seconds']:.1f} s", flush=True)
+        return summary
+
+    def _save(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.stages, indent=2, default=str) + "\n")
+        temporary.replace(self.path)
+
+
+def _problem_records(problems: Sequence[Problem]) -> list[dict[str, Any]]:
+    return [{"id": problem.id, "question": problem.question, "answer": problem.answer} for problem in problems]
+
+
+def make_problem_files(config: DemoConfig, folder: Path) -> dict[str, Any]:
+    """train/dev/held-out JSONL files: dev is the end of the task's problems, held-out drops training questions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    task = list(load_problems(config.task))
+    if len(task) <= config.dev_problems + config.search_problems:
+        raise ConfigError(f"config.task: {len(task)} problems cannot give {config.search_problems} search problems "
+                          f"and {config.dev_problems} dev problems")
+    train, dev = task[: len(task) - config.dev_problems], task[len(task) - config.dev_problems :]
+    seen = {" ".join(problem.question.split()) for problem in task}
+    candidates = list(load_problems(config.held_out))
+    held_out = [problem for problem in candidates if " ".join(problem.question.split()) not in seen]
+    duplicates = len(candidates) - len(held_out)
+    if len(held_out) < config.held_out_problems:
+        raise ConfigError(f"config.held_out: only {len(held_out)} of {len(candidates)} problems are not training "
+                          f"questions; {config.held_out_problems} are needed (raise held_out.size)")
+    held_out = held_out[: config.held_out_problems]
+    for name, problems in (("train", train), ("dev", dev), ("held_out", held_out)):
+        path = folder / f"{name}.jsonl"
+        path.unlink(missing_ok=True)
+        append_records(path, _problem_records(problems))
+    return {"train": len(train), "dev": len(dev), "held_out": len(held_out), "held_out_candidates": len(candidates),
+            "held_out_dropped_as_training_questions": duplicates}
+
+
+def problem_file(run: Path, name: str, limit: int | None = None) -> DatasetSpec:
+    return DatasetSpec(name="json", path=str(run / PROBLEM_FOLDER / f"{name}.jsonl"), limit=limit)
+
+
+def write_recipe(config: Any, folder: Path) -> Path:
+    """A stage's full config as a YAML recipe beside its files, so the stage can be re-run alone."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    return path
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """The config of every stage, derived from the demo config."""
+
+    baseline: EvalConfig
+    search: SearchRunConfig
+    sft: SFTConfig
+    eval_sft: EvalConfig
+    rl: RLConfig
+    eval_rl: EvalConfig
+    eval_rl_tree: EvalConfig
+
+
+def plan_stages(config: DemoConfig) -> StagePlan:
+    run = Path(config.output_dir)
+    held_out = problem_file(run, "held_out")
+    sft_model, rl_model = str(run / "sft" / "final"), str(run / "rl" / "final")
+    evaluation = replace(config.evaluation, seed=config.seed, method="greedy", dataset=held_out)
+    trained = replace(evaluation, template=config.rl.rollout.template)
+    search = replace(config.search, model=config.model, output_dir=str(run / "search"),
+                     dataset=problem_file(run, "train", config.search_problems),
+                     search=replace(config.search.search, seed=config.seed))
+    sft = replace(config.sft, model=config.model, seed=config.seed, output_dir=str(run / "sft"), resume=True,
+                  data=replace(config.sft.data, source="search", style="functional",
+                               path=str(run / "search" / "sft.jsonl")))
+    rl = replace(config.rl, model=sft_model, seed=config.seed, output_dir=str(run / "rl"), resume=True,
+                 dataset=problem_file(run, "train"), dev=problem_file(run, "dev") if config.rl.eval_every else None)
+    return StagePlan(
+        baseline=replace(evaluation, model=config.model, output_dir=str(run / "baseline")),
+        search=search, sft=sft,
+        eval_sft=replace(trained, model=sft_model, output_dir=str(run / "eval-sft")),
+        rl=rl,
+        eval_rl=replace(trained, model=rl_model, output_dir=str(run / "eval-rl")),
+        eval_rl_tree=replace(trained, model=rl_model, method="tree", output_dir=str(run / "eval-rl-tree"),
+                             dataset=problem_file(run, "held_out", config.tree_problems)),
+    )
+
+
+def _check_same_demo(run: Path, config: DemoConfig) -> None:
+    """Refuse to continue a run folder that was started with other settings."""
+    path = run / CONFIG_FILE
+    settings = to_dict(replace(config, output_dir=str(run)))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = sorted(key for key in settings if previous.get(key) != settings[key])
+        if changed:
+            raise ConfigError(f"{run} holds a demo run with other settings ({', '.join(changed)}); "
+                              "use another --output-dir or delete it")
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run (or continue) every stage, then write the report; returns the report's summary."""
+    from rftt.report import write_report
+
+    run = Path(config.output_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    _check_same_demo(run, config)
+    (run / "demo.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    book = StageBook(run / STAGES_FILE)
+    plan = plan_stages(config)
+    book.run("problems", f"rftt demo --config {run / 'demo.yaml'}",
+             lambda: make_problem_files(config, run / PROBLEM_FOLDER))
+    for name, stage, command in (("baseline", plan.baseline, "eval"), ("search", plan.search, "search"),
+                                 ("sft", plan.sft, "sft"), ("eval-sft", plan.eval_sft, "eval"),
+                                 ("rl", plan.rl, "rl"), ("eval-rl", plan.eval_rl, "eval"),
+                                 ("eval-rl-tree", plan.eval_rl_tree, "eval")):
+        recipe = write_recipe(stage, run / name)
+        book.run(name, f"rftt {command} --config {recipe}", _stage_work(stage))
+    return write_report(run, config, book.stages)
+
+
+def _stage_work(stage: Any) -> Callable[[], dict[str, Any]]:
+    """What running one stage means, by the type of its config."""
+    if isinstance(stage, EvalConfig):
+        return lambda: evaluate(stage)
+    if isinstance(stage, SearchRunConfig):
+        return lambda: run_search(stage)
+    if isinstance(stage, SFTConfig):
+        return lambda: run_sft(stage)
+
+    def reinforce() -> dict[str, Any]:
+        history = run_rl(stage)
+        return {"steps_run": len(history), "steps": stage.steps}
+
+    return reinforce
+

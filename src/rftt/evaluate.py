@@ -44,7 +44,9 @@ _SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """One evaluation run. `output_dir` holds its files; re-running the same config resumes it."""
+    """One evaluation run. `output_dir` holds its files; re-running the same config resumes it.
+    `last_number_fallback: false` counts only answers the model states (`\\boxed{}`, `<output>`, "the answer
+    is"), so the extraction rate measures format and accuracy among extracted answers measures skill."""
 
     model: str = "smollm2-135m-instruct"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -65,6 +67,7 @@ class EvalConfig:
     reranker: str | None = None
     answer_format: AnswerFormat = "text"
     absolute_tolerance: float = 0.0
+    last_number_fallback: bool = True
 
     def samples(self) -> int:
         """k of `maj@k` and `rerank@k` (1 for greedy and tree)."""
@@ -140,7 +143,7 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
         texts = [completion.text for samples in results for completion in samples]
         golds = [problem.answer for problem in batch for _ in range(params.n)]
         outcomes = judge(texts, golds, answer_format=config.answer_format,
-                         absolute_tolerance=config.absolute_tolerance)
+                         absolute_tolerance=config.absolute_tolerance, last_number_fallback=config.last_number_fallback)
         scores = None
         if reranker is not None:
             scores = score(*reranker, [prompts[index // params.n] + text for index, text in enumerate(texts)])
@@ -159,7 +162,8 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.tree_temperature,
                                seed=config.seed, max_tokens={move: config.max_new_tokens for move in Move})
     rewards = config.process_rewards
-    scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight)
+    scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight,
+                                   last_number_fallback=config.last_number_fallback)
     search = TreeSearch(policy, scorer, replace(config.search, rollouts=max(config.tree_rollouts)))
     template = get_template(config.template)
 

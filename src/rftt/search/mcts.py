@@ -95,7 +95,7 @@ class TreeSearch:
             node.content, node.token_ids, node.generated_tokens = step.content, step.token_ids, step.generated_tokens
             self.statistics.nodes_written += 1
             self.statistics.generated_tokens += step.generated_tokens
-            self._after_writing(tree, node, ended=step.ended)
+            self._after_writing(tree, node, ended=step.ended, dead_end=step.dead_end)
         self.statistics.seconds += time.perf_counter() - started
         return trees
 
@@ -218,9 +218,11 @@ class TreeSearch:
             if not slots:
                 self._make_terminal(node, "no_legal_move")
 
-    def _after_writing(self, tree: Tree, node: Node, *, ended: bool) -> None:
+    def _after_writing(self, tree: Tree, node: Node, *, ended: bool, dead_end: bool = False) -> None:
         """Decide whether a freshly written node ends the trace, or is followed by an automatic output."""
-        if node.move is Move.OUTPUT:
+        if dead_end:
+            self._make_terminal(node, "step_too_long")
+        elif node.move is Move.OUTPUT:
             self._make_terminal(node, "output")
         elif ended:
             self._make_terminal(node, "end_of_sequence")

@@ -25,30 +25,63 @@ from rftt.search.tree import Node, Tree
 from rftt.tokens import Move, legal_next_moves
 from rftt.verify.extract import extract_answer
 
-PHASE_ONE_MOVES = (Move.CLARIFY, Move.ANALYZE, Move.SUBQUESTION, Move.NEXT_STEP, Move.DIRECT_ANSWER)
+PHASE_ONE_MOVES = (Move.CLARIFY, Move.ANALYZE, Move.SUBQUESTION, Move.NEXT_STEP, Move.DIRECT_ANSWER, Move.OUTPUT)
 ANSWERING_MOVES = (Move.NEXT_STEP, Move.DIRECT_ANSWER)
+SINGLE_CANDIDATE_MOVES = (Move.DIRECT_ANSWER, Move.OUTPUT)
 
 MOVE_INSTRUCTIONS: dict[Move, str] = {
-    Move.CLARIFY: "Restate the question below in your own words, in at most three sentences, saying exactly "
-                  "what is asked. Do not solve it.",
-    Move.ANALYZE: "In one or two sentences, say how to approach the rest of this problem. Do not calculate anything.",
-    Move.SUBQUESTION: "Ask the next smaller question that has to be answered to solve this problem. "
-                      "Write only that question.",
-    Move.NEXT_STEP: "Write only the next step of the solution: one short calculation and its result. If this step "
-                    "gives the final answer, end with: The answer is \\boxed{ANSWER}.",
-    Move.DIRECT_ANSWER: "Solve the rest of the problem step by step and end with: The answer is \\boxed{ANSWER}.",
+    Move.CLARIFY: "Restate the question in one sentence, saying exactly what is asked. Do not solve it.",
+    Move.ANALYZE: "In one sentence, say how to approach the rest of the problem. Do not calculate anything.",
+    Move.SUBQUESTION: "Ask the next smaller question that has to be answered. Write only that question.",
+    Move.NEXT_STEP: "Write only the next step of the solution: one short calculation and its result. If it gives "
+                    "the final answer, end with: The answer is \\boxed{ANSWER}.",
+    Move.DIRECT_ANSWER: "Solve the rest of the problem in a few short calculations and end with: "
+                        "The answer is \\boxed{ANSWER}.",
+    Move.OUTPUT: "Give only the final answer, as \\boxed{ANSWER}.",
 }
 
 
 @dataclass(frozen=True)
+class MoveExample:
+    """A worked example of one move: a question, the steps before the move, and what the move writes."""
+
+    question: str
+    steps: tuple[tuple[Move, str], ...]
+    content: str
+
+
+_BRACKET = "Calculate 23 - ( 5 - 11 )."
+MOVE_EXAMPLES: dict[Move, tuple[MoveExample, ...]] = {
+    Move.CLARIFY: (MoveExample(_BRACKET, (), "We need 23 minus the value of ( 5 - 11 )."),),
+    Move.ANALYZE: (MoveExample(_BRACKET, (), "First work out the bracket, then subtract its value from 23."),),
+    Move.SUBQUESTION: (MoveExample(_BRACKET, (), "What is 5 - 11?"),),
+    Move.NEXT_STEP: (MoveExample("Calculate 7 - 12.", (), "7 - 12 = -5. The answer is \\boxed{-5}."),
+                     MoveExample(_BRACKET, ((Move.NEXT_STEP, "5 - 11 = -6."),),
+                                 "23 - (-6) = 23 + 6 = 29. The answer is \\boxed{29}.")),
+    Move.DIRECT_ANSWER: (MoveExample(_BRACKET, (), "5 - 11 = -6, and 23 - (-6) = 23 + 6 = 29. "
+                                                   "The answer is \\boxed{29}."),),
+    Move.OUTPUT: (MoveExample("Calculate 7 - 12.", ((Move.NEXT_STEP, "7 - 12 = -5."),), "\\boxed{-5}"),),
+}
+"""Shown to the model as earlier turns of the chat, before the real question: small instruct models copy a
+shown turn far better than they follow a described format (SmolLM2-135M on arithmetic, one-step prompt, 4
+samples each for 48 problems: 15.6% of samples correctly boxed with a system instruction and one example
+turn, 3.1-4.2% with the instruction and examples inside the user message)."""
+PROMPTED_STEP_TOKENS: dict[Move, int] = {
+    Move.CLARIFY: 48, Move.ANALYZE: 48, Move.SUBQUESTION: 32, Move.NEXT_STEP: 64, Move.DIRECT_ANSWER: 128, Move.OUTPUT: 16}
+"""Longest step per move; a longer step is a dead end (small models ramble when they lose the thread)."""
+
+
+@dataclass(frozen=True)
 class WrittenStep:
-    """A step's content as a policy wrote it. `ended`: the model ended the whole answer inside the step."""
+    """A step's content as a policy wrote it. `ended`: the model ended the whole answer inside the step;
+    `dead_end`: the step is unusable (cut at its length limit, for a policy that says so) and ends its trace."""
 
     content: str
     token_ids: list[int] = field(default_factory=list)
     generated_tokens: int = 0
     ended: bool = False
     truncated: bool = False
+    dead_end: bool = False
 
 
 StepFeed = Callable[[], Sequence[tuple[Tree, Node]]]
@@ -111,6 +144,11 @@ class EngineWriter:
             yield tree, node, self.written_step(node, completion)
 
 
+def _step_message(question: str, steps: Sequence[tuple[Move, str]]) -> str:
+    listed = "\n".join(f"{number}. ({move.value}) {content.strip()}" for number, (move, content) in enumerate(steps, 1))
+    return f"Question: {question}\nSteps so far:\n{listed or 'none'}"
+
+
 @dataclass
 class PromptedPolicy(EngineWriter):
     """Phase 1: an instruct model prompted per move (the model of `engine`, its `tokenizer`'s chat template)."""
@@ -119,47 +157,48 @@ class PromptedPolicy(EngineWriter):
     tokenizer: Any
     moves: tuple[Move, ...] = PHASE_ONE_MOVES
     candidates: int = 2
-    direct_answer_candidates: int = 1
     temperature: float = 0.7
-    max_tokens: dict[Move, int] = field(default_factory=lambda: {
-        Move.CLARIFY: 96, Move.ANALYZE: 96, Move.SUBQUESTION: 64, Move.NEXT_STEP: 128, Move.DIRECT_ANSWER: 256})
+    max_tokens: dict[Move, int] = field(default_factory=lambda: dict(PROMPTED_STEP_TOKENS))
+    instructions: dict[Move, str] = field(default_factory=lambda: dict(MOVE_INSTRUCTIONS))
+    examples: dict[Move, tuple[MoveExample, ...]] = field(default_factory=lambda: dict(MOVE_EXAMPLES))
+    end_truncated_steps: bool = True
     seed: int | None = None
 
     def moves_and_priors(self, requests: Sequence[tuple[Tree, Node]]) -> list[list[tuple[Move, float]]]:
         slots = []
         for _, node in requests:
             moves = [move for move in legal_next_moves(node.move) if move in self.moves]
-            copies = [(move, self.direct_answer_candidates if move is Move.DIRECT_ANSWER else self.candidates)
-                      for move in moves]
+            copies = [(move, 1 if move in SINGLE_CANDIDATE_MOVES else self.candidates) for move in moves]
             total = sum(count for _, count in copies)
             slots.append([(move, 1.0 / total) for move, count in copies for _ in range(count)])
         return slots
 
     def step_prompt(self, tree: Tree, node: Node) -> str:
-        """The question and the steps so far, then the move's instruction (last, so that the prompts of one
-        tree share a long prefix the engine computes once)."""
+        """A chat: the move's instruction as the system message, its worked examples as earlier turns, then the
+        question and the steps so far."""
         assert node.move is not None
         earlier = tree.steps(tree.nodes[node.parent]) if node.parent is not None else []
-        steps = "\n".join(f"{number}. ({step.move.value}) {step.content.strip()}"
-                          for number, step in enumerate(earlier, start=1)) or "None"
-        message = f"Question: {tree.question}\n\nSteps so far:\n{steps}\n\n{MOVE_INSTRUCTIONS[node.move]}"
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
-                                                  tokenize=False)
+        messages = [{"role": "system", "content": self.instructions[node.move]}]
+        for example in self.examples.get(node.move, ()):
+            messages += [{"role": "user", "content": _step_message(example.question, example.steps)},
+                         {"role": "assistant", "content": example.content}]
+        messages.append({"role": "user", "content": _step_message(tree.question, [(step.move, step.content)
+                                                                                  for step in earlier])})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, max_new_tokens=max(self.max_tokens.values()), seed=self.seed)
 
     def written_step(self, node: Node, completion: Completion) -> WrittenStep:
-        return WrittenStep(completion.text.strip(), [], len(completion.token_ids),
-                           truncated=completion.finish_reason == "length")
+        truncated = completion.finish_reason == "length"
+        return WrittenStep(completion.text.strip(), [], len(completion.token_ids), truncated=truncated,
+                           dead_end=truncated and self.end_truncated_steps)
 
     def automatic_output(self, node: Node) -> str | None:
         if node.move not in ANSWERING_MOVES or node.content is None:
             return None
         answer = extract_answer(node.content, last_number_fallback=False)
-        if answer is None and node.move is not Move.DIRECT_ANSWER:
-            return None
-        return f"\\boxed{{{answer}}}" if answer is not None else ""
+        return f"\\boxed{{{answer}}}" if answer is not None else None
 
 
 @dataclass

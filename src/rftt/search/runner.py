@@ -24,10 +24,17 @@ from rftt.models import DEFAULT_MODEL
 from rftt.prompts import get_template
 from rftt.search.export import ExportConfig, export_training_data
 from rftt.search.mcts import SearchConfig, TreeSearch
-from rftt.search.policies import PromptedPolicy, TokenGuidedPolicy
+from rftt.search.policies import (
+    MOVE_INSTRUCTIONS,
+    PHASE_ONE_MOVES,
+    PROMPTED_STEP_TOKENS,
+    PromptedPolicy,
+    TokenGuidedPolicy,
+)
 from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
 from rftt.search.scoring import OutcomeScorer
 from rftt.search.tree import Tree
+from rftt.tokens import Move
 from rftt.verify import check_many
 
 TREES_FILE = "trees.jsonl"
@@ -37,11 +44,20 @@ SUMMARY_FILE = "summary.json"
 
 @dataclass(frozen=True)
 class SearchRunConfig:
+    """One `rftt search` run. Prompted-policy settings: `moves` it may make, per-move overrides of the step
+    length limits (`step_max_tokens`, default `PROMPTED_STEP_TOKENS`) and of the instructions
+    (`instructions`, default `MOVE_INSTRUCTIONS`); `end_truncated_steps` makes a step cut at its limit a
+    dead end."""
+
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=100, seed=1))
     policy: Literal["prompted", "token_guided"] = "prompted"
     candidates: int = 2
     temperature: float = 0.7
+    moves: tuple[str, ...] = tuple(move.value for move in PHASE_ONE_MOVES)
+    step_max_tokens: dict[str, int] = field(default_factory=dict)
+    instructions: dict[str, str] = field(default_factory=dict)
+    end_truncated_steps: bool = True
     search: SearchConfig = field(default_factory=SearchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
@@ -63,10 +79,28 @@ def greedy_solved(engine, tokenizer, problems: Sequence[Problem], max_tokens: in
     return [outcome.correct for outcome in outcomes]
 
 
+def moves(values, key: str):
+    """A config's move names as `Move`s (the keys of a mapping, or the items of a list); unknown names are errors."""
+    from rftt.config import ConfigError
+
+    def move(name: str) -> Move:
+        try:
+            return Move(name)
+        except ValueError:
+            raise ConfigError(f"config.{key}: unknown move {name!r}; moves: {', '.join(m.value for m in Move)}") from None
+
+    if isinstance(values, dict):
+        return {move(name): value for name, value in values.items()}
+    return [move(name) for name in values]
+
+
 def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
     if config.policy == "prompted":
-        policy = PromptedPolicy(engine, tokenizer, candidates=config.candidates, temperature=config.temperature,
-                                seed=config.search.seed)
+        policy = PromptedPolicy(engine, tokenizer, moves=tuple(moves(config.moves, "moves")),
+                                candidates=config.candidates, temperature=config.temperature,
+                                max_tokens={**PROMPTED_STEP_TOKENS, **moves(config.step_max_tokens, "step_max_tokens")},
+                                instructions={**MOVE_INSTRUCTIONS, **moves(config.instructions, "instructions")},
+                                end_truncated_steps=config.end_truncated_steps, seed=config.search.seed)
     else:
         from rftt.tokens import add_functional_tokens
 

@@ -2,7 +2,9 @@
 
 In order: multiple-choice letters (when the gold is a letter a-e); numbers, read through
 currency, thousands separators, units, percent, fractions and scientific notation, and
-compared with a relative tolerance (a number pair's verdict is final); plain text
+compared with a relative tolerance (a number pair's verdict is final; against a numeric
+gold, an answer with arithmetic still to do, such as `2 + -1`, is not a final answer);
+plain text
 compared case-insensitively; and last symbolic equivalence through math-verify
 (expressions, intervals, tuples, sets). The symbolic step can be slow on pathological
 input: callers run it under a timeout (see `rftt.verify.pool`).
@@ -34,6 +36,8 @@ _SCIENTIFIC = re.compile(
 _LATEX_FRACTION = re.compile(rf"^([-+])?\\frac\s*\{{\s*({_PLAIN})\s*\}}\s*\{{\s*({_PLAIN})\s*\}}$")
 _SHORT_FRACTION = re.compile(r"^([-+])?\\frac(\d)(\d)$")
 _SLASH_FRACTION = re.compile(rf"^({_PLAIN})\s*/\s*({_PLAIN})$")
+
+_ARITHMETIC_LEFT = re.compile(r"[\w)}\]]\s*(?:[-+*/^×÷]|\\times|\\cdot|\\div)\s*[-+]?\s*[\w(\\{]")
 
 _CHOICE_GOLD = re.compile(r"^\(?\s*([a-e])\s*\)?$", re.IGNORECASE)
 _CHOICE_PREDICTIONS = (
@@ -130,6 +134,11 @@ def is_choice_letter(gold: str) -> bool:
     return _CHOICE_GOLD.match(clean(gold)) is not None
 
 
+def has_arithmetic_left(text: str) -> bool:
+    """Whether an answer still holds an operation between two operands (`2 + -1`, `3 \\times 4`, `2^3`)."""
+    return _ARITHMETIC_LEFT.search(_unwrap_text_commands(clean(text))) is not None
+
+
 def _plain_text(text: str) -> str:
     return " ".join(_unwrap_text_commands(clean(text)).lower().split())
 
@@ -154,6 +163,8 @@ def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFA
     predicted_number, gold_number = parse_number(predicted), parse_number(gold)
     if predicted_number is not None and gold_number is not None:
         return numbers_equal(predicted_number, gold_number, relative_tolerance, absolute_tolerance)
+    if gold_number is not None and has_arithmetic_left(predicted):
+        return False
     if _plain_text(predicted) == _plain_text(gold):
         return True
     return symbolically_equal(predicted, gold)

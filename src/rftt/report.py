@@ -1,0 +1,241 @@
+"""The demo's report: `summary.json`, a printed table, PNG plots and one self-contained `report.html`.
+
+Every number comes from the stages' own files (eval summaries and per-problem records, the
+search summary and trees, the RL metrics), so the report can be rebuilt from a run folder.
+Plots are written to `plots/` and embedded in the page; example trees are the viewer's
+pages, embedded too, so the HTML file stands alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from rftt.jsonl import read_records
+from rftt.search.tree import Tree
+from rftt.search.viewer import MOVE_COLOURS, render_tree_page
+from rftt.stats import wilson_interval
+from rftt.tokens import Move, parse_steps
+
+REPORT_FILE = "report.html"
+SUMMARY_FILE = "summary.json"
+PLOT_FOLDER = "plots"
+EVAL_STAGES = {"baseline": "start model", "eval-sft": "after SFT warm-up", "eval-rl": "after RL"}
+TREE_STAGE = "eval-rl-tree"
+
+
+def accuracy_row(label: str, correct: int, problems: int, extracted: int | None = None) -> dict[str, Any]:
+    """Accuracy with its 95% interval and, when known, the share of answers stated and accuracy among them."""
+    low, high = wilson_interval(correct, problems)
+    row = {"stage": label, "problems": problems, "correct": correct, "accuracy": correct / problems if problems else 0.0,
+           "interval": [low, high]}
+    if extracted is not None:
+        row.update(extraction_rate=extracted / problems if problems else 0.0,
+                   accuracy_among_extracted=correct / extracted if extracted else 0.0)
+    return row
+
+
+def eval_rows(run: Path) -> dict[str, dict[str, Any]]:
+    """Greedy rows per eval stage, counted from its per-problem records; tree rows per rollout count."""
+    rows = {}
+    for stage, label in EVAL_STAGES.items():
+        records = read_records(run / stage / "problems.jsonl")
+        if records:
+            rows[stage] = accuracy_row(label, sum(record["correct"] for record in records), len(records),
+                                       sum(record["answer"] is not None for record in records))
+    tree_records = read_records(run / TREE_STAGE / "problems.jsonl")
+    for count in (tree_records[0]["by_rollouts"] if tree_records else []):
+        outcomes = [record["by_rollouts"][count] for record in tree_records]
+        rows[f"tree-{count}"] = accuracy_row(f"after RL, tree search, {count} rollouts",
+                                             sum(outcome["correct"] for outcome in outcomes), len(outcomes),
+                                             sum(outcome["answer"] is not None for outcome in outcomes))
+    return rows
+
+
+def move_usage(run: Path) -> dict[str, dict[str, float]]:
+    """Mean number of steps of each move per answer, for every eval stage (functional tokens as written)."""
+    usage = {}
+    for stage in [*EVAL_STAGES, TREE_STAGE]:
+        records = read_records(run / stage / "problems.jsonl")
+        completions = [text for record in records for text in record["completions"]]
+        if completions:
+            counts = Counter(step.move.value for text in completions for step in parse_steps(text))
+            usage[stage] = {move.value: counts[move.value] / len(completions) for move in Move}
+    return usage
+
+
+def rl_curve(run: Path) -> list[dict[str, Any]]:
+    keys = ("step", "reward", "accuracy", "kl", "dev_accuracy", "response_length", "step_seconds")
+    return [{key: record[key] for key in keys if key in record} for record in read_records(run / "rl" / "metrics.jsonl")]
+
+
+def search_summary(run: Path) -> dict[str, Any]:
+    path = run / "search" / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def example_trees(run: Path, count: int) -> list[Tree]:
+    """Up to `count` phase-1 trees: the ones with the most correct terminals first (ties: the larger tree)."""
+    records = read_records(run / "search" / "trees.jsonl")
+    trees = [Tree.from_json(record["tree"]) for record in records]
+    trees.sort(key=lambda tree: (-sum(bool(node.correct) for node in tree.nodes), -len(tree.nodes)))
+    return trees[:count]
+
+
+def _plots(run: Path, rows: dict[str, dict[str, Any]], curve: Sequence[dict[str, Any]]) -> dict[str, Path]:
+    """accuracy.png (per stage, with intervals), rl.png (reward, accuracy and KL per step), rollouts.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    folder = run / PLOT_FOLDER
+    folder.mkdir(exist_ok=True)
+    paths = {}
+    figure, axis = pyplot.subplots(figsize=(6.4, 3.2))
+    labels = [row["stage"].replace(", ", "\n") for row in rows.values()]
+    values = [100 * row["accuracy"] for row in rows.values()]
+    axis.bar(range(len(values)), values, yerr=_error_bars(list(rows.values())), capsize=4, color="#82b366")
+    axis.set_xticks(range(len(values)), labels, fontsize=7)
+    axis.set_ylabel("held-out accuracy (%)")
+    paths["accuracy"] = _save(figure, folder / "accuracy.png")
+    if curve:
+        figure, (left, right) = pyplot.subplots(1, 2, figsize=(8, 3))
+        steps = [point["step"] + 1 for point in curve]
+        left.plot(steps, [point["reward"] for point in curve], label="mean reward")
+        left.plot(steps, [point["accuracy"] for point in curve], label="rollout accuracy")
+        dev = [(point["step"] + 1, point["dev_accuracy"]) for point in curve if "dev_accuracy" in point]
+        if dev:
+            left.plot(*zip(*dev), marker="o", label="dev accuracy (greedy)")
+        left.set_xlabel("RL step")
+        left.legend(fontsize=7)
+        right.plot(steps, [point["kl"] for point in curve], color="#b85450")
+        right.set_xlabel("RL step")
+        right.set_ylabel("KL to the reference")
+        paths["rl"] = _save(figure, folder / "rl.png")
+    tree = [row for name, row in rows.items() if name.startswith("tree-")]
+    if tree:
+        figure, axis = pyplot.subplots(figsize=(4, 3))
+        counts = [int(name.split("-")[1]) for name in rows if name.startswith("tree-")]
+        axis.errorbar(counts, [100 * row["accuracy"] for row in tree], yerr=_error_bars(tree), marker="o", capsize=4)
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("rollouts at inference")
+        axis.set_ylabel("held-out accuracy (%)")
+        paths["rollouts"] = _save(figure, folder / "rollouts.png")
+    return paths
+
+
+def _error_bars(rows: Sequence[dict[str, Any]]) -> list[list[float]]:
+    """Distances (in points of percent) from each accuracy down and up to its interval's ends."""
+    return [[max(0.0, 100 * (row["accuracy"] - row["interval"][0])) for row in rows],
+            [max(0.0, 100 * (row["interval"][1] - row["accuracy"])) for row in rows]]
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    from matplotlib import pyplot
+
+    pyplot.close(figure)
+    return path
+
+
+def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Everything the report shows, as data."""
+    from rftt.config import to_dict
+
+    return {
+        "config": to_dict(config),
+        "accuracy": eval_rows(run),
+        "search": search_summary(run),
+        "rl_curve": rl_curve(run),
+        "moves_per_answer": move_usage(run),
+        "stages": {name: {"seconds": round(record["seconds"], 1), "command": record.get("command"),
+                          "done": record["done"]} for name, record in stages.items()},
+        "total_seconds": round(sum(record["seconds"] for record in stages.values()), 1),
+    }
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The accuracy table and the wall time of each stage, for the terminal."""
+    lines = [f"{'stage':<40}{'accuracy':>10}  {'95% interval':<15}{'answered':>9}{'acc|answered':>14}"]
+    for row in summary["accuracy"].values():
+        low, high = row["interval"]
+        lines.append(f"{row['stage']:<40}{row['accuracy']:>10.1%}  {f'{low:.1%}-{high:.1%}':<15}"
+                     f"{row.get('extraction_rate', 0):>9.1%}{row.get('accuracy_among_extracted', 0):>14.1%}")
+    lines.append("")
+    lines += [f"{name:<16}{stage['seconds']:>8.1f} s" for name, stage in summary["stages"].items()]
+    lines.append(f"{'total':<16}{summary['total_seconds']:>8.1f} s")
+    return "\n".join(lines)
+
+
+def _image(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_STYLE = """body { font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 24px auto; padding: 0 16px; }
+table { border-collapse: collapse; margin: 8px 0 18px; } td, th { border: 1px solid #ccc; padding: 3px 9px; }
+th { background: #f3f3f3; } td { text-align: right; } td:first-child { text-align: left; }
+code { background: #f3f3f3; padding: 1px 4px; } iframe { width: 100%; height: 430px; border: 1px solid #ccc; }
+img { max-width: 100%; } .move { color: #fff; border-radius: 4px; padding: 0 5px; }"""
+
+
+def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence[Tree]) -> str:
+    """The self-contained HTML report."""
+    accuracy = _table(["stage", "problems", "accuracy", "95% interval", "answers stated", "accuracy among stated"],
+                      [[row["stage"], row["problems"], f"{row['accuracy']:.1%}",
+                        f"{row['interval'][0]:.1%} - {row['interval'][1]:.1%}",
+                        f"{row.get('extraction_rate', 0):.1%}", f"{row.get('accuracy_among_extracted', 0):.1%}"]
+                       for row in summary["accuracy"].values()])
+    moves = _table(["stage", *[move.value for move in Move]],
+                   [[stage, *[f"{usage[move.value]:.2f}" for move in Move]]
+                    for stage, usage in summary["moves_per_answer"].items()])
+    stages = _table(["stage", "wall seconds", "command to re-run it alone"],
+                    [[name, stage["seconds"], stage["command"] or ""] for name, stage in summary["stages"].items()])
+    search = _table(["", "value"], [[key, f"{value:.2f}" if isinstance(value, float) else value]
+                                    for key, value in summary["search"].items()])
+    legend = " ".join(f'<span class="move" style="background:{MOVE_COLOURS[move]}">{move.value}</span>' for move in Move)
+    frames = "".join(f"<h3>{html.escape(tree.question)}</h3><iframe srcdoc=\"{html.escape(render_tree_page(tree))}\">"
+                     "</iframe>" for tree in trees)
+    figures = {name: _image(path) for name, path in plots.items()}
+    config = summary["config"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>rftt demo report</title><style>{_STYLE}</style></head><body>
+<h1>rftt demo: RFTT on {html.escape(str(config['task']['name']))}</h1>
+<p>Model <code>{html.escape(config['model'])}</code>, seed {config['seed']}, total wall time
+{summary['total_seconds'] / 60:.1f} minutes. Accuracy is greedy (or tree-search) accuracy on held-out problems;
+"answers stated" counts answers given in the taught format (<code>\\boxed{{}}</code> or an <code>&lt;output&gt;</code>
+step), which separates format from skill.</p>
+<h2>Accuracy per stage</h2>{accuracy}{figures.get('accuracy', '')}
+<h2>RL: reward and KL per step</h2>{figures.get('rl', '<p>no RL steps yet</p>')}
+<h2>Accuracy against inference-time rollouts</h2>{figures.get('rollouts', '<p>not run</p>')}
+<h2>Functional tokens: steps of each move per answer</h2>{moves}
+<h2>Phase-1 search</h2>{search}
+<h2>Example phase-1 trees</h2><p>{legend}</p>{frames}
+<h2>Stages, wall time and how to re-run each</h2>{stages}
+</body></html>
+"""
+
+
+def write_report(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Write summary.json, the plots and report.html into the run folder; print the table; return the summary."""
+    summary = build_summary(run, config, stages)
+    plots = _plots(run, summary["accuracy"], summary["rl_curve"])
+    summary["plots"] = {name: str(path.relative_to(run)) for name, path in plots.items()}
+    (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    trees = example_trees(run, config.example_trees)
+    (run / REPORT_FILE).write_text(render_page(summary, plots, trees))
+    print("\n" + format_table(summary))
+    print(f"\nreport: {run / REPORT_FILE}")
+    return summary

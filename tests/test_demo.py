@@ -1,0 +1,130 @@
+"""`rftt demo` end to end on a tiny model with the smallest budget: every stage, every artefact, and numbers
+in the summary that agree with the per-problem files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rftt.cli import main
+from rftt.demo import STAGES_FILE, demo_config, run_demo, task_flags
+from rftt.jsonl import read_records
+
+from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer
+
+ANSWER = "7"
+TINY_BUDGET = [
+    "held_out_problems=6", "dev_problems=3", "search_problems=3", "tree_problems=3", "example_trees=2",
+    "search.search.rollouts=3", "search.search.max_depth=3", "search.step_max_tokens={output: 4, next_step: 4}",
+    "sft.epochs=2", "sft.batch_size=4", "sft.learning_rate=1.0e-3", "sft.save_steps=1000",
+    "rl.steps=2", "rl.prompts_per_step=2", "rl.rollout.samples_per_prompt=2", "rl.rollout.step_max_tokens=4",
+    "rl.rollout.search.rollouts=2", "rl.rollout.search.max_depth=3", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
+    "rl.eval_every=1", "rl.eval_max_new_tokens=8", "rl.save_every=1",
+    "evaluation.max_new_tokens=8", "evaluation.tree_rollouts=[1, 2]",
+]
+
+
+def constant_answer_model(folder) -> str:
+    """A tiny model taught to answer every chat prompt with `ANSWER` and stop, so searches find correct paths."""
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    model = build_tiny_model(len(tokenizer), seed=5)
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": f"question {index} " * (index % 4 + 1)}],
+                                             add_generation_prompt=True, tokenize=False) for index in range(16)]
+    answer = tokenizer.encode(ANSWER, add_special_tokens=False) + [tokenizer.eos_token_id]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        for prompt in prompts:
+            ids = tokenizer.encode(prompt, add_special_tokens=False)
+            labels = torch.tensor([[-100] * len(ids) + answer])
+            loss = model(input_ids=torch.tensor([ids + answer]), labels=labels).loss
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def problem_file(path, indices: range) -> str:
+    path.write_text("".join(json.dumps({"question": f"What is {index} + {7 - index}?", "answer": ANSWER}) + "\n"
+                            for index in indices))
+    return "{name: json, path: " + str(path) + "}"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    model = constant_answer_model(folder / "model")
+    task = problem_file(folder / "task.jsonl", range(-20, 20))
+    held_out = problem_file(folder / "held_out.jsonl", range(15, 30))  # 15-19 are training questions
+    overrides = [*TINY_BUDGET, f"model={model}", f"task={task}", f"held_out={held_out}", f"output_dir={folder / 'run'}"]
+    config = demo_config("small", overrides=overrides)
+    return config, run_demo(config), folder / "run"
+
+
+def test_every_stage_runs_and_every_artefact_exists(finished_run):
+    _, summary, run = finished_run
+    stages = json.loads((run / STAGES_FILE).read_text())
+    assert list(stages) == ["problems", "baseline", "search", "sft", "eval-sft", "rl", "eval-rl", "eval-rl-tree"]
+    assert all(stage["done"] and stage["seconds"] > 0 for stage in stages.values())
+    for name in ("report.html", "summary.json", "plots/accuracy.png", "plots/rl.png", "plots/rollouts.png",
+                 "problems/train.jsonl", "problems/dev.jsonl", "problems/held_out.jsonl", "sft/final/config.json",
+                 "rl/final/config.json", "search/trees.jsonl"):
+        assert (run / name).exists(), name
+    for name in list(stages)[1:]:
+        assert (run / name / "recipe.yaml").exists() and f"--config {run / name / 'recipe.yaml'}" in stages[name]["command"]
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3 and page.count("<iframe srcdoc=") == 2
+    assert summary["search"]["correct_paths"] > 0, "the constant-answer model must give the warm-up some paths"
+    assert [point["step"] for point in summary["rl_curve"]] == [0, 1]
+    assert all("dev_accuracy" in point for point in summary["rl_curve"])
+
+
+def test_summary_numbers_agree_with_the_per_problem_files(finished_run):
+    _, summary, run = finished_run
+    assert json.loads((run / "summary.json").read_text())["accuracy"] == summary["accuracy"]
+    for stage in ("baseline", "eval-sft", "eval-rl"):
+        records = read_records(run / stage / "problems.jsonl")
+        row = summary["accuracy"][stage]
+        assert row["problems"] == len(records) == 6
+        assert row["correct"] == sum(record["correct"] for record in records)
+        assert row["extraction_rate"] == sum(record["answer"] is not None for record in records) / len(records)
+    tree = read_records(run / "eval-rl-tree" / "problems.jsonl")
+    for count in ("1", "2"):
+        assert summary["accuracy"][f"tree-{count}"]["correct"] == sum(r["by_rollouts"][count]["correct"] for r in tree)
+    metrics = read_records(run / "rl" / "metrics.jsonl")
+    assert [point["reward"] for point in summary["rl_curve"]] == [record["reward"] for record in metrics]
+
+
+def test_held_out_problems_are_not_training_questions(finished_run):
+    _, _, run = finished_run
+    training = {record["question"] for name in ("train", "dev") for record in read_records(run / "problems" / f"{name}.jsonl")}
+    held_out = read_records(run / "problems" / "held_out.jsonl")
+    assert len(held_out) == 6 and not training & {record["question"] for record in held_out}
+    assert held_out[0]["question"] == "What is 20 + -13?"
+    assert json.loads((run / STAGES_FILE).read_text())["problems"]["summary"]["held_out_dropped_as_training_questions"] == 5
+
+
+def test_a_rerun_continues_without_redoing_finished_stages(finished_run):
+    config, summary, run = finished_run
+    before = json.loads((run / STAGES_FILE).read_text())
+    again = run_demo(config)
+    assert json.loads((run / STAGES_FILE).read_text()) == before
+    assert again["accuracy"] == summary["accuracy"]
+    assert len(read_records(run / "baseline" / "problems.jsonl")) == 6
+
+
+def test_a_run_folder_refuses_other_settings(finished_run, capsys):
+    _, _, run = finished_run
+    assert main(["demo", "--budget", "small", "--output-dir", str(run), "--set", "rl.steps=5"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_task_flag_uses_a_benchmarks_train_and_test_splits():
+    flags = task_flags("gsm8k")
+    assert flags["task"]["split"] == "train" and flags["held_out"]["split"] == "test"
+    assert task_flags("reasoning_gym:chain_sum") == {"task": {"name": "reasoning_gym:chain_sum"},
+                                                     "held_out": {"name": "reasoning_gym:chain_sum"}}
