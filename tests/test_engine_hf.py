@@ -125,6 +125,23 @@ def test_next_token_logprobs_match_a_forward_pass(engine, tiny_model, tiny_token
         torch.testing.assert_close(torch.tensor(row), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_next_token_logprobs_through_the_prefix_cache_are_the_same_and_leave_the_prefixes_cached(
+        tiny_model, tiny_tokenizer):
+    tiny_model.eval()
+    stem = "clarify the question and what is asked then analyze the problem then take the next step " * 3
+    prefixes = [f"{stem} 12 +", f"{stem} the answer is"]
+    cached = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, prefix_cache_mib=64)
+    uncached = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer)
+    for _ in range(2):
+        torch.testing.assert_close(torch.tensor(cached.next_token_logprobs(prefixes, [3, 17, 42])),
+                                   torch.tensor(uncached.next_token_logprobs(prefixes, [3, 17, 42])), atol=1e-4, rtol=1e-4)
+    stem_tokens = len(tiny_tokenizer.encode(stem, add_special_tokens=False))
+    assert cached.prefix_cache.hit_tokens >= 2 * (stem_tokens // 16 * 16)
+    hits = cached.prefix_cache.hit_tokens
+    cached.generate([f"{stem} 12 + 3"], SamplingParams(max_new_tokens=2))
+    assert cached.prefix_cache.hit_tokens > hits
+
+
 def test_bad_requests_are_clear(engine):
     with pytest.raises(EngineError, match="temperature"):
         SamplingParams(temperature=-1)

@@ -331,13 +331,17 @@ class HFEngine(Engine):
 
     @torch.inference_mode()
     def next_token_logprobs(self, prefixes: Sequence[Prompt], candidate_token_ids: Sequence[int]) -> list[list[float]]:
+        """Through the prefix cache when it is on, which also keeps these prefixes: a tree search asks for a
+        node's move priors, then writes its children on top of the same prefix."""
         encoded = [self.encode(prefix) for prefix in prefixes]
         candidates = torch.tensor(list(candidate_token_ids), dtype=torch.long, device=self.device)
         results: list[list[float]] = [[] for _ in encoded]
+        if self.prefix_cache is not None:
+            self.prefix_cache.follow_weights(self.model)
         for chunk in self._chunks([len(ids) for ids in encoded], 1, 1):
-            input_ids, attention_mask = self._left_pad([encoded[i] for i in chunk])
-            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self._forward(input_ids, attention_mask, positions, DynamicCache(config=self.model.config))
+            prefixes = [encoded[i] for i in chunk]
+            logits, attention_mask, _, cache = self._prefill_whole(prefixes)
+            self._remember(prefixes, attention_mask, cache)
             chosen = torch.log_softmax(logits, dim=-1)[:, candidates]
             for position, index in enumerate(chunk):
                 results[index] = chosen[position].tolist()

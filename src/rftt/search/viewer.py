@@ -52,8 +52,9 @@ for (const n of nodes) if (n.correct) { let m = n; while (m) { good.add(m.id); m
 function esc(text) { const d = document.createElement('div'); d.textContent = text ?? ''; return d.innerHTML; }
 function label(n) {
   const q = n.visits ? (n.value_sum / n.visits).toFixed(2) : '-';
-  const verdict = n.terminal ? (n.correct ? ' <span class="ok">&#10003; ' : ' <span class="bad">&#10007; ')
-    + esc(n.answer ?? n.terminal_reason) + '</span>' : '';
+  const verdict = !n.terminal ? '' : n.reward === null ? ' <span class="stats">(not reached by a rollout)</span>'
+    : (n.correct ? ' <span class="ok">&#10003; ' : ' <span class="bad">&#10007; ') + esc(n.answer ?? n.terminal_reason)
+    + '</span>';
   const move = n.move ? `<span class="move" style="background:${COLOURS[n.move]}">${n.move}</span>` : '<b>question</b> ';
   return `${move}<span class="stats">N=${n.visits} Q=${q}</span>${esc((n.content || '').slice(0, 90))}${verdict}`;
 }

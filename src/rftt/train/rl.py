@@ -58,7 +58,9 @@ class KLSettings:
 
 @dataclass(frozen=True)
 class RLConfig:
-    """One RL run; `resume: true` continues from the newest checkpoint in `output_dir/checkpoints`."""
+    """One RL run; `resume: true` continues from the newest checkpoint in `output_dir/checkpoints`.
+    `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
+    parent's prefix; the cache is emptied by each optimizer step)."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
@@ -86,6 +88,7 @@ class RLConfig:
     steps: int = 20
     lora: LoraSettings | None = None
     seed: int = 0
+    prefix_cache_mib: int = 0
     eval_every: int = 0
     eval_max_new_tokens: int = 256
     save_every: int = 10
@@ -144,7 +147,7 @@ class RLTrainer:
         local_samples = config.prompts_per_step // self.accelerator.num_processes * config.rollout.samples_per_prompt
         updates = config.steps * config.ppo_epochs * math.ceil(local_samples / config.mini_batch_size)
         self.scheduler = get_scheduler(config.scheduler, self.optimizer, int(config.warmup_ratio * updates), updates)
-        self.engine = HFEngine(self.policy, self.tokenizer)
+        self.engine = HFEngine(self.policy, self.tokenizer, prefix_cache_mib=config.prefix_cache_mib)
         self.problems = list(load_problems(config.dataset))
         self.dev_problems = list(load_problems(config.dev)) if config.dev else []
         self.start_step = 0
