@@ -28,9 +28,18 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 
+# Every benchmark, in turn (hours on a 2-core CPU); each writes bench/results/NAME.json.
 bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/model_load.py
 	$(BIN)/python bench/verify_throughput.py --data $(RFTT_DATA)
+	$(BIN)/python bench/engine_throughput.py
+	$(BIN)/python bench/search_throughput.py
+	$(BIN)/python bench/sft_throughput.py
+	$(BIN)/python bench/rl_vs_trl.py
+	$(BIN)/python bench/sandbox_throughput.py --data $(RFTT_DATA)
+	$(BIN)/python bench/eval_embedded.py --data $(RFTT_DATA) --voting-max-new-tokens 256
+	$(BIN)/python bench/demo_vs_trl.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

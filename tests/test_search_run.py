@@ -20,6 +20,7 @@ from rftt.search.process_rewards import HFProcessRewardModel, HTTPProcessRewardM
 from rftt.search.runner import SFT_FILE, TREES_FILE, SearchRunConfig, run_search
 from rftt.search.tree import Tree
 from rftt.search.viewer import render_tree_page, write_tree_page
+from rftt.tokens import Move
 
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
 
@@ -147,3 +148,17 @@ def test_process_rewards_over_http_from_rftt_serve_prm(checkpoint):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_recipe_examples_become_worked_example_turns_and_bad_ones_are_named():
+    from rftt.config import ConfigError
+    from rftt.search.policies import MoveExample
+    from rftt.search.runner import move_examples
+
+    examples = move_examples({"next_step": [{"question": "Calculate 1 + 2.", "steps": [["analyze", "Add them."]],
+                                             "content": "1 + 2 = 3."}]})
+    assert examples == {Move.NEXT_STEP: (MoveExample("Calculate 1 + 2.", ((Move.ANALYZE, "Add them."),), "1 + 2 = 3."),)}
+    with pytest.raises(ConfigError, match="config.examples.next_step: each example needs"):
+        move_examples({"next_step": [{"question": "q"}]})
+    with pytest.raises(ConfigError, match="unknown move 'analyse'"):
+        move_examples({"next_step": [{"question": "q", "content": "c", "steps": [["analyse", "x"]]}]})

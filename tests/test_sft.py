@@ -186,3 +186,31 @@ def test_two_processes_train_the_same_weights(tmp_path, checkpoint):
     prints = [json.loads((tmp_path / "ddp" / FINGERPRINT_FOLDER / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert prints[0]["weight_sum"] == prints[1]["weight_sum"]
     assert (tmp_path / "ddp" / FINAL_FOLDER / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_new_token_rows_take_larger_steps_and_nothing_else_changes(tied):
+    from rftt.train.sft import LargerStepsForNewRows
+
+    tokenizer = build_tiny_tokenizer()
+    models = [build_tiny_model(len(tokenizer), tied=tied, seed=4) for _ in range(2)]
+    new_rows = [5, 9]
+    ids = torch.tensor([[1, 5, 2, 9, 3]])
+    for model, factor in zip(models, (1.0, 3.0)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model(input_ids=ids, labels=ids).loss.backward()
+        callback = LargerStepsForNewRows(new_rows, factor)
+        callback.on_pre_optimizer_step(None, None, None, model=model)
+        optimizer.step()
+        callback.on_optimizer_step(None, None, None, model=model)
+    start = build_tiny_model(len(tokenizer), tied=tied, seed=4)
+    plain, boosted = models
+    for name, parameter in boosted.named_parameters():
+        reference, original = dict(plain.named_parameters())[name], dict(start.named_parameters())[name]
+        if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+            torch.testing.assert_close(parameter[new_rows] - original[new_rows],
+                                       3.0 * (reference[new_rows] - original[new_rows]))
+            others = [row for row in range(parameter.shape[0]) if row not in new_rows]
+            torch.testing.assert_close(parameter[others], reference[others])
+        else:
+            torch.testing.assert_close(parameter, reference)

@@ -25,9 +25,11 @@ from rftt.prompts import get_template
 from rftt.search.export import ExportConfig, export_training_data
 from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import (
+    MOVE_EXAMPLES,
     MOVE_INSTRUCTIONS,
     PHASE_ONE_MOVES,
     PROMPTED_STEP_TOKENS,
+    MoveExample,
     PromptedPolicy,
     TokenGuidedPolicy,
 )
@@ -45,9 +47,10 @@ SUMMARY_FILE = "summary.json"
 @dataclass(frozen=True)
 class SearchRunConfig:
     """One `rftt search` run. Prompted-policy settings: `moves` it may make, per-move overrides of the step
-    length limits (`step_max_tokens`, default `PROMPTED_STEP_TOKENS`) and of the instructions
-    (`instructions`, default `MOVE_INSTRUCTIONS`); `end_truncated_steps` makes a step cut at its limit a
-    dead end."""
+    length limits (`step_max_tokens`, default `PROMPTED_STEP_TOKENS`), of the instructions (`instructions`,
+    default `MOVE_INSTRUCTIONS`) and of the worked examples (`examples`: per move a list of `{question,
+    steps: [[move, content], ...], content}`, default `MOVE_EXAMPLES`); `end_truncated_steps` makes a step
+    cut at its limit a dead end."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=100, seed=1))
@@ -57,6 +60,7 @@ class SearchRunConfig:
     moves: tuple[str, ...] = tuple(move.value for move in PHASE_ONE_MOVES)
     step_max_tokens: dict[str, int] = field(default_factory=dict)
     instructions: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     end_truncated_steps: bool = True
     search: SearchConfig = field(default_factory=SearchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -94,12 +98,29 @@ def moves(values, key: str):
     return [move(name) for name in values]
 
 
+def move_examples(examples: dict[str, list[dict[str, Any]]]) -> dict[Move, tuple[MoveExample, ...]]:
+    """`examples` from a recipe as `MoveExample`s; a malformed one is an error naming its key."""
+    from rftt.config import ConfigError
+
+    converted = {}
+    for move, items in moves(examples, "examples").items():
+        try:
+            converted[move] = tuple(MoveExample(item["question"], tuple((moves([name], "examples")[0], content)
+                                                                        for name, content in item.get("steps", [])),
+                                                item["content"]) for item in items)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ConfigError(f"config.examples.{move.value}: each example needs question, content and optional "
+                              f"steps [[move, content], ...] ({error!r})") from None
+    return converted
+
+
 def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
     if config.policy == "prompted":
         policy = PromptedPolicy(engine, tokenizer, moves=tuple(moves(config.moves, "moves")),
                                 candidates=config.candidates, temperature=config.temperature,
                                 max_tokens={**PROMPTED_STEP_TOKENS, **moves(config.step_max_tokens, "step_max_tokens")},
                                 instructions={**MOVE_INSTRUCTIONS, **moves(config.instructions, "instructions")},
+                                examples={**MOVE_EXAMPLES, **move_examples(config.examples)},
                                 end_truncated_steps=config.end_truncated_steps, seed=config.search.seed)
     else:
         from rftt.tokens import add_functional_tokens
