@@ -292,3 +292,24 @@ def test_each_tree_is_reported_once_when_it_has_used_its_rollouts():
     trees = TreeSearch(ScriptedPolicy(), OutcomeScorer(), config).run(problems, on_tree_done=done.append)
     assert sorted(tree.problem_id for tree in done) == ["p0", "p1", "p2"]
     assert all(tree.rollouts == 3 for tree in done) and {id(tree) for tree in done} == {id(tree) for tree in trees}
+
+
+def test_correct_paths_come_best_valued_first():
+    tree = Tree("p", "What is 2 + 3?", "5")
+
+    def step(parent, move, content, visits, value_sum, correct=None):
+        node = tree.add_child(parent, move, 1.0)
+        node.content, node.visits, node.value_sum = content, visits, value_sum
+        if correct is not None:
+            node.terminal, node.terminal_reason, node.reward, node.correct = True, "output", 1.0, correct
+        return node
+
+    detour = step(tree.root, Move.CLARIFY, "We need 2 + 3.", 4, 1.0)
+    step(step(detour, Move.NEXT_STEP, "2 + 3 = 5", 1, 1.0), Move.OUTPUT, "\\boxed{5}", 1, 1.0, True)
+    direct = step(tree.root, Move.NEXT_STEP, "2 + 3 = 5.", 4, 3.0)
+    step(direct, Move.OUTPUT, "\\boxed{5}", 3, 3.0, True)
+    lucky = step(tree.root, Move.ANALYZE, "Add.", 1, 1.0)
+    step(step(lucky, Move.NEXT_STEP, "2 + 3 = 5!", 1, 1.0), Move.OUTPUT, "\\boxed{5}", 1, 1.0, True)
+    paths = correct_paths(tree, limit=5)
+    # mean Q: direct (0.75 + 1) / 2, lucky (1 + 1 + 1) / 3, detour (0.25 + 1 + 1) / 3
+    assert [path["steps"][0]["content"] for path in paths] == ["Add.", "2 + 3 = 5.", "We need 2 + 3."]

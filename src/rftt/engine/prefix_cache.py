@@ -7,9 +7,10 @@ its longest run of cached full blocks and computes only the rest. The least rece
 used blocks go first when the cache is over `max_bytes` (a chain's root is touched last, so
 it outlives its descendants). Any in-place change to the model's parameters (an optimizer
 step) or a replaced parameter empties it; code that changes outputs otherwise (switching
-PEFT adapters, writing through `.data`) must call `clear()`. It is off by default: on the
-CPU measured here it hit about half of the looked-up prompt tokens of a tree search but
-did not raise its throughput (why is not yet measured).
+PEFT adapters, writing through `.data`) must call `clear()`. It is off by default (it costs
+memory, and pays only where prompts repeat): with the phase-1 prompts, whose instruction and
+worked-example turns every node of a move shares, it cut a 16-problem, 8-rollout search on
+SmolLM2-135M from 194.5 s to 129.8 s for identical trees; `next_token_logprobs` uses it too.
 Only models whose cache layers are all plain (no sliding window, no shared or recurrent
 layers) can use it.
 """

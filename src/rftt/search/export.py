@@ -54,12 +54,12 @@ def _record(tree: Tree, kind: str, number: int, steps: list[dict[str, Any]]) -> 
 
 
 def correct_paths(tree: Tree, limit: int) -> list[dict[str, Any]]:
-    """Distinct root-to-answer paths that end in a correct `<output>`, best valued first."""
-    terminals = sorted((node for node in tree.terminals() if node.correct and node.move is Move.OUTPUT),
-                       key=lambda node: (-node.value, node.id))
+    """Distinct root-to-answer paths that end in a correct `<output>`, best first: highest mean node value Q
+    over the path's steps (steps from which the search most often reached the answer), then fewest steps."""
+    paths = [tree.path(node) for node in tree.terminals() if node.correct and node.move is Move.OUTPUT]
+    paths.sort(key=lambda path: (-sum(node.value for node in path) / len(path), len(path), path[-1].id))
     records, seen = [], set()
-    for node in terminals:
-        path = tree.path(node)
+    for path in paths:
         key = tuple((step.move, step.content) for step in path)
         if key not in seen and len(records) < limit:
             seen.add(key)
