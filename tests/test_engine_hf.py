@@ -167,6 +167,24 @@ def test_top_k_and_top_p_filters_by_hand():
     assert set(draws.flatten().tolist()) == {0, 1}
 
 
+def test_top_p_from_the_most_likely_candidates_equals_sorting_the_whole_vocabulary():
+    from rftt.engine.sampling import NUCLEUS_CANDIDATES
+
+    def sorted_nucleus(logits, top_p):
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probabilities = torch.softmax(sorted_logits, dim=-1)
+        sorted_logits = sorted_logits.masked_fill(probabilities.cumsum(-1) - probabilities >= top_p, float("-inf"))
+        return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+    generator = torch.Generator().manual_seed(0)
+    peaked = torch.randn((4, 8 * NUCLEUS_CANDIDATES), generator=generator) * 4  # nucleus among the candidates
+    flat = torch.randn((2, 8 * NUCLEUS_CANDIDATES), generator=generator) * 0.1  # nucleus beyond them
+    for logits in (peaked, flat, torch.cat([peaked[:1], flat[:1]])):
+        for top_p in (0.5, 0.9, 0.95):
+            torch.testing.assert_close(filter_logits(logits, 1.0, 0, top_p), sorted_nucleus(logits, top_p))
+    assert int(torch.isfinite(filter_logits(flat, 1.0, 0, 0.9)).sum(-1).min()) > NUCLEUS_CANDIDATES
+
+
 def test_draws_follow_the_distribution_and_never_pick_a_token_of_zero_mass():
     probabilities = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 0.0, 0.0, 1.0]])
     generator = torch.Generator().manual_seed(0)
@@ -221,6 +239,20 @@ def test_the_prefix_cache_reuses_earlier_prompts_and_gives_the_same_completions(
     assert cached.prefix_cache.hit_tokens >= 3 * (stem_tokens // 16 * 16)
     for prompt, [completion] in zip(later, cached.generate(later, params[0])):
         assert completion.token_ids == manual_greedy(tiny_model, tiny_tokenizer, prompt, 8, {tiny_tokenizer.eos_token_id})
+
+
+def test_prompts_sharing_a_short_stem_still_start_from_their_own_cached_blocks(tiny_model, tiny_tokenizer):
+    """Found in a token-guided tree search: prompts sharing only a system prompt were grouped by that stem and
+    their cached remainders recomputed."""
+    tiny_model.eval()
+    stem = "clarify the question and what is asked " * 3
+    rests = ["then analyze the problem then take the next step " * 3, "verify the previous steps, refine them " * 4]
+    engine = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer, prefix_cache_mib=64)
+    engine.generate([stem + rest for rest in rests], SamplingParams(max_new_tokens=1))
+    hits = engine.prefix_cache.hit_tokens
+    engine.generate([stem + rest + "12 +" for rest in rests], SamplingParams(max_new_tokens=1))
+    lengths = [len(tiny_tokenizer.encode(stem + rest, add_special_tokens=False)) for rest in rests]
+    assert engine.prefix_cache.hit_tokens - hits >= sum(length // 16 * 16 for length in lengths)
 
 
 def test_the_prefix_cache_is_emptied_when_the_weights_change(tiny_tokenizer):

@@ -125,11 +125,14 @@ class HFEngine(Engine):
         Prompts that share a long prefix (steps of one tree, samples of one question) have that
         prefix computed once: first the distinct prefixes, then every prompt's own remainder
         on top of its prefix's cache (padding inside a row is masked and skipped by positions).
+        With a prefix cache, every prompt starts instead from its longest run of cached blocks:
+        grouping would compute the remainder after a short shared stem (a chat template's system
+        prompt) without the cache, which measured as most of a tree search's prefill time.
         """
         if self.prefix_cache is not None:
             self.prefix_cache.follow_weights(self.model)
-        if min(len(prompt) for prompt in prompts) < 2:
-            groups = [(0, list(range(len(prompts))))]
+        if self.prefix_cache is not None or min(len(prompt) for prompt in prompts) < 2:
+            groups = [(0, list(range(len(prompts))))]  # with a prefix cache, each prompt starts from its cached blocks
         else:
             groups = shared_prefix_groups(prompts, self.min_shared_prefix)
         if groups[0][0] == 0:

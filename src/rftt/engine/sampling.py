@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+NUCLEUS_CANDIDATES = 512
+
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """Logits scaled by temperature, with tokens outside the top-k and the top-p nucleus set to -inf."""
@@ -12,12 +14,23 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
         kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probabilities = torch.softmax(sorted_logits, dim=-1)
-        mass_before = probabilities.cumsum(dim=-1) - probabilities
-        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        logits = _nucleus(logits, top_p)
     return logits
+
+
+def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches `top_p`. The candidates are the
+    `NUCLEUS_CANDIDATES` most likely tokens when they hold that mass in every row (the usual case, and far
+    cheaper than sorting the whole vocabulary on a CPU), else the whole sorted vocabulary."""
+    candidates = min(NUCLEUS_CANDIDATES, logits.shape[-1])
+    every_probability = torch.softmax(logits, dim=-1)
+    top_logits, order = torch.topk(logits, candidates, dim=-1)
+    if candidates < logits.shape[-1] and not bool((every_probability.gather(-1, order).sum(-1) >= top_p).all()):
+        top_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probabilities = every_probability.gather(-1, order)
+    mass_before = probabilities.cumsum(dim=-1) - probabilities
+    top_logits = top_logits.masked_fill(mass_before >= top_p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, top_logits)
 
 
 def sample_tokens(
