@@ -252,6 +252,20 @@ def test_token_guided_policy_end_to_end_on_a_tiny_model(tiny_model, chat_tokeniz
         assert sum(priors) == pytest.approx(1.0) and len(set(priors)) > 1
 
 
+def test_a_token_guided_step_ends_at_an_opening_tag_and_is_closed_with_its_own_tag(tiny_model, chat_tokenizer):
+    from rftt.engine.types import Completion
+
+    tokens = add_functional_tokens(tiny_model, chat_tokenizer)
+    policy = TokenGuidedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer, tokens)
+    assert set(policy.sampling().stop_token_ids) == set(tokens.all_ids)
+    tree = Tree("p", "What is 2 + 3?", "5")
+    node = tree.add_child(tree.root, Move.SUBQUESTION, 1.0)
+    content = chat_tokenizer.encode("what is 2 + 3", add_special_tokens=False)
+    stray = tokens.opening_ids[Move.SUBQUESTION]
+    step = policy.written_step(node, Completion("", [*content, stray], [0.0] * (len(content) + 1), "stop", stray, 0))
+    assert step.token_ids == [stray, *content, tokens.closing_ids[Move.SUBQUESTION]] and not step.ended
+
+
 class RecordingEngine(HFEngine):
     """The real hf engine, keeping the requests each stream was fed."""
 

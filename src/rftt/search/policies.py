@@ -241,14 +241,16 @@ class TokenGuidedPolicy(EngineWriter):
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=max(self.max_tokens.values()),
-                              stop_token_ids=tuple(self.functional_tokens.closing_ids.values()), seed=self.seed)
+                              stop_token_ids=tuple(self.functional_tokens.all_ids), seed=self.seed)
 
     def step_prompt(self, tree: Tree, node: Node) -> list[int]:
         return self.prefix_ids(tree, node) + [self.functional_tokens.opening_ids[node.move]]
 
     def written_step(self, node: Node, completion: Completion) -> WrittenStep:
-        """The step as token ids. A step closed by any closing tag (or cut at the length limit) is closed with its
-        own closing tag; a step in which the model ended its answer keeps the end-of-sequence token, unclosed."""
+        """The step as token ids. A step ends at any functional token: one closed by any closing tag, or cut short
+        by an opening tag (the model wants a new step; the search decides which), or at the length limit, is
+        closed with its own closing tag; a step in which the model ended its answer keeps the end-of-sequence
+        token, unclosed."""
         move = node.move
         opening = self.functional_tokens.opening_ids[move]
         ended = completion.finish_reason == "stop" and completion.stop_reason not in self.functional_tokens.all_ids
