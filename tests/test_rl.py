@@ -99,6 +99,38 @@ def test_response_logprobs_match_a_plain_forward_pass(checkpoint):
     assert batch.response_mask.tolist() == [[0, 1, 1], [1, 1, 1]]
 
 
+def test_chunks_of_similar_length_give_the_full_batchs_logprobs_and_gradient(checkpoint):
+    """Rows of a chunk are trimmed to their own longest sequence and response; the numbers must not change."""
+    from rftt.models import load_model
+    from rftt.train.rl_model import by_length, forward_in_chunks, micro_batch_share
+
+    model, _ = load_model(str(checkpoint), dtype=torch.float32)
+    prompts = [[5, 6, 7], [8, 9], [5, 6, 7, 8, 9, 10, 11], [12]]
+    responses = [[20, 21], [22, 23, 24, 25, 26, 27], [28], [29, 30, 31]]
+    batch = build_sequences(prompts, responses, pad_id=1)
+    with torch.no_grad():
+        whole = forward_responses(model, batch).logprobs
+    torch.testing.assert_close(forward_in_chunks(model, batch, 2).logprobs, whole, atol=1e-5, rtol=1e-5)
+    chunks = by_length(batch, torch.arange(4), 2)
+    assert [chunk.tolist() for chunk in chunks] == [[3, 0], [1, 2]]
+    short = batch.rows(chunks[0])
+    assert short.input_ids.shape == (2, 5) and short.width == 3
+
+    def gradient(losses) -> torch.Tensor:
+        model.zero_grad()
+        sum(losses).backward()
+        return model.get_input_embeddings().weight.grad.clone()
+
+    mask = batch.response_mask
+    full = gradient([(forward_responses(model, batch).logprobs * mask).sum() / mask.sum()])
+    parts = []
+    for chunk in chunks:
+        rows = batch.rows(chunk)
+        share = micro_batch_share(mask, chunk, torch.arange(4), "token_mean")
+        parts.append((forward_responses(model, rows).logprobs * rows.response_mask).sum() / rows.response_mask.sum() * share)
+    torch.testing.assert_close(gradient(parts), full, atol=1e-6, rtol=1e-4)
+
+
 def test_data_order_is_fixed_by_seed_and_step(data):
     from rftt.data import load_problems
 

@@ -37,9 +37,11 @@ from rftt.train.rl_model import (
     ReferenceModel,
     ValueHead,
     build_sequences,
+    by_length,
     forward_in_chunks,
     forward_responses,
     hidden_size,
+    micro_batch_share,
 )
 from rftt.train.rl_state import checkpoints, load_training_state, save_checkpoint, save_model_folder
 from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
@@ -279,7 +281,7 @@ class RLTrainer:
         return KL_ESTIMATORS[self.config.kl.estimator](logprobs, reference_logprobs)
 
     def update(self, sequences, old, reference_logprobs, advantages, returns, step: int) -> dict[str, float]:
-        """PPO epochs over shuffled mini-batches, each accumulated over micro-batches."""
+        """PPO epochs over shuffled mini-batches, each accumulated over micro-batches of similar length."""
         config = self.config
         self.policy.train()
         generator = torch.Generator().manual_seed(step_seed(config.seed, step))
@@ -290,10 +292,10 @@ class RLTrainer:
             for start in range(0, samples, config.mini_batch_size):
                 mini = order[start : start + config.mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
-                for micro_start in range(0, len(mini), config.micro_batch_size):
-                    rows = mini[micro_start : micro_start + config.micro_batch_size]
+                for rows in by_length(sequences, mini, config.micro_batch_size):
                     loss, stats = self._loss(sequences.rows(rows), old, reference_logprobs, advantages, returns, rows)
-                    self.accelerator.backward(loss * len(rows) / len(mini))
+                    self.accelerator.backward(loss * micro_batch_share(sequences.response_mask, rows, mini,
+                                                                       config.loss_aggregation))
                     for key, value in stats.items():
                         totals.setdefault(key, []).append(value)
                 parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -305,19 +307,20 @@ class RLTrainer:
 
     def _loss(self, rows_batch, old, reference_logprobs, advantages, returns, rows) -> tuple[torch.Tensor, dict]:
         config = self.config
-        mask = rows_batch.response_mask
+        mask, width = rows_batch.response_mask, rows_batch.width  # these rows' responses: the last `width` columns
         current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True)
-        loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, old.logprobs[rows], advantages[rows], mask,
-                                                clip=config.clip, aggregation=config.loss_aggregation)
-        stats = {**stats, "policy_loss": float(loss), "entropy": float(current.entropy)}
+        loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, old.logprobs[rows, -width:],
+                                                advantages[rows, -width:], mask, clip=config.clip,
+                                                aggregation=config.loss_aggregation)
+        stats = {**stats, "policy_loss": float(loss.detach()), "entropy": float(current.entropy.detach())}
         if config.entropy_weight:
             loss = loss - config.entropy_weight * current.entropy
         if config.kl.placement == "loss":
-            kl_term = masked_mean(self._kl(current.logprobs, reference_logprobs[rows]), mask)
+            kl_term = masked_mean(self._kl(current.logprobs, reference_logprobs[rows, -width:]), mask)
             loss = loss + config.kl.coefficient * kl_term
         if self.value_head is not None and current.values is not None:
-            value_loss, value_stats = clipped_value_loss(current.values, old.values[rows], returns[rows], mask,
-                                                         clip=config.value_clip)
+            value_loss, value_stats = clipped_value_loss(current.values, old.values[rows, -width:],
+                                                         returns[rows, -width:], mask, clip=config.value_clip)
             loss = loss + config.value_loss_weight * value_loss
             stats.update(value_stats, value_loss=float(value_loss))
         return loss, stats

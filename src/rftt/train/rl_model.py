@@ -47,8 +47,19 @@ class SequenceBatch:
         return self.response_ids.shape[1]
 
     def rows(self, index: torch.Tensor | slice) -> "SequenceBatch":
-        return SequenceBatch(self.input_ids[index], self.attention_mask[index], self.position_ids[index],
-                             self.response_ids[index], self.response_mask[index])
+        """Some rows, without the columns that are padding in all of them: the leading input columns, and the
+        response window narrowed to their longest response (still right-aligned, so a per-token tensor of the
+        whole batch matches these rows in its last `width` columns)."""
+        attention_mask = self.attention_mask[index]
+        first = int(attention_mask.any(0).long().argmax()) if attention_mask.numel() else 0
+        response_mask = self.response_mask[index]
+        width = max(1, int(response_mask.sum(1).max())) if response_mask.numel() else self.width
+        return SequenceBatch(self.input_ids[index][:, first:], attention_mask[:, first:],
+                             self.position_ids[index][:, first:], self.response_ids[index][:, -width:],
+                             response_mask[:, -width:])
+
+    def lengths(self) -> torch.Tensor:
+        return self.attention_mask.sum(1)
 
 
 def build_sequences(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
@@ -95,17 +106,34 @@ def forward_responses(model: nn.Module, batch: SequenceBatch, value_head: nn.Mod
     return ResponseForward(logprobs, values, entropy)
 
 
+def by_length(batch: SequenceBatch, rows: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """`rows` in chunks of `size`, shortest sequences first, so each chunk pads only to its own longest."""
+    ordered = rows[torch.argsort(batch.lengths()[rows], stable=True)]
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+
+
+def micro_batch_share(response_mask: torch.Tensor, rows: torch.Tensor, mini: torch.Tensor, aggregation: str) -> float:
+    """A micro-batch's weight in its mini-batch's loss: its share of the response tokens (token mean) or of the
+    sequences (sequence mean), so the weighted sum of micro-batch means is the mini-batch's own mean."""
+    if aggregation == "token_mean":
+        return float(response_mask[rows].sum() / response_mask[mini].sum().clamp(min=1))
+    return len(rows) / len(mini)
+
+
 def forward_in_chunks(model: nn.Module, batch: SequenceBatch, size: int,
                       value_head: nn.Module | None = None) -> ResponseForward:
-    """`forward_responses` without gradients, `size` rows at a time."""
-    logprobs, values = [], []
+    """`forward_responses` without gradients, `size` rows of similar length at a time, as full-width tensors."""
+    rows = batch.input_ids.shape[0]
+    logprobs = torch.zeros((rows, batch.width))
+    values = torch.zeros((rows, batch.width)) if value_head is not None else None
     with torch.no_grad():
-        for start in range(0, batch.input_ids.shape[0], size):
-            result = forward_responses(model, batch.rows(slice(start, start + size)), value_head)
-            logprobs.append(result.logprobs)
-            if result.values is not None:
-                values.append(result.values)
-    return ResponseForward(torch.cat(logprobs), torch.cat(values) if values else None, None)
+        for chunk in by_length(batch, torch.arange(rows), size):
+            result = forward_responses(model, batch.rows(chunk), value_head)
+            width = result.logprobs.shape[1]
+            logprobs[chunk, -width:] = result.logprobs.to(logprobs.device)
+            if values is not None and result.values is not None:
+                values[chunk, -width:] = result.values.to(values.device)
+    return ResponseForward(logprobs, values, None)
 
 
 class ReferenceModel:
