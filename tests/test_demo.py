@@ -17,7 +17,7 @@ from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer
 ANSWER = "7"
 TINY_BUDGET = [
     "held_out_problems=6", "dev_problems=3", "search_problems=3", "tree_problems=3", "example_trees=2",
-    "search.search.rollouts=3", "search.search.max_depth=3", "search.step_max_tokens={output: 4, next_step: 4}",
+    "search.search.rollouts=6", "search.search.max_depth=3", "search.step_max_tokens={output: 4, next_step: 4}",
     "sft.epochs=2", "sft.batch_size=4", "sft.learning_rate=1.0e-3", "sft.save_steps=1000",
     "rl.steps=2", "rl.prompts_per_step=2", "rl.rollout.samples_per_prompt=2", "rl.rollout.step_max_tokens=4",
     "rl.rollout.search.rollouts=2", "rl.rollout.search.max_depth=3", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
@@ -31,8 +31,14 @@ def constant_answer_model(folder) -> str:
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = TINY_CHAT_TEMPLATE
     model = build_tiny_model(len(tokenizer), seed=5)
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": f"question {index} " * (index % 4 + 1)}],
-                                             add_generation_prompt=True, tokenize=False) for index in range(16)]
+    def chat(index: int) -> list[dict[str, str]]:  # bare questions and the prompted policy's multi-turn chats
+        turns = [{"role": "system", "content": f"instruction {index}"}] if index % 2 else []
+        for turn in range(index % 3):
+            turns += [{"role": "user", "content": f"example {turn}"}, {"role": "assistant", "content": ANSWER}]
+        return turns + [{"role": "user", "content": f"question {index} " * (index % 4 + 1)}]
+
+    prompts = [tokenizer.apply_chat_template(chat(index), add_generation_prompt=True, tokenize=False)
+               for index in range(24)]
     answer = tokenizer.encode(ANSWER, add_special_tokens=False) + [tokenizer.eos_token_id]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(60):

@@ -322,7 +322,7 @@ class RLTrainer:
             value_loss, value_stats = clipped_value_loss(current.values, old.values[rows, -width:],
                                                          returns[rows, -width:], mask, clip=config.value_clip)
             loss = loss + config.value_loss_weight * value_loss
-            stats.update(value_stats, value_loss=float(value_loss))
+            stats.update(value_stats, value_loss=float(value_loss.detach()))
         return loss, stats
 
     def _metrics(self, step, batch, rewards, kl, sequences, update_metrics) -> dict[str, Any]:

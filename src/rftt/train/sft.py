@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from rftt.config import to_dict
+from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
 from rftt.tokens import FunctionalTokens, add_functional_tokens, save_functional_tokens
 from rftt.train.sft_data import (
@@ -61,7 +62,7 @@ class SFTConfig:
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
     lora: LoraSettings | None = None
     learning_rate: float = 2e-5
-    functional_token_step_multiplier: float = 100.0
+    functional_token_step_multiplier: float = 10.0
     epochs: float = 2.0
     max_steps: int = -1
     max_minutes: float | None = None
@@ -108,9 +109,10 @@ class JsonlLogger(TrainerCallback):
 class LargerStepsForNewRows(TrainerCallback):
     """Multiplies every optimizer step of the given embedding rows (input matrix, and output matrix when untied)
     by `factor`. New functional tokens start where the model never predicts them, and a learning rate made for
-    the pretrained weights moves their rows too little: SmolLM2-135M after 3 epochs at 2e-5 on phase-1 paths
-    gave the opening `<next_step>` of a training trace log-prob -9.0 (factor 1), -7.7 (10) and -3.5 (100,
-    where a functional token became the most likely first token); dev loss 1.54, 1.39, 0.95."""
+    the pretrained weights moves their rows too little. Measured on SmolLM2-135M with phase-1 paths: after 3
+    epochs at 2e-5 the opening `<next_step>` of a training trace had log-prob -9.0 with factor 1, -7.7 with
+    10 and -3.5 with 100 (where greedy answers then repeated functional tokens); 4 epochs at 1e-4 with factor
+    10 gave answers that are all well-formed traces."""
 
     def __init__(self, token_ids: Sequence[int], factor: float):
         self.token_ids, self.factor = torch.tensor(sorted(token_ids)), factor
@@ -236,7 +238,9 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     report = DataReport()
     train_rows, dev_rows = _prepare_data(config, tokenizer, report)
     if not train_rows:
-        raise ValueError(f"no training examples left ({report})")
+        source = config.data.path or (config.data.dataset.name if config.data.dataset else "sft data")
+        raise DataError(str(source), None, None, f"no training examples left ({report}); for search data, the "
+                        "search found no correct path: search more problems or with more rollouts")
     if config.lora is not None:
         model = apply_lora(model, config.lora, list(tokens.all_ids) if tokens else [])
     steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.gradient_accumulation))
