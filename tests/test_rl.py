@@ -15,7 +15,7 @@ import torch
 from rftt.config import ConfigError, load_config
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import add_functional_tokens
-from rftt.train.rl import LOG_FILE, RLConfig, problems_for_step, run_rl
+from rftt.train.rl import LOG_FILE, RLConfig, RLTrainer, problems_for_step, run_rl
 from rftt.train.rl_model import build_sequences, forward_responses
 from rftt.train.sft import FINGERPRINT_FOLDER
 from rftt.verify import Outcome
@@ -69,6 +69,18 @@ def test_each_recipe_runs_three_steps_with_finite_losses(tmp_path, checkpoint, d
     assert len(logged) == 3 and (tmp_path / "run" / "final" / "config.json").exists()
     if recipe.startswith("rftt"):
         assert sum(logged[0]["moves"].values()) > 0
+
+
+def test_the_starting_model_is_evaluated_before_the_first_step(tmp_path, checkpoint, data):
+    dev = "dev={name: json, path: " + data + "}"
+    config = recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run", dev, "eval_every=2",
+                           "steps=2", "eval_max_new_tokens=4")
+    trainer = RLTrainer(config)
+    before = trainer.evaluate(trainer.dev_problems)
+    trainer.fit()
+    logged = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert [record["step"] for record in logged] == [-1, 0, 1]
+    assert logged[0]["dev_accuracy"] == before and "dev_accuracy" in logged[2] and "dev_accuracy" not in logged[1]
 
 
 def test_rewards_land_on_the_last_token_and_on_step_ends():

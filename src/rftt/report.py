@@ -105,15 +105,16 @@ def _plots(run: Path, rows: dict[str, dict[str, Any]], curve: Sequence[dict[str,
     paths["accuracy"] = _save(figure, folder / "accuracy.png")
     if curve:
         figure, (left, right) = pyplot.subplots(1, 2, figsize=(8, 3))
-        steps = [point["step"] + 1 for point in curve]
-        left.plot(steps, [point["reward"] for point in curve], label="mean reward")
-        left.plot(steps, [point["accuracy"] for point in curve], label="rollout accuracy")
+        trained = [point for point in curve if "reward" in point]  # step -1 is the evaluation before training
+        steps = [point["step"] + 1 for point in trained]
+        left.plot(steps, [point["reward"] for point in trained], label="mean reward")
+        left.plot(steps, [point["accuracy"] for point in trained], label="rollout accuracy")
         dev = [(point["step"] + 1, point["dev_accuracy"]) for point in curve if "dev_accuracy" in point]
         if dev:
             left.plot(*zip(*dev), marker="o", label="dev accuracy (greedy)")
         left.set_xlabel("RL step")
         left.legend(fontsize=7)
-        right.plot(steps, [point["kl"] for point in curve], color="#b85450")
+        right.plot(steps, [point["kl"] for point in trained], color="#b85450")
         right.set_xlabel("RL step")
         right.set_ylabel("KL to the reference")
         paths["rl"] = _save(figure, folder / "rl.png")

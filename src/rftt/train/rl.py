@@ -215,6 +215,8 @@ class RLTrainer:
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining steps; returns the metrics of each."""
         history = []
+        if self.start_step == 0 and self.config.eval_every and self.dev_problems:
+            self.evaluate_before_training()
         for step in range(self.start_step, self.config.steps):
             history.append(self.train_step(step))
         write_fingerprint(self.policy, self.output, self.ranks[0])
@@ -222,6 +224,15 @@ class RLTrainer:
             save_model_folder(self.output / "final", self.policy, self.tokenizer, self.tokens, self.value_head,
                               self._record())
         return history
+
+    def evaluate_before_training(self) -> None:
+        """The dev accuracy of the starting model, logged as step -1, so a curve starts from where RL began."""
+        started = time.perf_counter()
+        metrics: dict[str, Any] = {"step": -1, "dev_accuracy": self.evaluate(self.dev_problems)}
+        metrics["seconds"] = {"evaluation": round(time.perf_counter() - started, 3)}
+        if self.accelerator.is_main_process:
+            with (self.output / LOG_FILE).open("a") as file:
+                file.write(json.dumps(metrics) + "\n")
 
     def _record(self) -> dict[str, Any]:
         return {"stage": "rl", "base_model": self.config.model, "config": to_dict(self.config)}
