@@ -31,14 +31,16 @@ PROMPTS, SAMPLES, NEW_TOKENS, BETA, LEARNING_RATE = 4, 8, 96, 0.01, 1e-6
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 
-def rftt_steps(steps: int, output: Path) -> list[float]:
+def rftt_steps(steps: int, output: Path) -> tuple[list[float], list[float]]:
+    """Seconds and mean response tokens of each step of `rftt rl` with the GRPO recipe."""
     config = load_config(RLConfig, RECIPES / "grpo_arithmetic.yaml", [
         f"model={DEFAULT_MODEL}", f"steps={steps}", "dev=null", "rollout.template=chat",
         f"rollout.samples_per_prompt={SAMPLES}", f"rollout.max_new_tokens={NEW_TOKENS}", f"prompts_per_step={PROMPTS}",
         f"mini_batch_size={PROMPTS * SAMPLES}", "micro_batch_size=8", f"kl.coefficient={BETA}",
         f"learning_rate={LEARNING_RATE}", "save_every=0", "eval_every=0", f"output_dir={output}"])
     trainer = RLTrainer(config)
-    return [trainer.train_step(step)["step_seconds"] for step in range(steps)]
+    steps_metrics = [trainer.train_step(step) for step in range(steps)]
+    return [metrics["step_seconds"] for metrics in steps_metrics], [metrics["response_length"] for metrics in steps_metrics]
 
 
 def rftt_tree_step(output: Path) -> dict:
@@ -56,7 +58,8 @@ def rftt_tree_step(output: Path) -> dict:
     return RLTrainer(config).train_step(0)
 
 
-def trl_steps(steps: int, output: Path) -> list[float]:
+def trl_steps(steps: int, output: Path) -> tuple[list[float], list[float]]:
+    """Seconds and mean completion tokens of each step of TRL's GRPOTrainer on the same prompts."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -86,7 +89,9 @@ def trl_steps(steps: int, output: Path) -> list[float]:
     trainer = GRPOTrainer(model=model, reward_funcs=correctness, args=arguments, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[clock])
     trainer.train()
-    return [later - earlier for earlier, later in zip(clock.times, clock.times[1:])]
+    lengths = [entry["completions/mean_length"] for entry in trainer.state.log_history
+               if "completions/mean_length" in entry]
+    return [later - earlier for earlier, later in zip(clock.times, clock.times[1:])], lengths
 
 
 def main() -> None:
@@ -94,15 +99,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        ours = rftt_steps(arguments.steps, Path(folder) / "rftt")
-        print("rftt rl (grpo) step seconds", ours, flush=True)
-        theirs = trl_steps(arguments.steps, Path(folder) / "trl")
-        print("TRL GRPOTrainer step seconds", theirs, flush=True)
+        ours, our_lengths = rftt_steps(arguments.steps, Path(folder) / "rftt")
+        print("rftt rl (grpo) step seconds", ours, "mean response tokens", our_lengths, flush=True)
+        theirs, their_lengths = trl_steps(arguments.steps, Path(folder) / "trl")
+        print("TRL GRPOTrainer step seconds", theirs, "mean completion tokens", their_lengths, flush=True)
         tree = rftt_tree_step(Path(folder) / "tree")
     ours_median, theirs_median = statistics.median(ours[1:]), statistics.median(theirs[1:])
     figures = {
         "model": DEFAULT_MODEL, "prompts": PROMPTS, "samples_per_prompt": SAMPLES, "new_tokens": NEW_TOKENS,
         "rftt_step_seconds": [round(value, 1) for value in ours], "trl_step_seconds": [round(v, 1) for v in theirs],
+        "rftt_mean_response_tokens": [round(value, 1) for value in our_lengths],
+        "trl_mean_completion_tokens": [round(value, 1) for value in their_lengths],
         "rftt_median_seconds": round(ours_median, 1), "trl_median_seconds": round(theirs_median, 1),
         "rftt_to_trl_time_ratio": round(ours_median / theirs_median, 3),
         "rftt_tree_step": {"phase_seconds": tree["seconds"], "step_seconds": tree["step_seconds"],
