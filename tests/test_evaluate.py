@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -100,6 +101,16 @@ def test_resuming_with_different_settings_is_refused(tmp_path, checkpoint):
     evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
     with pytest.raises(ConfigError, match="different settings \\(max_new_tokens\\)"):
         evaluate(eval_config(tmp_path, checkpoint, data, max_new_tokens=5), progress=False)
+
+
+def test_a_run_resumes_when_its_data_and_model_are_named_by_another_path(tmp_path, checkpoint, monkeypatch):
+    data = write_problems(tmp_path / "data.jsonl", 2)
+    evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
+    monkeypatch.chdir(tmp_path)
+    relative = eval_config(tmp_path, os.path.relpath(checkpoint, tmp_path), "data.jsonl")
+    assert evaluate(relative, progress=False)["problems"] == 2
+    with pytest.raises(ConfigError, match="different settings \\(dataset\\)"):
+        evaluate(eval_config(tmp_path, checkpoint, write_problems(tmp_path / "other.jsonl", 2)), progress=False)
 
 
 def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_its_default(tmp_path, checkpoint):

@@ -83,6 +83,29 @@ def test_the_starting_model_is_evaluated_before_the_first_step(tmp_path, checkpo
     assert logged[0]["dev_accuracy"] == before and "dev_accuracy" in logged[2] and "dev_accuracy" not in logged[1]
 
 
+def test_skipping_the_old_forward_gives_the_same_update(tmp_path, checkpoint, data):
+    updated = []
+    for name, skip in (("computed", False), ("reused", True)):
+        trainer = RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / name, "steps=1"))
+        assert trainer.old_policy_is_current(4)  # GRPO: one update on the whole batch, KL in the loss
+        trainer.old_policy_is_current = lambda rows, skip=skip: skip
+        metrics = trainer.train_step(0)
+        updated.append((metrics, [parameter.detach().clone() for parameter in trainer.policy.parameters()]))
+    (computed, computed_weights), (reused, reused_weights) = updated
+    assert reused["kl"] == pytest.approx(computed["kl"], abs=1e-6)
+    assert reused["policy_loss"] == pytest.approx(computed["policy_loss"], abs=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(computed_weights, reused_weights))
+    assert any(not torch.equal(a, b) for a, b in zip(computed_weights, RLTrainer(
+        recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "start")).policy.parameters()))
+
+
+def test_the_old_forward_is_kept_where_the_update_cannot_supply_it(tmp_path, checkpoint, data):
+    for recipe, overrides in (("rftt_arithmetic.yaml", []), ("reft_gsm8k.yaml", []),
+                              ("grpo_arithmetic.yaml", ["ppo_epochs=2"]), ("grpo_arithmetic.yaml", ["mini_batch_size=2"])):
+        trainer = RLTrainer(recipe_config(recipe, checkpoint, data, tmp_path / recipe, *overrides))
+        assert not trainer.old_policy_is_current(4), (recipe, overrides)
+
+
 def test_rewards_land_on_the_last_token_and_on_step_ends():
     config = RewardConfig(correct=1.0, wrong_answer=0.1, no_answer=0.0, process_rewards=True)
     assert [outcome_reward(Outcome(*item), config) for item in

@@ -94,14 +94,26 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
     settings = to_dict(config)
     if path.exists():
         previous = {**to_dict(EvalConfig()), **json.loads(path.read_text())}  # settings added since: their defaults
-        changed = sorted(key for key in settings
-                         if key not in _SETTINGS_THAT_MAY_CHANGE_ON_RESUME and previous.get(key) != settings[key])
+        now, before = _with_resolved_paths(settings), _with_resolved_paths(previous)
+        changed = sorted(key for key in now
+                         if key not in _SETTINGS_THAT_MAY_CHANGE_ON_RESUME and before.get(key) != now[key])
         if changed:
             raise ConfigError(
                 f"{output} holds a run with different settings ({', '.join(changed)}); "
                 "choose another output_dir or delete it"
             )
     path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _with_resolved_paths(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings with the model and data given as absolute paths where they are local files, so that
+    `../data` and `/work/data` name the same run."""
+    def resolved(value: Any) -> Any:
+        return str(Path(value).resolve()) if isinstance(value, str) and Path(value).exists() else value
+
+    dataset = settings.get("dataset")
+    dataset = {**dataset, "path": resolved(dataset.get("path"))} if isinstance(dataset, dict) else dataset
+    return {**settings, "model": resolved(settings.get("model")), "dataset": dataset}
 
 
 def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float,

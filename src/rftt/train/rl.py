@@ -35,6 +35,7 @@ from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens
 from rftt.train.rl_model import (
     ReferenceModel,
+    ResponseForward,
     ValueHead,
     build_sequences,
     by_length,
@@ -244,16 +245,21 @@ class RLTrainer:
         with timer.phase("reward"):
             sequences = build_sequences(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
             rewards = self.rewards(batch, sequences.width) * sequences.response_mask
+        old_is_current = self.old_policy_is_current(len(batch))
         with timer.phase("logprobs"):
-            old = forward_in_chunks(self.policy, sequences, config.micro_batch_size, self.value_head)
+            old = (ResponseForward(torch.zeros(sequences.response_mask.shape), None, None) if old_is_current
+                   else forward_in_chunks(self.policy, sequences, config.micro_batch_size, self.value_head))
             with self.reference.active() as reference:
                 reference_logprobs = forward_in_chunks(reference, sequences, config.micro_batch_size).logprobs
         with timer.phase("advantages"):
-            kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
+            kl = None if old_is_current else self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
             shaped = rewards - config.kl.coefficient * kl if config.kl.placement == "reward" else rewards
             advantages, returns = self.advantages(shaped, sequences.response_mask, old.values, batch.groups)
         with timer.phase("update"):
-            update_metrics = self.update(sequences, old, reference_logprobs, advantages, returns, step)
+            update_metrics = self.update(sequences, old, reference_logprobs, advantages, returns, step,
+                                         fill_old=old_is_current)
+        if kl is None:  # the update wrote the old log-probs
+            kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
         with timer.phase("sync"):
             pass  # the hf engine generates with the very model being trained
         metrics = self._metrics(step, batch, rewards, kl, sequences, update_metrics)
@@ -291,8 +297,17 @@ class RLTrainer:
 
         return KL_ESTIMATORS[self.config.kl.estimator](logprobs, reference_logprobs)
 
-    def update(self, sequences, old, reference_logprobs, advantages, returns, step: int) -> dict[str, float]:
-        """PPO epochs over shuffled mini-batches, each accumulated over micro-batches of similar length."""
+    def old_policy_is_current(self, rows: int) -> bool:
+        """Whether one update on the whole batch follows the rollout, with nothing but the ratio needing the old
+        log-probs: then they are the update's own, detached (as TRL does), and their forward pass is skipped."""
+        config = self.config
+        return (config.ppo_epochs == 1 and rows <= config.mini_batch_size and self.value_head is None
+                and config.kl.placement != "reward")
+
+    def update(self, sequences, old, reference_logprobs, advantages, returns, step: int,
+               fill_old: bool = False) -> dict[str, float]:
+        """PPO epochs over shuffled mini-batches, each accumulated over micro-batches of similar length;
+        with `fill_old`, each micro-batch first writes its current log-probs into `old`."""
         config = self.config
         self.policy.train()
         generator = torch.Generator().manual_seed(step_seed(config.seed, step))
@@ -304,7 +319,8 @@ class RLTrainer:
                 mini = order[start : start + config.mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
                 for rows in by_length(sequences, mini, config.micro_batch_size):
-                    loss, stats = self._loss(sequences.rows(rows), old, reference_logprobs, advantages, returns, rows)
+                    loss, stats = self._loss(sequences.rows(rows), old, reference_logprobs, advantages, returns, rows,
+                                             fill_old)
                     self.accelerator.backward(loss * micro_batch_share(sequences.response_mask, rows, mini,
                                                                        config.loss_aggregation))
                     for key, value in stats.items():
@@ -316,10 +332,13 @@ class RLTrainer:
                 self.scheduler.step()
         return {key: sum(values) / len(values) for key, values in totals.items()}
 
-    def _loss(self, rows_batch, old, reference_logprobs, advantages, returns, rows) -> tuple[torch.Tensor, dict]:
+    def _loss(self, rows_batch, old, reference_logprobs, advantages, returns, rows,
+              fill_old: bool) -> tuple[torch.Tensor, dict]:
         config = self.config
         mask, width = rows_batch.response_mask, rows_batch.width  # these rows' responses: the last `width` columns
         current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True)
+        if fill_old:
+            old.logprobs[rows, -width:] = current.logprobs.detach().to(old.logprobs.device)
         loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, old.logprobs[rows, -width:],
                                                 advantages[rows, -width:], mask, clip=config.clip,
                                                 aggregation=config.loss_aggregation)
