@@ -15,7 +15,8 @@ import torch
 from rftt.config import ConfigError, load_config
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import add_functional_tokens
-from rftt.train.rl import LOG_FILE, RLConfig, RLTrainer, problems_for_step, run_rl
+from rftt.train.metrics_log import LOG_FILE, TENSORBOARD_FOLDER, scalars
+from rftt.train.rl import RLConfig, RLTrainer, problems_for_step, run_rl
 from rftt.train.rl_model import build_sequences, forward_responses
 from rftt.train.sft import FINGERPRINT_FOLDER
 from rftt.verify import Outcome
@@ -67,6 +68,7 @@ def test_each_recipe_runs_three_steps_with_finite_losses(tmp_path, checkpoint, d
             assert math.isfinite(metrics["value_loss"])
     logged = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert len(logged) == 3 and (tmp_path / "run" / "final" / "config.json").exists()
+    assert [step for step, _ in tensorboard_scalars(tmp_path / "run", "seconds/update")] == [1, 2, 3]
     if recipe.startswith("rftt"):
         assert sum(logged[0]["moves"].values()) > 0
 
@@ -191,6 +193,19 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "final" / "model.safetensors"))
 
 
+def tensorboard_scalars(run, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run / TENSORBOARD_FOLDER))
+    accumulator.Reload()
+    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+def test_metrics_become_scalars_with_nested_keys_joined():
+    record = {"step": 3, "reward": 0.5, "moves": {"verify": 2}, "seconds": {"rollout": 1.25}, "done": True, "x": "a"}
+    assert scalars(record) == {"reward": 0.5, "moves/verify": 2.0, "seconds/rollout": 1.25}
+
+
 def test_killed_and_resumed_rl_equals_an_uninterrupted_run(tmp_path, checkpoint, data):
     arguments = ["--config", str(RECIPES / "grpo_arithmetic.yaml"), "--model", str(checkpoint), "--steps", "4",
                  *[item for setting in SMALL[1:] for item in ("--set", setting)], "--set", "save_every=1",
@@ -202,8 +217,10 @@ def test_killed_and_resumed_rl_equals_an_uninterrupted_run(tmp_path, checkpoint,
     run_and_kill_after_lines(killed, tmp_path / "killed" / LOG_FILE, 2)
     resumed = subprocess.run([*killed, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / LOG_FILE).read_text().splitlines()]
-    assert steps == [0, 1, 2, 3]
+    logged = [json.loads(line) for line in (tmp_path / "killed" / LOG_FILE).read_text().splitlines()]
+    assert [record["step"] for record in logged] == [0, 1, 2, 3]
+    assert tensorboard_scalars(tmp_path / "killed", "reward") == [
+        (record["step"] + 1, pytest.approx(record["reward"])) for record in logged]
     expected, got = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5)

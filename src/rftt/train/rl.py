@@ -9,7 +9,6 @@ configuration (see recipes/rftt_*.yaml, reft_*.yaml, grpo_*.yaml).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -28,11 +27,11 @@ from rftt.config import to_dict
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import SamplingParams
-from rftt.jsonl import read_records
 from rftt.models import DEFAULT_MODEL, load_model
 from rftt.prompts import get_template
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens
+from rftt.train.metrics_log import MetricsLog
 from rftt.train.rl_model import (
     ReferenceModel,
     ResponseForward,
@@ -48,7 +47,6 @@ from rftt.train.rl_state import checkpoints, load_training_state, save_checkpoin
 from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
 from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
 
-LOG_FILE = "metrics.jsonl"
 PHASES = ("rollout", "reward", "logprobs", "advantages", "update", "sync", "evaluation", "checkpoint")
 
 
@@ -158,14 +156,7 @@ class RLTrainer:
             latest = self.output / "checkpoints" / f"step-{checkpoints(self.output / 'checkpoints')[-1]}"
             self.start_step = load_training_state(latest, self.policy, self.value_head, self.optimizer,
                                                   self.scheduler) + 1
-            self._forget_metrics_after(self.start_step)
-
-    def _forget_metrics_after(self, step: int) -> None:
-        """Drop the logged metrics of steps that will run again after a resume."""
-        path = self.output / LOG_FILE
-        if self.accelerator.is_main_process and path.exists():
-            kept = [record for record in read_records(path) if record["step"] < step]
-            path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        self.log = MetricsLog(self.output, self.start_step) if self.accelerator.is_main_process else None
 
     def _functional_tokens(self) -> FunctionalTokens | None:
         try:
@@ -224,6 +215,8 @@ class RLTrainer:
         if self.accelerator.is_main_process:
             save_model_folder(self.output / "final", self.policy, self.tokenizer, self.tokens, self.value_head,
                               self._record())
+        if self.log is not None:
+            self.log.close()
         return history
 
     def evaluate_before_training(self) -> None:
@@ -231,9 +224,8 @@ class RLTrainer:
         started = time.perf_counter()
         metrics: dict[str, Any] = {"step": -1, "dev_accuracy": self.evaluate(self.dev_problems)}
         metrics["seconds"] = {"evaluation": round(time.perf_counter() - started, 3)}
-        if self.accelerator.is_main_process:
-            with (self.output / LOG_FILE).open("a") as file:
-                file.write(json.dumps(metrics) + "\n")
+        if self.log is not None:
+            self.log.write(metrics)
 
     def _record(self) -> dict[str, Any]:
         return {"stage": "rl", "base_model": self.config.model, "config": to_dict(self.config)}
@@ -274,9 +266,8 @@ class RLTrainer:
                                 config.keep_checkpoints)
         metrics["seconds"] = {phase: round(timer.seconds.get(phase, 0.0), 3) for phase in PHASES}
         metrics["step_seconds"] = round(sum(timer.seconds.values()), 3)
-        if self.accelerator.is_main_process:
-            with (self.output / LOG_FILE).open("a") as file:
-                file.write(json.dumps(metrics) + "\n")
+        if self.log is not None:
+            self.log.write(metrics)
         return metrics
 
     def advantages(self, rewards: torch.Tensor, mask: torch.Tensor, values: torch.Tensor | None,

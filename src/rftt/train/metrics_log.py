@@ -1,0 +1,49 @@
+"""Where the RL metrics go: one JSON line per step (`metrics.jsonl`) and the same numbers as TensorBoard
+scalars (`tensorboard/`, x-axis: updates done, so the evaluation before training sits at 0)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rftt.jsonl import read_records
+
+LOG_FILE = "metrics.jsonl"
+TENSORBOARD_FOLDER = "tensorboard"
+
+
+def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numbers of a metrics record, nested keys joined by '/' (`seconds/rollout`, `moves/verify`)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(scalars(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+            flat[name] = float(value)
+    return flat
+
+
+class MetricsLog:
+    """Appends each step's metrics to the JSONL file and to TensorBoard; on resume, first drops what was
+    logged for the steps that will run again (the JSONL lines, and TensorBoard's events by purge step)."""
+
+    def __init__(self, folder: Path, resume_step: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = folder / LOG_FILE
+        if resume_step and self.path.exists():
+            kept = [record for record in read_records(self.path) if record["step"] < resume_step]
+            self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        self.writer = SummaryWriter(str(folder / TENSORBOARD_FOLDER), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, metrics: dict[str, Any]) -> None:
+        with self.path.open("a") as file:
+            file.write(json.dumps(metrics) + "\n")
+        for name, value in scalars(metrics).items():
+            self.writer.add_scalar(name, value, global_step=metrics["step"] + 1)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
