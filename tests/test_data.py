@@ -178,6 +178,16 @@ def test_limit_keeps_the_first_problems():
         "basic_arithmetic/0/0", "basic_arithmetic/0/1", "basic_arithmetic/0/2"]
 
 
+def test_offset_leaves_out_the_first_problems_so_a_dev_split_and_training_never_overlap():
+    everything = [problem.id for problem in load_problems("arithmetic", size=10)]
+    dev = [problem.id for problem in load_problems("arithmetic", size=10, limit=3)]
+    training = [problem.id for problem in load_problems("arithmetic", size=10, offset=3)]
+    assert dev + training == everything
+    assert [problem.id for problem in load_problems("arithmetic", size=10, offset=3, limit=2)] == everything[3:5]
+    with pytest.raises(DataError, match="field 'offset': must be 0 or more"):
+        load_problems("arithmetic", size=10, offset=-1)
+
+
 def test_settings_errors_name_the_setting(tmp_path, monkeypatch):
     monkeypatch.delenv("RFTT_DATA", raising=False)
     with pytest.raises(DataError, match="field 'name': unknown dataset"):

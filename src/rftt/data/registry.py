@@ -45,7 +45,8 @@ class DatasetSpec:
     name: str = DEFAULT_DATASET
     path: str | None = None
     split: str | None = None
-    limit: int | None = None
+    offset: int = 0               # leave out the first `offset` problems (before `limit`): a dev split of the
+    limit: int | None = None      # first N (`limit: N`) and training on the rest (`offset: N`) never overlap
     skip_bad: bool = False
     fields: dict[str, str] | None = None
     config: str | None = None
@@ -80,7 +81,7 @@ def _kind(name: str) -> str:
 
 
 def _check_unused_settings(spec: DatasetSpec, kind: str) -> None:
-    always = {"name", "limit", "skip_bad"}
+    always = {"name", "offset", "limit", "skip_bad"}
     for setting in fields(DatasetSpec):
         value = getattr(spec, setting.name)
         if setting.name not in always | _USED_BY[kind] and value not in (None, {}):
@@ -100,10 +101,11 @@ def load_problems(spec: DatasetSpec | str = DEFAULT_DATASET, **settings: Any) ->
     spec = replace(spec, **settings)
     kind = _kind(spec.name)
     _check_unused_settings(spec, kind)
+    if spec.offset < 0:
+        raise DataError(f"dataset {spec.name}", None, "offset", f"must be 0 or more, not {spec.offset}")
     problems = _load(spec, kind)
-    if spec.limit is not None:
-        problems = Problems(problems[: spec.limit], problems.skipped)
-    return problems
+    end = None if spec.limit is None else spec.offset + spec.limit
+    return Problems(problems[spec.offset : end], problems.skipped)
 
 
 def _load(spec: DatasetSpec, kind: str) -> Problems:
