@@ -13,7 +13,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
@@ -147,7 +147,7 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     template = get_template(config.template)
     reranker = load_reranker(config.reranker) if config.method.startswith("rerank@") else None
 
-    def make(batch: Sequence[Problem]) -> list[dict[str, Any]]:
+    def make(batch: Sequence[Problem], on_problem_done: Callable[[], None]) -> list[dict[str, Any]]:
         prompts = [template.render(problem.question, tokenizer) for problem in batch]
         started = time.perf_counter()
         results = engine.generate(prompts, params)
@@ -159,6 +159,8 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
         scores = None
         if reranker is not None:
             scores = score(*reranker, [prompts[index // params.n] + text for index, text in enumerate(texts)])
+        for _ in batch:
+            on_problem_done()
         return [
             _problem_record(problem, prompt, samples, outcomes[index * params.n : (index + 1) * params.n], seconds,
                             scores[index * params.n : (index + 1) * params.n] if scores else None)
@@ -179,9 +181,9 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     search = TreeSearch(policy, scorer, replace(config.search, rollouts=max(config.tree_rollouts)))
     template = get_template(config.template)
 
-    def make(batch: Sequence[Problem]) -> list[dict[str, Any]]:
+    def make(batch: Sequence[Problem], on_problem_done: Callable[[], None]) -> list[dict[str, Any]]:
         started = time.perf_counter()
-        trees = search.run(batch)
+        trees = search.run(batch, on_tree_done=lambda _: on_problem_done())
         seconds = (time.perf_counter() - started) / len(batch)
         return [_tree_record(tree, template.render(tree.question, tokenizer), config.tree_rollouts, seconds)
                 for tree in trees]
@@ -286,10 +288,9 @@ def evaluate(config: EvalConfig, *, engine: Engine | None = None, tokenizer: Any
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="eval", unit="problem", disable=not progress)
     for start in range(0, len(todo), config.batch_size):
         batch = todo[start : start + config.batch_size]
-        records = make_records(batch)
+        records = make_records(batch, lambda: bar.update(1))  # a tree search reports each tree as it ends
         append_records(records_path, records)
         finished.extend(records)
-        bar.update(len(batch))
     bar.close()
     wanted = {problem.id for problem in problems}
     summary = summarise([record for record in finished if record["id"] in wanted], config)
