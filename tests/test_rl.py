@@ -108,6 +108,13 @@ def test_the_old_forward_is_kept_where_the_update_cannot_supply_it(tmp_path, che
         assert not trainer.old_policy_is_current(4), (recipe, overrides)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("recipe", ["rftt_arithmetic.yaml", "reft_gsm8k.yaml", "grpo_arithmetic.yaml"])
+def test_a_step_runs_with_the_policy_on_the_gpu(tmp_path, checkpoint, data, recipe):
+    [metrics] = run_rl(recipe_config(recipe, checkpoint, data, tmp_path / "run", "steps=1"))
+    assert math.isfinite(metrics["policy_loss"]) and math.isfinite(metrics["kl"])
+
+
 def test_rewards_land_on_the_last_token_and_on_step_ends():
     config = RewardConfig(correct=1.0, wrong_answer=0.1, no_answer=0.0, process_rewards=True)
     assert [outcome_reward(Outcome(*item), config) for item in

@@ -325,23 +325,28 @@ class RLTrainer:
 
     def _loss(self, rows_batch, old, reference_logprobs, advantages, returns, rows,
               fill_old: bool) -> tuple[torch.Tensor, dict]:
-        config = self.config
-        mask, width = rows_batch.response_mask, rows_batch.width  # these rows' responses: the last `width` columns
+        config, width = self.config, rows_batch.width  # these rows' responses: the last `width` columns
         current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True)
+        device = current.logprobs.device
+
+        def these(tensor: torch.Tensor) -> torch.Tensor:
+            """These rows' part of a whole-batch per-token tensor, on the model's device."""
+            return tensor[rows, -width:].to(device)
+
+        mask = rows_batch.response_mask.to(device)
         if fill_old:
             old.logprobs[rows, -width:] = current.logprobs.detach().to(old.logprobs.device)
-        loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, old.logprobs[rows, -width:],
-                                                advantages[rows, -width:], mask, clip=config.clip,
-                                                aggregation=config.loss_aggregation)
+        loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, these(old.logprobs), these(advantages), mask,
+                                                clip=config.clip, aggregation=config.loss_aggregation)
         stats = {**stats, "policy_loss": float(loss.detach()), "entropy": float(current.entropy.detach())}
         if config.entropy_weight:
             loss = loss - config.entropy_weight * current.entropy
         if config.kl.placement == "loss":
-            kl_term = masked_mean(self._kl(current.logprobs, reference_logprobs[rows, -width:]), mask)
+            kl_term = masked_mean(self._kl(current.logprobs, these(reference_logprobs)), mask)
             loss = loss + config.kl.coefficient * kl_term
         if self.value_head is not None and current.values is not None:
-            value_loss, value_stats = clipped_value_loss(current.values, old.values[rows, -width:],
-                                                         returns[rows, -width:], mask, clip=config.value_clip)
+            value_loss, value_stats = clipped_value_loss(current.values, these(old.values), these(returns), mask,
+                                                         clip=config.value_clip)
             loss = loss + config.value_loss_weight * value_loss
             stats.update(value_stats, value_loss=float(value_loss.detach()))
         return loss, stats

@@ -61,6 +61,10 @@ class SequenceBatch:
     def lengths(self) -> torch.Tensor:
         return self.attention_mask.sum(1)
 
+    def to(self, device: torch.device | str) -> "SequenceBatch":
+        return SequenceBatch(*(tensor.to(device) for tensor in (self.input_ids, self.attention_mask, self.position_ids,
+                                                                 self.response_ids, self.response_mask)))
+
 
 def build_sequences(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int,
                     device: torch.device | str = "cpu") -> SequenceBatch:
@@ -92,8 +96,9 @@ class ResponseForward:
 
 def forward_responses(model: nn.Module, batch: SequenceBatch, value_head: nn.Module | None = None,
                       with_entropy: bool = False) -> ResponseForward:
-    """Log-probs of each response token (and the critic's values, and the mean entropy) in one forward pass."""
-    width = batch.width
+    """Log-probs of each response token (and the critic's values, and the mean entropy) in one forward pass,
+    on the model's device (the batch's bookkeeping may stay on the CPU)."""
+    batch, width = batch.to(next(model.parameters()).device), batch.width
     output = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                    logits_to_keep=width + 1, output_hidden_states=value_head is not None, use_cache=False)
     logits = output.logits[:, :-1].float()
