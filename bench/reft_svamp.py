@@ -1,0 +1,119 @@
+"""ReFT, program style, on SVAMP with the embedded model: SFT -> ReFT, each scored greedy, maj@8 and rerank@8.
+
+Stages, each a folder under `--runs` that a rerun skips once finished (and resumes where the
+stage resumes itself: evaluations skip finished problems, SFT and RL continue from their last
+checkpoint), so an interrupted benchmark continues:
+
+    sft                     recipes/sft_reft_svamp_program.yaml on the first --sft-problems programs
+    <policy>-test-greedy    SVAMP test, the program each completion writes runs in the sandbox
+    <policy>-test-maj8      8 samples at T=0.7, majority vote over the programs' return values
+    <policy>-train-maj8     8 samples on --reranker-problems training problems past the dev split
+    <policy>-reranker       `rftt train-reranker` on those samples, labelled by the sandbox
+    <policy>-test-rerank8   the reranker's best-scored valid answer of 8 samples
+    rl                      recipes/reft_svamp_program.yaml from the SFT model for --rl-steps steps
+
+for <policy> in sft and rl. The figures (accuracy, 95% interval, wall seconds per stage) go to
+bench/results/reft_svamp.json.
+
+    RFTT_DATA=../shared/data python bench/reft_svamp.py --test-limit 300 --rl-steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from rftt.config import load_config
+from rftt.evaluate import SUMMARY_FILE, EvalConfig, evaluate
+from rftt.train.reranker import RerankerConfig, train_reranker
+from rftt.train.rl import RLConfig, run_rl
+from rftt.train.sft import SFTConfig, run_sft
+
+from common import peak_memory_mib, write_results
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+FINISHED = "stage.json"
+
+
+def run_stage(folder: Path, work: Callable[[], dict[str, Any]], seconds: dict[str, float]) -> dict[str, Any]:
+    """Run a stage unless its folder records it finished; keep its wall time."""
+    marker = folder / FINISHED
+    if marker.exists():
+        record = json.loads(marker.read_text())
+    else:
+        started = time.perf_counter()
+        result = work()
+        record = {"result": result, "seconds": round(time.perf_counter() - started, 1)}
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    seconds[folder.name] = record["seconds"]
+    print(f"{folder.name}: done in {record['seconds']:.0f} s", flush=True)
+    return record["result"]
+
+
+def eval_stage(runs: Path, name: str, model: str, overrides: list[str], seconds: dict[str, float]) -> dict[str, Any]:
+    config = load_config(EvalConfig, RECIPES / "eval_svamp_program.yaml",
+                         [f"model={model}", f"output_dir={runs / name}", *overrides])
+    run_stage(runs / name, lambda: evaluate(config), seconds)
+    summary = json.loads((runs / name / SUMMARY_FILE).read_text())
+    return {key: summary[key] for key in ("problems", "accuracy", "accuracy_95_interval", "extraction_rate",
+                                          "mean_completion_tokens")}
+
+
+def score_policy(runs: Path, policy: str, model: str, arguments: argparse.Namespace,
+                 seconds: dict[str, float]) -> dict[str, Any]:
+    """Greedy, maj@8 and rerank@8 on SVAMP test for one policy (its reranker trained on its own samples)."""
+    test = [f"dataset.limit={arguments.test_limit}"]
+    scores = {"greedy": eval_stage(runs, f"{policy}-test-greedy", model, test, seconds),
+              "maj@8": eval_stage(runs, f"{policy}-test-maj8", model, [*test, "method=maj@8"], seconds)}
+    train = ["dataset.split=train_pot", "dataset.offset=100", f"dataset.limit={arguments.reranker_problems}",
+             "method=maj@8"]
+    eval_stage(runs, f"{policy}-train-maj8", model, train, seconds)
+    reranker = load_config(RerankerConfig, base={
+        "model": model, "data": str(runs / f"{policy}-train-maj8" / "problems.jsonl"),
+        "output_dir": str(runs / f"{policy}-reranker"), "epochs": arguments.reranker_epochs})
+    run_stage(runs / f"{policy}-reranker", lambda: train_reranker(reranker), seconds)
+    scores["rerank@8"] = eval_stage(runs, f"{policy}-test-rerank8", model, [
+        *test, "method=rerank@8", f"reranker={runs / f'{policy}-reranker' / 'final'}"], seconds)
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="runs/bench-reft-svamp")
+    parser.add_argument("--sft-problems", type=int, default=3043, help="training programs for SFT (after the dev split)")
+    parser.add_argument("--sft-epochs", type=float, default=1.0)
+    parser.add_argument("--rl-steps", type=int, default=40)
+    parser.add_argument("--test-limit", type=int, default=1000, help="SVAMP test problems scored")
+    parser.add_argument("--reranker-problems", type=int, default=300)
+    parser.add_argument("--reranker-epochs", type=float, default=2.0)
+    arguments = parser.parse_args()
+    if not os.environ.get("RFTT_DATA"):
+        parser.error("set RFTT_DATA to the benchmark data folder (../shared/data)")
+    runs, seconds = Path(arguments.runs), {}
+    sft = load_config(SFTConfig, RECIPES / "sft_reft_svamp_program.yaml", [
+        f"data.dataset.limit={arguments.sft_problems}", f"epochs={arguments.sft_epochs}", f"output_dir={runs / 'sft'}",
+        "resume=true"])
+    run_stage(runs / "sft", lambda: run_sft(sft), seconds)
+    results = {"sft": score_policy(runs, "sft", str(runs / "sft" / "final"), arguments, seconds)}
+    rl = load_config(RLConfig, RECIPES / "reft_svamp_program.yaml", [
+        f"model={runs / 'sft' / 'final'}", f"steps={arguments.rl_steps}", f"output_dir={runs / 'rl'}", "resume=true"])
+    run_stage(runs / "rl", lambda: {"steps": len(run_rl(rl))}, seconds)
+    results["reft"] = score_policy(runs, "rl", str(runs / "rl" / "final"), arguments, seconds)
+    print(f"\n{'policy':<8}{'method':<10}{'accuracy':>10}  95% interval")
+    for policy, scores in results.items():
+        for method, row in scores.items():
+            low, high = row["accuracy_95_interval"]
+            print(f"{policy:<8}{method:<10}{row['accuracy']:>10.1%}  [{low:.1%}, {high:.1%}]")
+    path = write_results("reft_svamp", {
+        "settings": vars(arguments), "results": results, "stage_seconds": seconds,
+        "total_cpu_minutes": round(sum(seconds.values()) / 60, 1), "peak_memory_mib": round(peak_memory_mib(), 1)})
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
