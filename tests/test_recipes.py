@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rftt.config import load_config
+from rftt.config import ConfigError, load_config
 from rftt.evaluate import EvalConfig
 from rftt.search.runner import SearchRunConfig
 from rftt.train.rl import RLConfig
@@ -30,3 +30,12 @@ def test_accelerate_configs_parse(recipe):
 
     settings = yaml.safe_load(recipe.read_text())
     assert settings["distributed_type"] in ("MULTI_GPU", "DEEPSPEED", "FSDP") and settings["num_processes"] >= 1
+
+
+def test_floats_written_without_a_dot_are_floats(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("learning_rate: 1e-6\n")  # YAML 1.1 reads this as the string '1e-6'
+    config = load_config(RLConfig, recipe, ["kl.coefficient=5E-2", "clip=.2"])
+    assert (config.learning_rate, config.kl.coefficient, config.clip) == (1e-6, 0.05, 0.2)
+    with pytest.raises(ConfigError, match="config.learning_rate: expected float, got 'fast'"):
+        load_config(RLConfig, overrides=["learning_rate=fast"])

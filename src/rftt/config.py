@@ -7,6 +7,7 @@ key, so a typo in a recipe never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, Mapping, Sequence, TypeVar, Union
 import yaml
 
 from rftt.errors import RfttError
+
+_YAML_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 Config = TypeVar("Config")
 
@@ -63,6 +66,8 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         return tuple(items) if origin is tuple or annotation is tuple else items
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _YAML_MISSED_FLOAT.fullmatch(value.strip()):
+        return float(value)  # YAML 1.1 reads `1e-6` (no dot) as a string
     if isinstance(annotation, type) and not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {value!r}")
     return value
@@ -133,6 +138,11 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: Se
     for override in overrides:
         apply_override(data, override)
     return from_dict(cls, data, where)
+
+
+def with_defaults(cls: type, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings saved by an older version of `cls`, with the defaults of the settings added since, at any depth."""
+    return _merge(to_dict(cls()), saved)
 
 
 def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from rftt.config import ConfigError, to_dict
+from rftt.config import ConfigError, to_dict, with_defaults
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
@@ -93,7 +93,7 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
     path = output / CONFIG_FILE
     settings = to_dict(config)
     if path.exists():
-        previous = {**to_dict(EvalConfig()), **json.loads(path.read_text())}  # settings added since: their defaults
+        previous = with_defaults(EvalConfig, json.loads(path.read_text()))
         now, before = _with_resolved_paths(settings), _with_resolved_paths(previous)
         changed = sorted(key for key in now
                          if key not in _SETTINGS_THAT_MAY_CHANGE_ON_RESUME and before.get(key) != now[key])
