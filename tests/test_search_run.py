@@ -53,6 +53,10 @@ def test_search_run_writes_trees_training_data_and_a_summary(tmp_path, checkpoin
     assert all(Tree.from_json(record["tree"]).rollouts == 3 for record in trees)
     assert summary["problems"] == 3 and summary["nodes"] > 0 and summary["nodes_per_second"] > 0
     assert 0 <= summary["solved_by_search"] <= 3 and 0 <= summary["solved_by_greedy"] <= 3
+    for record in trees:  # each tree's own count (a group's average share summed to 83083.99999999987 once)
+        tree = Tree.from_json(record["tree"])
+        assert record["generated_tokens"] == sum(node.generated_tokens for node in tree.nodes) > 0
+    assert isinstance(summary["generated_tokens"], int)
     for record in read_records(tmp_path / "run" / SFT_FILE):
         assert record["kind"] in ("correct", "reflection") and record["text"].endswith("</output>")
 

@@ -177,12 +177,11 @@ def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, A
             group = problems[start : start + config.problems_per_group]
             baseline = (greedy_solved(engine, tokenizer, group, config.greedy_max_tokens) if config.greedy_baseline
                         else [None] * len(group))
-            tokens_before, seconds_before = search.statistics.generated_tokens, search.statistics.seconds
+            seconds_before = search.statistics.seconds
             trees = search.run(group, on_tree_done=lambda tree: bar.update(1))
-            share = ((search.statistics.generated_tokens - tokens_before) / len(group),
-                     (search.statistics.seconds - seconds_before) / len(group))
+            seconds = (search.statistics.seconds - seconds_before) / len(group)
             records = export_training_data(trees, engine, tokenizer, config.export)
-            append_records(output / TREES_FILE, [_tree_record(tree, correct, *share) for tree, correct in
+            append_records(output / TREES_FILE, [_tree_record(tree, correct, seconds) for tree, correct in
                                                  zip(trees, baseline)])
             append_records(output / SFT_FILE, records)
         bar.close()
@@ -191,7 +190,8 @@ def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, A
     return summary
 
 
-def _tree_record(tree: Tree, greedy_correct: bool | None, tokens: float, seconds: float) -> dict[str, Any]:
-    """One problem's line: the whole tree, the greedy baseline, and its share of the group's tokens and time."""
+def _tree_record(tree: Tree, greedy_correct: bool | None, seconds: float) -> dict[str, Any]:
+    """One problem's line: the whole tree, the greedy baseline, the tokens its nodes generated, and its share of
+    the group's search time (trees are searched together)."""
     return {"tree": tree.to_json(), "greedy_correct": greedy_correct, "nodes_written": tree.written_nodes(),
-            "generated_tokens": tokens, "search_seconds": seconds}
+            "generated_tokens": sum(node.generated_tokens for node in tree.nodes), "search_seconds": seconds}
