@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/sandbox_throughput.py --data $(RFTT_DATA)
 	$(BIN)/python bench/eval_embedded.py --data $(RFTT_DATA) --voting-max-new-tokens 256
 	$(BIN)/python bench/demo_vs_trl.py
+	RFTT_DATA=$(RFTT_DATA) $(BIN)/python bench/reft_svamp.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
