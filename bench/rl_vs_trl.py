@@ -3,7 +3,8 @@ breakdown of an RFTT tree-rollout step.
 
 Both train the embedded model on the same chat-templated arithmetic prompts: 4 prompts x 8
 samples per step at temperature 1, 96 new tokens, one optimizer step of 32 completions,
-KL to a frozen reference with beta 0.01, full fine-tuning at 1e-6, fp32 on this CPU. The
+KL to a frozen reference with beta 0.01, full fine-tuning at 1e-6, fp32 on this CPU, no
+gradient checkpointing on either side (TRL turns it on by default). The
 first step of each is a warm-up; the figure is the median of the rest, as a ratio.
 
     python bench/rl_vs_trl.py
@@ -16,6 +17,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from rftt.config import load_config
 from rftt.data import load_problems
@@ -46,7 +49,7 @@ def rftt_steps(steps: int, output: Path) -> tuple[list[float], list[float]]:
 def rftt_tree_step(output: Path) -> dict:
     """One RFTT tree-rollout step: token-guided search with the embedded model, functional tokens added."""
     start = output / "start"
-    model, tokenizer = load_model(DEFAULT_MODEL)
+    model, tokenizer = load_model(DEFAULT_MODEL, dtype=torch.float32)
     tokens = add_functional_tokens(model, tokenizer)
     model.save_pretrained(start)
     tokenizer.save_pretrained(start)
@@ -64,7 +67,7 @@ def trl_steps(steps: int, output: Path) -> tuple[list[float], list[float]]:
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    model, tokenizer = load_model(DEFAULT_MODEL)
+    model, tokenizer = load_model(DEFAULT_MODEL, dtype=torch.float32)
     template = get_template("chat")
     problems = list(load_problems("arithmetic", size=PROMPTS * steps, seed=1))
     dataset = Dataset.from_list([{"prompt": template.render(problem.question, tokenizer), "gold": problem.answer}
@@ -85,7 +88,7 @@ def trl_steps(steps: int, output: Path) -> tuple[list[float], list[float]]:
         output_dir=str(output), per_device_train_batch_size=PROMPTS * SAMPLES, num_generations=SAMPLES,
         max_completion_length=NEW_TOKENS, temperature=1.0, beta=BETA, learning_rate=LEARNING_RATE, max_steps=steps,
         num_iterations=1, logging_steps=1, report_to=[], use_cpu=True, shuffle_dataset=False, save_strategy="no",
-        gradient_accumulation_steps=1, lr_scheduler_type="constant")
+        gradient_accumulation_steps=1, lr_scheduler_type="constant", gradient_checkpointing=False)  # as rftt
     trainer = GRPOTrainer(model=model, reward_funcs=correctness, args=arguments, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[clock])
     trainer.train()
