@@ -4,7 +4,8 @@ breakdown of an RFTT tree-rollout step.
 Both train the embedded model on the same chat-templated arithmetic prompts: 4 prompts x 8
 samples per step at temperature 1, 96 new tokens, one optimizer step of 32 completions,
 KL to a frozen reference with beta 0.01, full fine-tuning at 1e-6, fp32 on this CPU, no
-gradient checkpointing on either side (TRL turns it on by default). The
+gradient checkpointing on either side (TRL's defaults, bf16 autocast and checkpointing, are
+turned off: on this CPU bf16 matmuls in the backward made one TRL step take over 8 minutes). The
 first step of each is a warm-up; the figure is the median of the rest, as a ratio.
 
     python bench/rl_vs_trl.py
@@ -88,7 +89,8 @@ def trl_steps(steps: int, output: Path) -> tuple[list[float], list[float]]:
         output_dir=str(output), per_device_train_batch_size=PROMPTS * SAMPLES, num_generations=SAMPLES,
         max_completion_length=NEW_TOKENS, temperature=1.0, beta=BETA, learning_rate=LEARNING_RATE, max_steps=steps,
         num_iterations=1, logging_steps=1, report_to=[], use_cpu=True, shuffle_dataset=False, save_strategy="no",
-        gradient_accumulation_steps=1, lr_scheduler_type="constant", gradient_checkpointing=False)  # as rftt
+        gradient_accumulation_steps=1, lr_scheduler_type="constant",
+        bf16=False, gradient_checkpointing=False)  # as rftt: fp32 (TRL's default bf16 autocast is slow on CPU)
     trainer = GRPOTrainer(model=model, reward_funcs=correctness, args=arguments, train_dataset=dataset,
                           processing_class=tokenizer, callbacks=[clock])
     trainer.train()
