@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -44,10 +42,9 @@ from rftt.train.rl_model import (
     micro_batch_share,
 )
 from rftt.train.rl_state import checkpoints, load_training_state, save_checkpoint, save_model_folder
+from rftt.train.rl_steps import PHASES, PhaseTimer, problems_for_step, step_seed
 from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
 from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
-
-PHASES = ("rollout", "reward", "logprobs", "advantages", "update", "sync", "evaluation", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -96,32 +93,6 @@ class RLConfig:
     keep_checkpoints: int = 2
     output_dir: str = "runs/rl"
     resume: bool = False
-
-
-class PhaseTimer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-
-
-def problems_for_step(problems: Sequence[Problem], step: int, count: int, seed: int) -> list[Problem]:
-    """The prompts of a step: consecutive slices of per-epoch shuffles, fixed by (seed, step)."""
-    chosen = []
-    for position in range(step * count, (step + 1) * count):
-        epoch, index = divmod(position, len(problems))
-        order = list(range(len(problems)))
-        random.Random(seed * 1_000_003 + epoch).shuffle(order)
-        chosen.append(problems[order[index]])
-    return chosen
-
-
-def step_seed(seed: int, step: int) -> int:
-    return seed * 1_000_003 + step
 
 
 class RLTrainer:
