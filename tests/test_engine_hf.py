@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -53,6 +55,14 @@ def test_greedy_equals_a_manual_argmax_loop(engine, tiny_model, tiny_tokenizer):
         expected = manual_greedy(tiny_model, tiny_tokenizer, prompt, 12, {tiny_tokenizer.eos_token_id})
         assert completion.token_ids == expected
         assert completion.finish_reason == ("stop" if expected[-1] == tiny_tokenizer.eos_token_id else "length")
+
+
+def test_decoding_passes_the_cache_by_the_name_the_model_takes(engine):
+    """transformers 5.2x deprecates `past_key_values` (removed in 5.40): the engine must not use the old name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        completions = engine.generate(PROMPTS[:2], SamplingParams(max_new_tokens=4))
+    assert [len(samples[0].token_ids) for samples in completions] == [4, 4]
 
 
 def test_token_id_prompts_equal_text_prompts(engine, tiny_tokenizer):

@@ -12,6 +12,7 @@ weights on the next call.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from typing import Iterator, Sequence
 
@@ -31,6 +32,12 @@ DEFAULT_MAX_BATCH_ROWS = 64
 DEFAULT_PREFIX_CACHE_MIB = 0
 _COMPACT_WHEN_FINISHED_FRACTION = 0.5
 _REFILL_WHEN_FREE_FRACTION = 0.25
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """The name the model's forward takes its KV cache by: `cache` in newer transformers (which deprecate
+    `past_key_values` and will remove it), `past_key_values` in older ones."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 class HFEngine(Engine):
@@ -55,6 +62,7 @@ class HFEngine(Engine):
         self.min_shared_prefix = min_shared_prefix
         self.prefix_cache = PrefixCache(prefix_cache_mib * 2**20) if prefix_cache_mib > 0 else None
         self.plain_cache = plain_cache_layers(model)
+        self.cache_keyword = cache_keyword(model)
         self.refills = 0  # times waiting prompts joined a running batch (for throughput diagnostics)
         if self.prefix_cache is not None and not self.plain_cache:
             raise EngineError("prefix_cache_mib: this model's KV cache has sliding-window, shared or recurrent layers; "
@@ -115,7 +123,7 @@ class HFEngine(Engine):
     def _forward(self, input_ids, attention_mask, positions, cache) -> torch.Tensor:
         output = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
+            use_cache=True, logits_to_keep=1, **{self.cache_keyword: cache},
         )
         return output.logits[:, -1, :].float()
 
