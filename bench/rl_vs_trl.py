@@ -25,7 +25,7 @@ from rftt.config import load_config
 from rftt.data import load_problems
 from rftt.models import DEFAULT_MODEL, load_model
 from rftt.prompts import get_template
-from rftt.tokens import add_functional_tokens, save_functional_tokens
+from rftt.tokens import add_functional_tokens, save_step_tags
 from rftt.train.rl import RLConfig, RLTrainer
 from rftt.verify import check_many
 
@@ -54,7 +54,7 @@ def rftt_tree_step(output: Path) -> dict:
     tokens = add_functional_tokens(model, tokenizer)
     model.save_pretrained(start)
     tokenizer.save_pretrained(start)
-    save_functional_tokens(start, tokens)
+    save_step_tags(start, tokens)
     config = load_config(RLConfig, RECIPES / "rftt_arithmetic.yaml", [
         f"model={start}", "steps=1", "dev=null", f"prompts_per_step={PROMPTS}", f"rollout.samples_per_prompt={SAMPLES}",
         "rollout.search.rollouts=8", "rollout.step_max_tokens=48", "mini_batch_size=32", "micro_batch_size=8",

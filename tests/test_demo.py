@@ -4,13 +4,16 @@ in the summary that agree with the per-problem files."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from rftt.cli import main
-from rftt.demo import STAGES_FILE, demo_config, run_demo, task_flags
+from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, task_flags
 from rftt.jsonl import read_records
+from rftt.tokens import FUNCTIONAL_TOKENS_FILE
 
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer
 
@@ -134,3 +137,27 @@ def test_task_flag_uses_a_benchmarks_train_and_test_splits():
     assert flags["task"]["split"] == "train" and flags["held_out"]["split"] == "test"
     assert task_flags("reasoning_gym:chain_sum") == {"task": {"name": "reasoning_gym:chain_sum"},
                                                      "held_out": {"name": "reasoning_gym:chain_sum"}}
+
+
+def test_the_ablation_keeps_the_tags_text_and_each_report_shows_the_pair(finished_run):
+    config, _, run = finished_run
+    ablation = replace(config, functional_tokens=False, output_dir=str(paired_run(run, True)))
+    summary = run_demo(ablation)
+    final = paired_run(run, True) / "sft" / "final"
+    assert json.loads((final / FUNCTIONAL_TOKENS_FILE).read_text())["kind"] == "text"
+    stages = json.loads((paired_run(run, True) / STAGES_FILE).read_text())
+    assert stages["sft"]["summary"]["new_functional_tokens"] == 0
+    assert summary["paired_run"]["run"] == str(run) and summary["paired_run"]["functional_tokens"] is True
+    assert "Ablation: functional tokens against the same tags as plain text" in (
+        paired_run(run, True) / "report.html").read_text()
+    again = run_demo(config)
+    assert again["paired_run"]["accuracy"]["eval-rl"]["accuracy"] == summary["accuracy"]["eval-rl"]["accuracy"]
+
+
+def test_the_ablation_flag_names_its_run_folder_after_the_main_run():
+    from rftt.cli import build_parser, demo_flags
+
+    flags = demo_flags(build_parser().parse_args(["demo", "--budget", "small", "--seed", "2", "--no-functional-tokens"]))
+    assert flags == {"seed": 2, "output_dir": "runs/demo-small-seed2-no-functional-tokens", "functional_tokens": False}
+    main_run = demo_flags(build_parser().parse_args(["demo", "--budget", "small", "--seed", "2"]))["output_dir"]
+    assert paired_run(Path(main_run), True) == Path(flags["output_dir"])

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 import rftt.models as models
 from rftt.models import CONVERSION_RECORD_FILE, EmbeddedModel, ModelLoadError, load_model
-from rftt.tokens import FunctionalTokenError, Move, add_functional_tokens, save_functional_tokens
+from rftt.tokens import FunctionalTokenError, Move, add_functional_tokens, save_step_tags
 
 from conftest import build_tiny_tokenizer, write_tiny_gguf
 
@@ -87,7 +87,7 @@ def test_local_checkpoint_loads_with_its_functional_tokens(tmp_path, tiny_model,
     tokens = add_functional_tokens(tiny_model, tiny_tokenizer)
     tiny_model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
-    save_functional_tokens(tmp_path, tokens)
+    save_step_tags(tmp_path, tokens)
     model, tokenizer = load_model(str(tmp_path), dtype="bfloat16")
     assert model.dtype == torch.bfloat16
     assert tokenizer.convert_tokens_to_ids("<verify>") == tokens.opening_ids[Move.VERIFY]
@@ -97,7 +97,7 @@ def test_local_checkpoint_with_mismatched_functional_tokens_is_refused(tmp_path,
     tokens = add_functional_tokens(tiny_model, tiny_tokenizer)
     tiny_model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
-    save_functional_tokens(tmp_path, tokens)
+    save_step_tags(tmp_path, tokens)
     shifted = build_tiny_tokenizer()
     shifted.add_tokens(["<filler>"], special_tokens=True)
     add_functional_tokens(None, shifted)

@@ -38,9 +38,9 @@ def checkpoint(tmp_path_factory):
     tokens = add_functional_tokens(model, tokenizer)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    from rftt.tokens import save_functional_tokens
+    from rftt.tokens import save_step_tags
 
-    save_functional_tokens(folder, tokens)
+    save_step_tags(folder, tokens)
     return folder
 
 
@@ -71,6 +71,29 @@ def test_each_recipe_runs_three_steps_with_finite_losses(tmp_path, checkpoint, d
     assert [step for step, _ in tensorboard_scalars(tmp_path / "run", "seconds/update")] == [1, 2, 3]
     if recipe.startswith("rftt"):
         assert sum(logged[0]["moves"].values()) > 0
+
+
+def test_tree_rollouts_from_a_text_tag_checkpoint_keep_the_tags_text(tmp_path, data):
+    from rftt.tokens import FUNCTIONAL_TOKENS_FILE, TextTags, save_step_tags
+
+    folder = tmp_path / "text-tag-policy"
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    build_tiny_model(len(tokenizer), seed=11).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_step_tags(folder, TextTags.from_tokenizer(tokenizer))
+    config = recipe_config("rftt_arithmetic.yaml", folder, data, tmp_path / "run", "steps=2",
+                           "rollout.step_max_tokens=6")
+    trainer = RLTrainer(config)
+    assert isinstance(trainer.tokens, TextTags)
+    history = trainer.fit()
+    assert all(math.isfinite(metrics["policy_loss"]) for metrics in history)
+    assert sum(history[0]["moves"].values()) > 0
+    final = tmp_path / "run" / "final"
+    assert json.loads((final / FUNCTIONAL_TOKENS_FILE).read_text())["kind"] == "text"
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(final)) == len(tokenizer)
 
 
 def test_the_starting_model_is_evaluated_before_the_first_step(tmp_path, checkpoint, data):
@@ -231,6 +254,18 @@ def test_killed_and_resumed_rl_equals_an_uninterrupted_run(tmp_path, checkpoint,
     expected, got = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5)
+
+
+def test_a_step_saved_but_not_yet_logged_is_logged_on_resume(tmp_path, checkpoint, data):
+    run = tmp_path / "run"
+    run_rl(recipe_config("grpo_arithmetic.yaml", checkpoint, data, run, "steps=2", "save_every=1"))
+    lines = (run / LOG_FILE).read_text().splitlines()
+    (run / LOG_FILE).write_text(lines[0] + "\n" + lines[1][:20])  # killed after step 1's checkpoint, mid-line
+    run_rl(recipe_config("grpo_arithmetic.yaml", checkpoint, data, run, "steps=3", "save_every=1", "resume=true"))
+    logged = [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines()]
+    assert [record["step"] for record in logged] == [0, 1, 2]
+    assert logged[1]["reward"] == json.loads(lines[1])["reward"]
+    assert [step for step, _ in tensorboard_scalars(run, "reward")] == [1, 2, 3]
 
 
 def test_two_processes_train_the_same_weights(tmp_path, checkpoint, data):

@@ -25,7 +25,7 @@ from rftt.search import (
 from rftt.search.export import ExportConfig, correct_paths, reflection_paths, reflection_splices
 from rftt.search.policies import MOVE_EXAMPLES, MOVE_INSTRUCTIONS
 from rftt.search.tree import Node
-from rftt.tokens import Move, add_functional_tokens, is_legal_trace
+from rftt.tokens import Move, TextTags, add_functional_tokens, is_legal_trace
 
 # Each written step maps to the children it offers: (move, prior, content).
 SCRIPT = {
@@ -264,6 +264,39 @@ def test_a_token_guided_step_ends_at_an_opening_tag_and_is_closed_with_its_own_t
     stray = tokens.opening_ids[Move.SUBQUESTION]
     step = policy.written_step(node, Completion("", [*content, stray], [0.0] * (len(content) + 1), "stop", stray, 0))
     assert step.token_ids == [stray, *content, tokens.closing_ids[Move.SUBQUESTION]] and not step.ended
+
+
+def test_token_guided_search_with_text_tags_writes_steps_their_spans_find_again(tiny_model, chat_tokenizer):
+    tags = TextTags.from_tokenizer(chat_tokenizer)
+    vocabulary = len(chat_tokenizer)
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=chat_tokenizer)
+    policy = TokenGuidedPolicy(engine, chat_tokenizer, tags, temperature=1.0, seed=0, max_tokens={move: 6 for move in Move})
+    assert policy.sampling().stop == tags.tag_texts and not policy.sampling().stop_token_ids
+    trees = TreeSearch(policy, OutcomeScorer(), SearchConfig(rollouts=3, max_depth=4, selection="puct",
+                                                             unvisited_order="prior")).run(PROBLEMS)
+    assert_legal_trees(trees)
+    assert len(chat_tokenizer) == vocabulary
+    for tree in trees:
+        for terminal in (tree.nodes[index] for index in tree.rollout_terminals):
+            path = [node for node in tree.path(terminal) if node.content is not None]
+            response = [token for node in path for token in node.token_ids]
+            assert [span.move for span in tags.step_spans(response)] == [node.move for node in path]
+        priors = [child.prior for child in tree.children(tree.root)]
+        assert sum(priors) == pytest.approx(1.0) and len(set(priors)) > 1
+
+
+def test_a_text_tag_step_stopped_at_a_tag_is_its_text_closed_with_its_own_tag(tiny_model, chat_tokenizer):
+    from rftt.engine.types import Completion
+
+    tags = TextTags.from_tokenizer(chat_tokenizer)
+    policy = TokenGuidedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer, tags)
+    tree = Tree("p", "What is 2 + 3?", "5")
+    node = tree.add_child(tree.root, Move.NEXT_STEP, 1.0)
+    sampled = chat_tokenizer.encode("2 + 3 = 5.</next_step><", add_special_tokens=False)
+    step = policy.written_step(node, Completion("2 + 3 = 5.", sampled, [0.0] * len(sampled), "stop", "</next_step>", 0))
+    content = chat_tokenizer.encode("2 + 3 = 5.", add_special_tokens=False)
+    assert step.token_ids == [*tags.opening(Move.NEXT_STEP), *content, *tags.closing(Move.NEXT_STEP)]
+    assert step.content == "2 + 3 = 5." and not step.ended and step.generated_tokens == len(sampled)
 
 
 class RecordingEngine(HFEngine):

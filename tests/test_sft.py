@@ -12,8 +12,8 @@ import torch
 
 from rftt.config import load_config
 from rftt.data import DataError
-from rftt.models import load_model
-from rftt.tokens import FunctionalTokens, Move, Step, render_steps
+from rftt.models import load_model, recorded_step_tags
+from rftt.tokens import FunctionalTokens, Move, Step, TextTags, render_steps
 from rftt.train.sft import FINAL_FOLDER, FINGERPRINT_FOLDER, LOG_FILE, SFTConfig, run_sft
 from rftt.train.sft_data import IGNORE_INDEX, DataReport, SFTCollator, SFTDataConfig, SFTExample, pack, tokenize
 
@@ -214,3 +214,19 @@ def test_new_token_rows_take_larger_steps_and_nothing_else_changes(tied):
             torch.testing.assert_close(parameter[others], reference[others])
         else:
             torch.testing.assert_close(parameter, reference)
+
+
+def test_without_functional_tokens_the_tags_stay_text_encoded_tag_by_tag(tmp_path, checkpoint):
+    data = write_sft_file(tmp_path / "sft.jsonl", 6)
+    summary = run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=2", "functional_tokens=false"))
+    base_tokenizer = load_model(str(checkpoint))[1]
+    _, tokenizer = load_model(str(tmp_path / "run" / FINAL_FOLDER))
+    assert summary["new_functional_tokens"] == 0 and len(tokenizer) == len(base_tokenizer)
+    tags = recorded_step_tags(str(tmp_path / "run" / FINAL_FOLDER), tokenizer)
+    assert isinstance(tags, TextTags)
+    example = SFTExample("p", "What is 1 + 1?", "<next_step>1 + 1 = 2.</next_step><output>\\boxed{2}</output>", "p")
+    row = tokenize([example], tokenizer, SFTDataConfig(max_length=256), DataReport(),
+                   lambda text: tags.encode_trace(text, tokenizer))[0]
+    response = [label for label in row.labels if label != IGNORE_INDEX]
+    assert response == tags.encode_trace(example.response, tokenizer) + [tokenizer.eos_token_id]
+    assert [span.move for span in tags.step_spans(response)] == [Move.NEXT_STEP, Move.OUTPUT]

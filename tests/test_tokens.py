@@ -15,16 +15,17 @@ from rftt.tokens import (
     FunctionalTokens,
     Move,
     Step,
+    TextTags,
     add_functional_tokens,
     first_illegal_step,
     is_legal_trace,
     legal_next_moves,
-    load_functional_tokens,
+    load_step_tags,
     moves_of,
     parse_move,
     parse_steps,
     render_steps,
-    save_functional_tokens,
+    save_step_tags,
 )
 from rftt.tokens.vocabulary import closing_init_text, opening_init_text
 
@@ -101,10 +102,10 @@ def test_ids_survive_save_and_load(tmp_path, tiny_model, tiny_tokenizer):
     tokens = add_functional_tokens(tiny_model, tiny_tokenizer)
     tiny_model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
-    save_functional_tokens(tmp_path, tokens)
+    save_step_tags(tmp_path, tokens)
     reloaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     reloaded_model = LlamaForCausalLM.from_pretrained(tmp_path)
-    assert load_functional_tokens(tmp_path, reloaded_tokenizer) == tokens
+    assert load_step_tags(tmp_path, reloaded_tokenizer) == tokens
     assert FunctionalTokens.from_tokenizer(reloaded_tokenizer) == tokens
     for token_id in tokens.all_ids:
         torch.testing.assert_close(
@@ -118,11 +119,11 @@ def test_load_rejects_ids_that_differ_from_the_record(tmp_path, tiny_model, tiny
     record["moves"]["verify"]["opening_id"] += 1
     (tmp_path / FUNCTIONAL_TOKENS_FILE).write_text(json.dumps(record))
     with pytest.raises(FunctionalTokenError, match="moves.verify"):
-        load_functional_tokens(tmp_path, tiny_tokenizer)
+        load_step_tags(tmp_path, tiny_tokenizer)
 
 
 def test_checkpoint_without_record_has_no_functional_tokens(tmp_path, tiny_tokenizer):
-    assert load_functional_tokens(tmp_path, tiny_tokenizer) is None
+    assert load_step_tags(tmp_path, tiny_tokenizer) is None
 
 
 def test_reading_ids_from_a_tokenizer_without_the_tokens_explains_the_fix(tiny_tokenizer):
@@ -251,3 +252,58 @@ def test_parse_token_ids_of_a_truncated_generation(tiny_model, tiny_tokenizer):
     steps = tokens.parse_token_ids(ids, tiny_tokenizer)
     assert moves_of(steps) == moves_of(TRACE)
     assert steps[-1].closed is False and all(step.closed for step in steps[:-1])
+
+
+# --- text tags (the --no-functional-tokens ablation) --------------------------------------------
+
+TEXT_TRACE = "<analyze>First the bracket.</analyze><next_step>5 - 11 = -6.</next_step><output>\\boxed{-6}</output>"
+
+
+def test_text_tags_encode_a_trace_tag_by_tag_and_find_its_steps_again(tiny_tokenizer):
+    tags = TextTags.from_tokenizer(tiny_tokenizer)
+    ids = tags.encode_trace(TEXT_TRACE, tiny_tokenizer)
+    assert tiny_tokenizer.decode(ids) == TEXT_TRACE
+    assert ids[: len(tags.opening(Move.ANALYZE))] == tags.opening(Move.ANALYZE)
+    spans = tags.step_spans(ids)
+    expected = parse_steps(TEXT_TRACE)
+    assert [span.move for span in spans] == [step.move for step in expected]
+    assert [tiny_tokenizer.decode(list(span.content)) for span in spans] == [step.content for step in expected]
+    assert spans[-1].close_index == len(ids) - 1  # the last token of `</output>`
+    analyze_close = spans[0].close_index
+    assert ids[analyze_close - len(tags.closing(Move.ANALYZE)) + 1 : analyze_close + 1] == tags.closing(Move.ANALYZE)
+    assert len(tags.opening(Move.VERIFY)) > 1 and tags.stops()["stop"][0] == "<clarify>"
+
+
+def test_text_tag_spans_report_an_unclosed_step(tiny_tokenizer):
+    tags = TextTags.from_tokenizer(tiny_tokenizer)
+    spans = tags.step_spans(tags.encode_trace("<next_step>5 - 11<output>\\boxed{1}", tiny_tokenizer))
+    assert [(span.move, span.closed) for span in spans] == [(Move.NEXT_STEP, False), (Move.OUTPUT, False)]
+
+
+def test_text_tag_logprobs_are_the_sum_over_the_tags_tokens(tiny_model, tiny_tokenizer):
+    from rftt.engine import make_engine
+
+    tiny_model.eval()
+    engine = make_engine("hf", model=tiny_model, tokenizer=tiny_tokenizer)
+    tags = TextTags.from_tokenizer(tiny_tokenizer)
+    prefixes = [tiny_tokenizer.encode("the answer is", add_special_tokens=False), tiny_tokenizer.encode("12 +")]
+    moves = [Move.VERIFY, Move.NEXT_STEP, Move.OUTPUT]
+    scores = tags.opening_logprobs(engine.next_token_logprobs, prefixes, moves)
+    for prefix, row in zip(prefixes, scores):
+        for move, score in zip(moves, row):
+            tag = tags.opening(move)
+            with torch.no_grad():
+                logits = tiny_model(torch.tensor([prefix + tag])).logits[0].float()
+            expected = sum(torch.log_softmax(logits[len(prefix) - 1 + index], dim=-1)[token].item()
+                           for index, token in enumerate(tag))
+            assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_text_tags_survive_save_and_load_and_clash_with_tag_tokens(tmp_path, tiny_model, tiny_tokenizer):
+    tags = TextTags.from_tokenizer(tiny_tokenizer)
+    save_step_tags(tmp_path, tags)
+    assert json.loads((tmp_path / FUNCTIONAL_TOKENS_FILE).read_text())["kind"] == "text"
+    assert load_step_tags(tmp_path, tiny_tokenizer) == tags
+    add_functional_tokens(tiny_model, tiny_tokenizer)
+    with pytest.raises(FunctionalTokenError, match="field kind"):
+        load_step_tags(tmp_path, tiny_tokenizer)

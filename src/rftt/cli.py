@@ -207,16 +207,27 @@ def command_serve(arguments: argparse.Namespace) -> int:
 
 def command_demo(arguments: argparse.Namespace) -> int:
     """The whole RFTT pipeline on the embedded model (or any model and task), with a report; resumable."""
-    from rftt.demo import budget_recipe, demo_config, run_demo, task_flags
+    from rftt.demo import demo_config, run_demo
+
+    run_demo(demo_config(arguments.budget, arguments.config, arguments.set, demo_flags(arguments)))
+    return 0
+
+
+def demo_flags(arguments: argparse.Namespace) -> dict[str, Any]:
+    """The demo settings the flags give; `--seed` and `--no-functional-tokens` also name the run folder."""
+    from rftt.demo import ABLATION_SUFFIX, budget_recipe, task_flags
 
     flags: dict[str, Any] = task_flags(arguments.task) if arguments.task else {}
     for key in ("model", "seed", "output_dir"):
         if getattr(arguments, key) is not None:
             flags[key] = getattr(arguments, key)
-    if arguments.seed is not None and arguments.output_dir is None:
-        flags["output_dir"] = f"{budget_recipe(arguments.budget)['output_dir']}-seed{arguments.seed}"
-    run_demo(demo_config(arguments.budget, arguments.config, arguments.set, flags))
-    return 0
+    if arguments.output_dir is None and (arguments.seed is not None or arguments.no_functional_tokens):
+        seed = f"-seed{arguments.seed}" if arguments.seed is not None else ""
+        ablation = ABLATION_SUFFIX if arguments.no_functional_tokens else ""
+        flags["output_dir"] = f"{budget_recipe(arguments.budget)['output_dir']}{seed}{ablation}"
+    if arguments.no_functional_tokens:
+        flags["functional_tokens"] = False
+    return flags
 
 
 EVAL_FLAGS = {
@@ -337,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", help="start model: name, folder or hub id (default: the embedded model)")
     demo.add_argument("--seed", type=int, help="seed of every stage (the run folder gets a -seedN suffix)")
     demo.add_argument("--output-dir", help="run folder (re-run the same command to continue)")
+    demo.add_argument("--no-functional-tokens", action="store_true",
+                      help="the ablation: step tags stay plain text, not new vocabulary (the run folder gets a "
+                           "-no-functional-tokens suffix; the reports of the pair show both)")
     demo.add_argument("--config", help="YAML recipe on top of the budget's settings")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any demo setting, dotted, for example --set rl.steps=20")

@@ -40,6 +40,8 @@ from rftt.train.rl import RLConfig, run_rl
 from rftt.train.sft import SFTConfig, run_sft
 
 BUDGETS = ("default", "small")
+ABLATION_SUFFIX = "-no-functional-tokens"
+"""The run folder of `--no-functional-tokens` is the main run's folder with this suffix (so reports pair them)."""
 STAGES_FILE = "stages.json"
 CONFIG_FILE = "demo_config.json"
 PROBLEM_FOLDER = "problems"
@@ -48,7 +50,8 @@ PROBLEM_FOLDER = "problems"
 @dataclass(frozen=True)
 class DemoConfig:
     """The demo's settings. The stage sections are ordinary stage configs; the demo fills in their model,
-    data, seed and output folder, so only the other settings of those sections take effect."""
+    data, seed and output folder, so only the other settings of those sections take effect.
+    `functional_tokens: false` is the ablation: the same pipeline with the step tags kept as ordinary text."""
 
     model: str = DEFAULT_MODEL
     task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=2000, seed=1))
@@ -58,6 +61,7 @@ class DemoConfig:
     search_problems: int = 64
     tree_problems: int = 100
     seed: int = 0
+    functional_tokens: bool = True
     search: SearchRunConfig = field(default_factory=SearchRunConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
@@ -159,6 +163,13 @@ def make_problem_files(config: DemoConfig, folder: Path) -> dict[str, Any]:
             "held_out_dropped_as_training_questions": duplicates}
 
 
+def paired_run(run: Path, functional_tokens: bool) -> Path:
+    """The folder of the same demo with the other choice of `functional_tokens` (the ablation's pair)."""
+    if functional_tokens:
+        return run.with_name(run.name + ABLATION_SUFFIX)
+    return run.with_name(run.name.removesuffix(ABLATION_SUFFIX))
+
+
 def problem_file(run: Path, name: str, limit: int | None = None) -> DatasetSpec:
     return DatasetSpec(name="json", path=str(run / PROBLEM_FOLDER / f"{name}.jsonl"), limit=limit)
 
@@ -194,6 +205,7 @@ def plan_stages(config: DemoConfig) -> StagePlan:
                      dataset=problem_file(run, "train", config.search_problems),
                      search=replace(config.search.search, seed=config.seed))
     sft = replace(config.sft, model=config.model, seed=config.seed, output_dir=str(run / "sft"), resume=True,
+                  functional_tokens=config.functional_tokens,
                   data=replace(config.sft.data, source="search", style="functional",
                                path=str(run / "search" / "sft.jsonl")))
     rl = replace(config.rl, model=sft_model, seed=config.seed, output_dir=str(run / "rl"), resume=True,

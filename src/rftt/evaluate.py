@@ -23,6 +23,7 @@ from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
+from rftt.models import recorded_step_tags
 from rftt.prompts import get_template
 from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import TokenGuidedPolicy
@@ -172,8 +173,9 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
 
 def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     """A function from a batch of problems to their records, for inference-time tree search."""
-    tokens = add_functional_tokens(getattr(engine, "model", None), tokenizer)
-    policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.tree_temperature,
+    tags = recorded_step_tags(config.model, tokenizer) or add_functional_tokens(getattr(engine, "model", None),
+                                                                               tokenizer)
+    policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, temperature=config.tree_temperature,
                                seed=config.seed, max_tokens={move: config.max_new_tokens for move in Move})
     rewards = config.process_rewards
     scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight,

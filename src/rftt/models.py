@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftt.errors import RfttError
-from rftt.tokens import load_functional_tokens
+from rftt.tokens import FunctionalTokens, StepTags, load_step_tags
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if Path(path).is_dir():
-        load_functional_tokens(path, tokenizer)
+        load_step_tags(path, tokenizer)
     if device is not None:
         model.to(device)
     return model, tokenizer
@@ -114,8 +114,8 @@ def _load_adapter_checkpoint(path: Path, tokenizer: PreTrainedTokenizerBase, dty
     base_name = json.loads(record_path.read_text())["base_model"] if record_path.is_file() else json.loads(
         (path / ADAPTER_CONFIG_FILE).read_text())["base_model_name_or_path"]
     base = AutoModelForCausalLM.from_pretrained(resolve_checkpoint(base_name), dtype=dtype)
-    tokens = load_functional_tokens(path, tokenizer)
-    if tokens is not None:
+    tokens = load_step_tags(path, tokenizer)
+    if isinstance(tokens, FunctionalTokens):
         fit_embedding_rows(base, len(tokenizer))
         initialise_embeddings(base, tokenizer, tokens)
     return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
@@ -134,6 +134,12 @@ def resolve_checkpoint(name_or_path: str) -> str:
     if name_or_path in EMBEDDED_MODELS:
         return str(converted_embedded_model(EMBEDDED_MODELS[name_or_path]))
     return name_or_path
+
+
+def recorded_step_tags(name_or_path: str, tokenizer: PreTrainedTokenizerBase) -> StepTags | None:
+    """The step tags a local checkpoint folder recorded (functional tokens or text tags); None for other models."""
+    folder = Path(name_or_path)
+    return load_step_tags(folder, tokenizer) if folder.is_dir() else None
 
 
 def embedded_gguf_path(embedded: EmbeddedModel) -> Path:

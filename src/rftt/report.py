@@ -158,7 +158,22 @@ def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> 
         "stages": {name: {"seconds": round(record["seconds"], 1), "command": record.get("command"),
                           "done": record["done"]} for name, record in stages.items()},
         "total_seconds": round(sum(record["seconds"] for record in stages.values()), 1),
+        "paired_run": paired_run_accuracy(run, config.functional_tokens),
     }
+
+
+def paired_run_accuracy(run: Path, functional_tokens: bool) -> dict[str, Any] | None:
+    """Accuracy per stage of the ablation's pair of this run (same demo, other `functional_tokens`), if it ran."""
+    from rftt.demo import paired_run
+
+    other = paired_run(run, functional_tokens)
+    path = other / SUMMARY_FILE
+    if other == run or not path.exists():
+        return None
+    accuracy = json.loads(path.read_text())["accuracy"]
+    return {"run": str(other), "functional_tokens": not functional_tokens,
+            "accuracy": {name: {key: row[key] for key in ("accuracy", "interval", "problems")}
+                         for name, row in accuracy.items()}}
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -206,6 +221,7 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
                     [[name, stage["seconds"], stage["command"] or ""] for name, stage in summary["stages"].items()])
     search = _table(["", "value"], [[key, f"{value:.2f}" if isinstance(value, float) else value]
                                     for key, value in summary["search"].items()])
+    pair = _paired_table(summary)
     legend = " ".join(f'<span class="move" style="background:{MOVE_COLOURS[move]}">{move.value}</span>' for move in Move)
     frames = "".join(f"<h3>{html.escape(tree.question)}</h3><iframe srcdoc=\"{html.escape(render_tree_page(tree))}\">"
                      "</iframe>" for tree in trees)
@@ -218,7 +234,7 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
 {summary['total_seconds'] / 60:.1f} minutes. Accuracy is greedy (or tree-search) accuracy on held-out problems;
 "answers stated" counts answers given in the taught format (<code>\\boxed{{}}</code> or an <code>&lt;output&gt;</code>
 step), which separates format from skill.</p>
-<h2>Accuracy per stage</h2>{accuracy}{figures.get('accuracy', '')}
+<h2>Accuracy per stage</h2>{accuracy}{figures.get('accuracy', '')}{pair}
 <h2>RL: reward and KL per step</h2>{figures.get('rl', '<p>no RL steps yet</p>')}
 <h2>Accuracy against inference-time rollouts</h2>{figures.get('rollouts', '<p>not run</p>')}
 <h2>Functional tokens: steps of each move per answer</h2>{moves}
@@ -227,6 +243,25 @@ step), which separates format from skill.</p>
 <h2>Stages, wall time and how to re-run each</h2>{stages}
 </body></html>
 """
+
+
+def _paired_table(summary: dict[str, Any]) -> str:
+    """Both runs of the functional-token ablation side by side, when the pair has run."""
+    pair = summary.get("paired_run")
+    if not pair:
+        return ""
+    with_tokens = not pair["functional_tokens"]
+    names = ("functional tokens", "tags as plain text") if with_tokens else ("tags as plain text", "functional tokens")
+    rows = [[name, _accuracy_cell(row), _accuracy_cell(pair["accuracy"].get(name))]
+            for name, row in summary["accuracy"].items()]
+    return (f"<h3>Ablation: functional tokens against the same tags as plain text</h3><p>Pair run: "
+            f"<code>{html.escape(pair['run'])}</code></p>" + _table(["stage", f"this run ({names[0]})", names[1]], rows))
+
+
+def _accuracy_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "not run"
+    return f"{row['accuracy']:.1%} ({row['interval'][0]:.1%} - {row['interval'][1]:.1%})"
 
 
 def write_report(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:

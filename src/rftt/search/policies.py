@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from rftt.engine.base import Engine
 from rftt.engine.types import Completion, Prompt, SamplingParams, StreamRequest
@@ -24,6 +24,9 @@ from rftt.prompts import get_template
 from rftt.search.tree import Node, Tree
 from rftt.tokens import Move, legal_next_moves
 from rftt.verify.extract import extract_answer
+
+if TYPE_CHECKING:
+    from rftt.tokens.vocabulary import StepTags
 
 PHASE_ONE_MOVES = (Move.CLARIFY, Move.ANALYZE, Move.SUBQUESTION, Move.NEXT_STEP, Move.DIRECT_ANSWER, Move.OUTPUT)
 ANSWERING_MOVES = (Move.NEXT_STEP, Move.DIRECT_ANSWER)
@@ -203,11 +206,12 @@ class PromptedPolicy(EngineWriter):
 
 @dataclass
 class TokenGuidedPolicy(EngineWriter):
-    """Phase 2 and inference: the policy ranks moves by its next-token probabilities and writes them itself."""
+    """Phase 2 and inference: the policy ranks moves by the probability of their opening tags after the trace
+    and writes each step itself (`step_tags`: functional tokens, or the same tags as text for the ablation)."""
 
     engine: Engine
     tokenizer: Any
-    functional_tokens: Any
+    step_tags: StepTags
     template: str = "functional"
     temperature: float = 0.1
     top_p: float = 0.95
@@ -226,8 +230,8 @@ class TokenGuidedPolicy(EngineWriter):
     def moves_and_priors(self, requests: Sequence[tuple[Tree, Node]]) -> list[list[tuple[Move, float]]]:
         legal = [legal_next_moves(node.move) for _, node in requests]
         union = sorted({move for moves in legal for move in moves}, key=list(Move).index)
-        candidates = [self.functional_tokens.opening_ids[move] for move in union]
-        logprobs = self.engine.next_token_logprobs([self.prefix_ids(*request) for request in requests], candidates)
+        logprobs = self.step_tags.opening_logprobs(self.engine.next_token_logprobs,
+                                                   [self.prefix_ids(*request) for request in requests], union)
         slots = []
         for moves, row in zip(legal, logprobs):
             scores = {move: row[union.index(move)] for move in moves}
@@ -241,24 +245,24 @@ class TokenGuidedPolicy(EngineWriter):
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=max(self.max_tokens.values()),
-                              stop_token_ids=tuple(self.functional_tokens.all_ids), seed=self.seed)
+                              seed=self.seed, **self.step_tags.stops())
 
     def step_prompt(self, tree: Tree, node: Node) -> list[int]:
-        return self.prefix_ids(tree, node) + [self.functional_tokens.opening_ids[node.move]]
+        return self.prefix_ids(tree, node) + self.step_tags.opening(node.move)
 
     def written_step(self, node: Node, completion: Completion) -> WrittenStep:
-        """The step as token ids. A step ends at any functional token: one closed by any closing tag, or cut short
+        """The step as token ids. A step ends at any step tag: one closed by any closing tag, or cut short
         by an opening tag (the model wants a new step; the search decides which), or at the length limit, is
         closed with its own closing tag; a step in which the model ended its answer keeps the end-of-sequence
         token, unclosed."""
-        move = node.move
-        opening = self.functional_tokens.opening_ids[move]
-        ended = completion.finish_reason == "stop" and completion.stop_reason not in self.functional_tokens.all_ids
-        content_ids = list(completion.token_ids[:-1] if completion.finish_reason == "stop" else completion.token_ids)
+        tags, move = self.step_tags, node.move
+        stop_reason = completion.stop_reason if completion.finish_reason == "stop" else None
+        ended = stop_reason is not None and not tags.ends_step(stop_reason)
+        content_ids = tags.content_ids(completion.text, completion.token_ids, stop_reason, self.tokenizer)
         if ended:
-            token_ids = [opening, *completion.token_ids]
+            token_ids = [*tags.opening(move), *completion.token_ids]
         else:
-            token_ids = [opening, *content_ids, self.functional_tokens.closing_ids[move]]
+            token_ids = [*tags.opening(move), *content_ids, *tags.closing(move)]
         content = self.tokenizer.decode(content_ids, skip_special_tokens=False)
         return WrittenStep(content, token_ids, len(completion.token_ids), ended=ended,
                            truncated=completion.finish_reason == "length")

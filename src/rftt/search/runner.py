@@ -20,7 +20,7 @@ from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
-from rftt.models import DEFAULT_MODEL
+from rftt.models import DEFAULT_MODEL, recorded_step_tags
 from rftt.prompts import get_template
 from rftt.search.export import ExportConfig, export_training_data
 from rftt.search.mcts import SearchConfig, TreeSearch
@@ -125,8 +125,9 @@ def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
     else:
         from rftt.tokens import add_functional_tokens
 
-        tokens = add_functional_tokens(getattr(engine, "model", None), tokenizer)
-        policy = TokenGuidedPolicy(engine, tokenizer, tokens, temperature=config.temperature, seed=config.search.seed)
+        tags = recorded_step_tags(config.model, tokenizer) or add_functional_tokens(getattr(engine, "model", None),
+                                                                                   tokenizer)
+        policy = TokenGuidedPolicy(engine, tokenizer, tags, temperature=config.temperature, seed=config.search.seed)
     rewards = config.process_rewards
     scorer = OutcomeScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight)
     return TreeSearch(policy, scorer, config.search)

@@ -1,4 +1,5 @@
-"""Functional tokens: the eight reasoning moves as vocabulary, their grammar, and trace parsing.
+"""Functional tokens: the eight reasoning moves as vocabulary (or, for the ablation, as text tags), their
+grammar, and trace parsing.
 
 The vocabulary half needs torch and transformers; it is imported on first use, so that
 the grammar and the text parser stay cheap to import (the verifier's workers use them).
@@ -20,15 +21,17 @@ from rftt.tokens.moves import (
     parse_move,
 )
 from rftt.tokens.steps import Step, StepSpan, moves_of, parse_steps, render_steps
+from rftt.tokens.text_tags import TextTags
 
 _VOCABULARY_NAMES = (
     "FUNCTIONAL_TOKENS_FILE",
     "FunctionalTokenError",
     "FunctionalTokens",
+    "StepTags",
     "add_functional_tokens",
     "initialise_embeddings",
-    "load_functional_tokens",
-    "save_functional_tokens",
+    "load_step_tags",
+    "save_step_tags",
 )
 
 
@@ -43,6 +46,7 @@ __all__ = [
     "LEGAL_NEXT_MOVES",
     "MOVE_DESCRIPTIONS",
     "TERMINAL_MOVES",
+    "TextTags",
     "Move",
     "Step",
     "StepSpan",

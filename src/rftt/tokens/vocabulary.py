@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from tokenizers import AddedToken
@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rftt.errors import RfttError
 from rftt.tokens.moves import Move
 from rftt.tokens.steps import Step, StepSpan, Tag, assemble_spans
+from rftt.tokens.text_tags import NextTokenLogprobs, TextTags
 
 FUNCTIONAL_TOKENS_FILE = "functional_tokens.json"
 _FILE_FORMAT_VERSION = 1
@@ -47,6 +48,7 @@ class FunctionalTokens:
 
     opening_ids: dict[Move, int]
     closing_ids: dict[Move, int]
+    kind = "functional_tokens"
 
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase, moves: Iterable[Move] = tuple(Move)) -> "FunctionalTokens":
@@ -64,6 +66,33 @@ class FunctionalTokens:
     @property
     def all_ids(self) -> list[int]:
         return [*self.opening_ids.values(), *self.closing_ids.values()]
+
+    def opening(self, move: Move) -> list[int]:
+        return [self.opening_ids[move]]
+
+    def closing(self, move: Move) -> list[int]:
+        return [self.closing_ids[move]]
+
+    def stops(self) -> dict[str, tuple]:
+        """Sampling settings that end a step at any functional token: their ids as stop ids."""
+        return {"stop_token_ids": tuple(self.all_ids)}
+
+    def ends_step(self, stop_reason: str | int | None) -> bool:
+        """Whether a completion stopped at a functional token (not at the end of the answer or the length limit)."""
+        return stop_reason in self.all_ids
+
+    def content_ids(self, text: str, token_ids: Sequence[int], stop_reason: str | int | None, tokenizer: Any) -> list[int]:
+        """A step's content ids: the completion without the token that stopped it."""
+        return list(token_ids[:-1] if stop_reason is not None else token_ids)
+
+    def encode_trace(self, text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """Token ids of a trace (each tag is one special token, so the tokenizer never merges across it)."""
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    def opening_logprobs(self, next_token_logprobs: NextTokenLogprobs, prefixes: Sequence[list[int]],
+                         moves: Sequence[Move]) -> list[list[float]]:
+        """For each prefix, the log-probability of each move's opening token as the next token."""
+        return next_token_logprobs(list(prefixes), [self.opening_ids[move] for move in moves])
 
     def tag_of(self, token_id: int) -> Tag | None:
         """The tag a token id stands for, or None for an ordinary token."""
@@ -90,6 +119,7 @@ class FunctionalTokens:
     def to_json(self) -> dict:
         return {
             "format_version": _FILE_FORMAT_VERSION,
+            "kind": self.kind,
             "moves": {
                 move.value: {
                     "opening": move.opening_tag,
@@ -170,23 +200,32 @@ def initialise_embeddings(
                     matrix[token_id] = matrix[word_ids].mean(dim=0)
 
 
-def save_functional_tokens(directory: str | Path, tokens: FunctionalTokens) -> Path:
-    """Record the functional tokens and their ids next to a checkpoint's tokenizer."""
+StepTags = FunctionalTokens | TextTags
+"""How a trace marks its steps: functional tokens (vocabulary entries), or the same tags as ordinary text."""
+
+
+def save_step_tags(directory: str | Path, tags: StepTags) -> Path:
+    """Record a checkpoint's step tags (the functional tokens and their ids, or that tags are text)."""
     path = Path(directory) / FUNCTIONAL_TOKENS_FILE
-    path.write_text(json.dumps(tokens.to_json(), indent=2) + "\n")
+    path.write_text(json.dumps(tags.to_json(), indent=2) + "\n")
     return path
 
 
-def load_functional_tokens(directory: str | Path, tokenizer: PreTrainedTokenizerBase) -> FunctionalTokens | None:
-    """The functional tokens a checkpoint recorded, checked against its tokenizer; None if it has none."""
+def load_step_tags(directory: str | Path, tokenizer: PreTrainedTokenizerBase) -> StepTags | None:
+    """The step tags a checkpoint recorded, checked against its tokenizer; None if it recorded none."""
     path = Path(directory) / FUNCTIONAL_TOKENS_FILE
     if not path.exists():
         return None
     try:
-        recorded = json.loads(path.read_text())["moves"]
+        record = json.loads(path.read_text())
+        recorded, kind = record["moves"], record.get("kind", FunctionalTokens.kind)
         moves = [Move(name) for name in recorded]
-    except (ValueError, KeyError, TypeError) as error:
-        raise FunctionalTokenError(f"{path}: not a functional-token record ({error})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise FunctionalTokenError(f"{path}: not a step-tag record ({error})") from None
+    if kind == TextTags.kind:
+        return _text_tags(path, tokenizer, moves)
+    if kind != FunctionalTokens.kind:
+        raise FunctionalTokenError(f"{path}: field kind: {kind!r} is not {FunctionalTokens.kind!r} or {TextTags.kind!r}")
     tokens = FunctionalTokens.from_tokenizer(tokenizer, moves)
     for move in moves:
         expected = (recorded[move.value].get("opening_id"), recorded[move.value].get("closing_id"))
@@ -196,3 +235,13 @@ def load_functional_tokens(directory: str | Path, tokenizer: PreTrainedTokenizer
                 f"{path}: field moves.{move.value}: recorded ids {expected} but the tokenizer gives {actual}"
             )
     return tokens
+
+
+def _text_tags(path: Path, tokenizer: PreTrainedTokenizerBase, moves: Sequence[Move]) -> TextTags:
+    """Text tags, refused when the tokenizer holds the tags as tokens (the record and the tokenizer disagree)."""
+    added = tokenizer.get_added_vocab()
+    as_tokens = [tag for move in moves for tag in (move.opening_tag, move.closing_tag) if tag in added]
+    if as_tokens:
+        raise FunctionalTokenError(f"{path}: field kind: the record says the tags are text, but the tokenizer "
+                                   f"has {as_tokens[:3]} as tokens")
+    return TextTags.from_tokenizer(tokenizer, moves)

@@ -29,21 +29,29 @@ class MetricsLog:
     """Appends each step's metrics to the JSONL file and to TensorBoard; on resume, first drops what was
     logged for the steps that will run again (the JSONL lines, and TensorBoard's events by purge step)."""
 
-    def __init__(self, folder: Path, resume_step: int = 0):
+    def __init__(self, folder: Path, resume_step: int = 0, saved_metrics: dict[str, Any] | None = None):
+        """`saved_metrics`: the log line the resumed checkpoint kept, written again if the log lacks it."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = folder / LOG_FILE
+        kept: list[dict[str, Any]] = []
         if resume_step and self.path.exists():
-            kept = [record for record in read_records(self.path) if record["step"] < resume_step]
+            kept = [record for record in read_records(self.path, repair=True) if record["step"] < resume_step]
             self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
-        self.writer = SummaryWriter(str(folder / TENSORBOARD_FOLDER), purge_step=resume_step + 1 if resume_step else None)
+        rewrite = saved_metrics is not None and saved_metrics["step"] not in {record["step"] for record in kept}
+        first_dropped = (resume_step if rewrite else resume_step + 1) if resume_step else None  # in TensorBoard's steps
+        self.writer = SummaryWriter(str(folder / TENSORBOARD_FOLDER), purge_step=first_dropped)
+        if rewrite:
+            self.write(saved_metrics)
 
     def write(self, metrics: dict[str, Any]) -> None:
-        with self.path.open("a") as file:
-            file.write(json.dumps(metrics) + "\n")
+        """TensorBoard first, the JSONL line last: a run killed in between has the step in neither record of it
+        that a resume trusts (the JSONL line), so the resumed run logs it again instead of losing its scalars."""
         for name, value in scalars(metrics).items():
             self.writer.add_scalar(name, value, global_step=metrics["step"] + 1)
         self.writer.flush()
+        with self.path.open("a") as file:
+            file.write(json.dumps(metrics) + "\n")
 
     def close(self) -> None:
         self.writer.close()

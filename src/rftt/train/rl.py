@@ -25,10 +25,10 @@ from rftt.config import to_dict
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import SamplingParams
-from rftt.models import DEFAULT_MODEL, load_model
+from rftt.models import DEFAULT_MODEL, load_model, recorded_step_tags
 from rftt.prompts import get_template
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
-from rftt.tokens import FunctionalTokenError, FunctionalTokens
+from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
 from rftt.train.metrics_log import MetricsLog
 from rftt.train.rl_model import (
     ReferenceModel,
@@ -41,7 +41,7 @@ from rftt.train.rl_model import (
     hidden_size,
     micro_batch_share,
 )
-from rftt.train.rl_state import checkpoints, load_training_state, save_checkpoint, save_model_folder
+from rftt.train.rl_state import checkpoint_metrics, checkpoints, load_training_state, save_checkpoint, save_model_folder
 from rftt.train.rl_steps import PHASES, PhaseTimer, problems_for_step, step_seed
 from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
 from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
@@ -106,7 +106,7 @@ class RLTrainer:
         torch.manual_seed(config.seed)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         model, self.tokenizer = load_model(config.model, dtype=torch.float32)
-        self.tokens = self._functional_tokens()
+        self.tokens = self._step_tags()
         self.policy = apply_lora(model, config.lora, []) if config.lora else model
         self.reference = ReferenceModel(self.policy, uses_lora=config.lora is not None)
         self.value_head = ValueHead(hidden_size(model)) if config.critic == "shared" else None
@@ -122,14 +122,19 @@ class RLTrainer:
         self.engine = HFEngine(self.policy, self.tokenizer, prefix_cache_mib=config.prefix_cache_mib)
         self.problems = list(load_problems(config.dataset))
         self.dev_problems = list(load_problems(config.dev)) if config.dev else []
-        self.start_step = 0
+        self.start_step, saved_metrics = 0, None
         if config.resume and checkpoints(self.output / "checkpoints"):
             latest = self.output / "checkpoints" / f"step-{checkpoints(self.output / 'checkpoints')[-1]}"
             self.start_step = load_training_state(latest, self.policy, self.value_head, self.optimizer,
                                                   self.scheduler) + 1
-        self.log = MetricsLog(self.output, self.start_step) if self.accelerator.is_main_process else None
+            saved_metrics = checkpoint_metrics(latest)
+        self.log = MetricsLog(self.output, self.start_step, saved_metrics) if self.accelerator.is_main_process else None
 
-    def _functional_tokens(self) -> FunctionalTokens | None:
+    def _step_tags(self) -> StepTags | None:
+        """The warm-up checkpoint's step tags (functional tokens, or text tags for the ablation)."""
+        recorded = recorded_step_tags(self.config.model, self.tokenizer)
+        if recorded is not None:
+            return recorded
         try:
             return FunctionalTokens.from_tokenizer(self.tokenizer)
         except FunctionalTokenError:
@@ -234,12 +239,17 @@ class RLTrainer:
             with timer.phase("checkpoint"):
                 save_checkpoint(self.output / "checkpoints", step, self.policy, self.tokenizer, self.tokens,
                                 self.value_head, self.optimizer, self.scheduler, self._record(),
-                                config.keep_checkpoints)
-        metrics["seconds"] = {phase: round(timer.seconds.get(phase, 0.0), 3) for phase in PHASES}
-        metrics["step_seconds"] = round(sum(timer.seconds.values()), 3)
+                                config.keep_checkpoints, metrics=self._timed(metrics, timer))
+        metrics = self._timed(metrics, timer)
         if self.log is not None:
             self.log.write(metrics)
         return metrics
+
+    @staticmethod
+    def _timed(metrics: dict[str, Any], timer: PhaseTimer) -> dict[str, Any]:
+        """The step's metrics with the seconds of each phase so far."""
+        return {**metrics, "seconds": {phase: round(timer.seconds.get(phase, 0.0), 3) for phase in PHASES},
+                "step_seconds": round(sum(timer.seconds.values()), 3)}
 
     def advantages(self, rewards: torch.Tensor, mask: torch.Tensor, values: torch.Tensor | None,
                    groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,10 +18,11 @@ import numpy
 import torch
 
 from rftt.models import RFTT_CONFIG_FILE
-from rftt.tokens import FunctionalTokens, save_functional_tokens
+from rftt.tokens import StepTags, save_step_tags
 
 STATE_FILE = "training_state.pt"
 VALUE_HEAD_FILE = "value_head.pt"
+METRICS_FILE = "step_metrics.json"
 _STEP_FOLDER = re.compile(r"^step-(\d+)$")
 
 
@@ -35,27 +36,30 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_model_folder(folder: Path, model: Any, tokenizer: Any, tokens: FunctionalTokens | None,
+def save_model_folder(folder: Path, model: Any, tokenizer: Any, tokens: StepTags | None,
                       value_head: torch.nn.Module | None, record: dict[str, Any]) -> None:
-    """A Hugging Face checkpoint (model or adapter, tokenizer, functional tokens, critic, config record)."""
+    """A Hugging Face checkpoint (model or adapter, tokenizer, step tags, critic, config record)."""
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     if tokens is not None:
-        save_functional_tokens(folder, tokens)
+        save_step_tags(folder, tokens)
     if value_head is not None:
         torch.save(value_head.state_dict(), folder / VALUE_HEAD_FILE)
     (folder / RFTT_CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
-def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, tokens: FunctionalTokens | None,
+def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, tokens: StepTags | None,
                     value_head: torch.nn.Module | None, optimizer: Any, scheduler: Any, record: dict[str, Any],
-                    keep: int) -> Path:
-    """Write `root/step-N` atomically and keep only the newest `keep` checkpoints."""
+                    keep: int, metrics: dict[str, Any] | None = None) -> Path:
+    """Write `root/step-N` atomically and keep only the newest `keep` checkpoints. `metrics`, the step's log
+    line, is kept beside it, so a run killed after the save but before its log line was written keeps it."""
     final = root / f"step-{step}"
     partial = root / f".partial-step-{step}"
     shutil.rmtree(partial, ignore_errors=True)
     save_model_folder(partial, model, tokenizer, tokens, value_head, record)
+    if metrics is not None:
+        (partial / METRICS_FILE).write_text(json.dumps(metrics, default=str) + "\n")
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": rng_state()}, partial / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
@@ -63,6 +67,12 @@ def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, tokens: F
     for old in sorted(checkpoints(root))[:-keep]:
         shutil.rmtree(root / f"step-{old}", ignore_errors=True)
     return final
+
+
+def checkpoint_metrics(folder: Path) -> dict[str, Any] | None:
+    """The log line of the step a checkpoint was saved at, if it recorded one."""
+    path = folder / METRICS_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def checkpoints(root: Path) -> list[int]:

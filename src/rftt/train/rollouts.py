@@ -21,7 +21,7 @@ from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import TokenGuidedPolicy
 from rftt.search.process_rewards import tree_value_rewards
 from rftt.search.scoring import OutcomeScorer
-from rftt.tokens import FunctionalTokens, Move
+from rftt.tokens import Move, StepTags
 from rftt.verify import Outcome
 from rftt.verify.judge import AnswerFormat, judge
 
@@ -66,7 +66,7 @@ class TrajectoryBatch:
         return Counter(move for moves in self.moves for move in moves)
 
 
-def _step_ends(response: Sequence[int], tokens: FunctionalTokens | None) -> tuple[list[int], list[str]]:
+def _step_ends(response: Sequence[int], tokens: StepTags | None) -> tuple[list[int], list[str]]:
     """Positions of the tokens that close steps, and the moves of those steps."""
     if tokens is None:
         return [], []
@@ -76,7 +76,7 @@ def _step_ends(response: Sequence[int], tokens: FunctionalTokens | None) -> tupl
 
 
 def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], config: RolloutConfig,
-                      seed: int, tokens: FunctionalTokens | None) -> TrajectoryBatch:
+                      seed: int, tokens: StepTags | None) -> TrajectoryBatch:
     """`samples_per_prompt` sampled completions per problem, verified against the gold answers."""
     template = get_template(config.template)
     prompts = [tokenizer.encode(template.render(problem.question, tokenizer), add_special_tokens=False)
@@ -102,7 +102,7 @@ def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem
 
 
 def tree_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], config: RolloutConfig, seed: int,
-                  tokens: FunctionalTokens) -> TrajectoryBatch:
+                  tokens: StepTags) -> TrajectoryBatch:
     """One trajectory per rollout of a token-guided search; step scores are the tree's node values."""
     policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.temperature,
                                top_p=config.top_p, seed=seed, max_tokens={move: config.step_max_tokens for move in Move})

@@ -27,7 +27,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from rftt.config import to_dict
 from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
-from rftt.tokens import FunctionalTokens, add_functional_tokens, save_functional_tokens
+from rftt.tokens import FunctionalTokens, StepTags, TextTags, add_functional_tokens, save_step_tags
 from rftt.train.sft_data import (
     DataReport,
     SFTCollator,
@@ -56,10 +56,12 @@ class LoraSettings:
 class SFTConfig:
     """One warm-up run. Re-running with `resume=True` continues from its last checkpoint.
     `functional_token_step_multiplier`: full fine-tuning takes steps this many times larger for the functional
-    tokens' embedding rows (see `LargerStepsForNewRows`); 1 turns it off."""
+    tokens' embedding rows (see `LargerStepsForNewRows`); 1 turns it off. `functional_tokens: false` keeps the
+    step tags of the functional style as ordinary text (the ablation; see `rftt.tokens.text_tags`)."""
 
     model: str = DEFAULT_MODEL
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
+    functional_tokens: bool = True
     lora: LoraSettings | None = None
     learning_rate: float = 2e-5
     functional_token_step_multiplier: float = 10.0
@@ -195,11 +197,13 @@ def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, h
     )
 
 
-def _prepare_data(config: SFTConfig, tokenizer: Any, report: DataReport) -> tuple[list[Any], list[Any]]:
+def _prepare_data(config: SFTConfig, tokenizer: Any, report: DataReport,
+                  tags: StepTags | None) -> tuple[list[Any], list[Any]]:
     examples = load_examples(config.data, report)
     train, dev = split_dev(examples, config.data.dev_fraction, config.data.dev_max)
-    train_rows: list[Any] = tokenize(train, tokenizer, config.data, report)
-    dev_rows: list[Any] = tokenize(dev, tokenizer, config.data, DataReport())
+    encode = (lambda text: tags.encode_trace(text, tokenizer)) if tags is not None else None
+    train_rows: list[Any] = tokenize(train, tokenizer, config.data, report, encode)
+    dev_rows: list[Any] = tokenize(dev, tokenizer, config.data, DataReport(), encode)
     if config.data.packing:
         train_rows = pack(train_rows, config.data.max_length)
         dev_rows = pack(dev_rows, config.data.max_length)
@@ -229,14 +233,17 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_model(config.model, dtype=torch.float32)
-    tokens: FunctionalTokens | None = None
+    tags: StepTags | None = None
     new_token_ids: list[int] = []
-    if config.data.style == "functional":
+    if config.data.style == "functional" and config.functional_tokens:
         before = len(tokenizer)
-        tokens = add_functional_tokens(model, tokenizer)
-        new_token_ids = [token_id for token_id in tokens.all_ids if token_id >= before]
+        tags = add_functional_tokens(model, tokenizer)
+        new_token_ids = [token_id for token_id in tags.all_ids if token_id >= before]
+    elif config.data.style == "functional":
+        tags = TextTags.from_tokenizer(tokenizer)
+    tokens = tags if isinstance(tags, FunctionalTokens) else None
     report = DataReport()
-    train_rows, dev_rows = _prepare_data(config, tokenizer, report)
+    train_rows, dev_rows = _prepare_data(config, tokenizer, report, tags)
     if not train_rows:
         source = config.data.path or (config.data.dataset.name if config.data.dataset else "sft data")
         raise DataError(str(source), None, None, f"no training examples left ({report}); for search data, the "
@@ -263,17 +270,17 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     if dev_rows:
         summary["dev_loss"] = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():
-        _save_final(trainer, tokenizer, tokens, config, output / FINAL_FOLDER, summary, report)
+        _save_final(trainer, tokenizer, tags, config, output / FINAL_FOLDER, summary, report)
     return summary
 
 
-def _save_final(trainer: Trainer, tokenizer: Any, tokens: FunctionalTokens | None, config: SFTConfig, folder: Path,
+def _save_final(trainer: Trainer, tokenizer: Any, tags: StepTags | None, config: SFTConfig, folder: Path,
                 summary: dict[str, Any], report: DataReport) -> None:
-    """The final checkpoint: weights (or adapter), tokenizer, functional tokens, config and summary."""
+    """The final checkpoint: weights (or adapter), tokenizer, step tags, config and summary."""
     trainer.save_model(str(folder))
     tokenizer.save_pretrained(folder)
-    if tokens is not None:
-        save_functional_tokens(folder, tokens)
+    if tags is not None:
+        save_step_tags(folder, tags)
     record = {"stage": "sft", "base_model": config.model, "config": to_dict(config), "summary": summary,
               "skipped_records": report.skipped[:50]}
     (folder / RFTT_CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -11,7 +11,7 @@ configured, fails the run or is skipped and counted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 
@@ -139,14 +139,16 @@ class TokenizedExample:
     labels: list[int]
 
 
-def tokenize(examples: Sequence[SFTExample], tokenizer: Any, config: SFTDataConfig,
-             report: DataReport) -> list[TokenizedExample]:
-    """Prompt (masked) + response + end-of-sequence token; over-long examples truncated or dropped."""
+def tokenize(examples: Sequence[SFTExample], tokenizer: Any, config: SFTDataConfig, report: DataReport,
+             encode_response: Callable[[str], list[int]] | None = None) -> list[TokenizedExample]:
+    """Prompt (masked) + response + end-of-sequence token; over-long examples truncated or dropped.
+    `encode_response` encodes a response (text step tags are encoded tag by tag); default: the tokenizer."""
     template = get_template(config.template_name())
+    encode = encode_response or (lambda text: tokenizer.encode(text, add_special_tokens=False))
     tokenized = []
     for example in examples:
         prompt = tokenizer.encode(template.render(example.question, tokenizer), add_special_tokens=False)
-        response = tokenizer.encode(example.response, add_special_tokens=False) + [tokenizer.eos_token_id]
+        response = encode(example.response) + [tokenizer.eos_token_id]
         if len(prompt) + len(response) > config.max_length:
             if config.overlong == "drop" or len(prompt) >= config.max_length:
                 report.dropped_overlong += 1
