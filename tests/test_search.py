@@ -285,6 +285,18 @@ def test_token_guided_search_with_text_tags_writes_steps_their_spans_find_again(
         assert sum(priors) == pytest.approx(1.0) and len(set(priors)) > 1
 
 
+def test_max_children_keeps_the_moves_with_the_highest_priors(tiny_model, chat_tokenizer):
+    tokens = add_functional_tokens(tiny_model, chat_tokenizer)
+    engine = make_engine("hf", model=tiny_model.eval(), tokenizer=chat_tokenizer)
+    tree = Tree("p", "What is 2 + 3?", "5")
+    step = tree.add_child(tree.root, Move.NEXT_STEP, 1.0)
+    requests = [(tree, tree.root), (tree, step)]
+    every = TokenGuidedPolicy(engine, chat_tokenizer, tokens).moves_and_priors(requests)
+    top_two = TokenGuidedPolicy(engine, chat_tokenizer, tokens, max_children=2).moves_and_priors(requests)
+    for all_slots, kept in zip(every, top_two):
+        assert len(all_slots) > 2 and kept == sorted(all_slots, key=lambda slot: -slot[1])[:2]
+
+
 def test_a_text_tag_step_stopped_at_a_tag_is_its_text_closed_with_its_own_tag(tiny_model, chat_tokenizer):
     from rftt.engine.types import Completion
 

@@ -47,7 +47,9 @@ _SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output
 class EvalConfig:
     """One evaluation run. `output_dir` holds its files; re-running the same config resumes it.
     `last_number_fallback: false` counts only answers the model states (`\\boxed{}`, `<output>`, "the answer
-    is"), so the extraction rate measures format and accuracy among extracted answers measures skill."""
+    is"), so the extraction rate measures format and accuracy among extracted answers measures skill.
+    `tree_max_children`: in tree search, only the moves with the highest priors get child slots (all legal
+    moves when unset)."""
 
     model: str = "smollm2-135m-instruct"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -63,6 +65,7 @@ class EvalConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     tree_rollouts: tuple[int, ...] = (1, 4, 16)
     tree_temperature: float = 0.1
+    tree_max_children: int | None = None
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior"))
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
     reranker: str | None = None
@@ -176,6 +179,7 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     tags = recorded_step_tags(config.model, tokenizer) or add_functional_tokens(getattr(engine, "model", None),
                                                                                tokenizer)
     policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, temperature=config.tree_temperature,
+                               max_children=config.tree_max_children,
                                seed=config.seed, max_tokens={move: config.max_new_tokens for move in Move})
     rewards = config.process_rewards
     scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight,
