@@ -252,7 +252,7 @@ def _paired_table(summary: dict[str, Any]) -> str:
         return ""
     with_tokens = not pair["functional_tokens"]
     names = ("functional tokens", "tags as plain text") if with_tokens else ("tags as plain text", "functional tokens")
-    rows = [[name, _accuracy_cell(row), _accuracy_cell(pair["accuracy"].get(name))]
+    rows = [[row["stage"], _accuracy_cell(row), _accuracy_cell(pair["accuracy"].get(name))]
             for name, row in summary["accuracy"].items()]
     return (f"<h3>Ablation: functional tokens against the same tags as plain text</h3><p>Pair run: "
             f"<code>{html.escape(pair['run'])}</code></p>" + _table(["stage", f"this run ({names[0]})", names[1]], rows))
