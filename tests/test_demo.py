@@ -132,6 +132,17 @@ def test_a_run_folder_refuses_other_settings(finished_run, capsys):
     assert "other settings" in capsys.readouterr().err
 
 
+def test_a_run_folder_from_an_older_version_or_given_by_a_relative_path_continues(finished_run, monkeypatch):
+    config, summary, run = finished_run
+    saved_path = run / "demo_config.json"
+    saved = json.loads(saved_path.read_text())
+    del saved["functional_tokens"], saved["rl"]["rollout"]["max_children"]  # settings added after the run began
+    saved_path.write_text(json.dumps(saved))
+    monkeypatch.chdir(run.parent)
+    relative = replace(config, model=Path(config.model).name, output_dir=run.name)
+    assert run_demo(relative)["accuracy"] == summary["accuracy"]
+
+
 def test_task_flag_uses_a_benchmarks_train_and_test_splits():
     flags = task_flags("gsm8k")
     assert flags["task"]["split"] == "train" and flags["held_out"]["split"] == "test"

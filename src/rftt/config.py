@@ -145,6 +145,20 @@ def with_defaults(cls: type, saved: Mapping[str, Any]) -> dict[str, Any]:
     return _merge(to_dict(cls()), saved)
 
 
+def with_resolved_paths(settings: dict[str, Any], dotted_keys: Sequence[str]) -> dict[str, Any]:
+    """Settings with the values at `dotted_keys` (`model`, `dataset.path`) made absolute where they name local
+    files, so that `../data` and `/work/data` name the same run when a run folder checks its settings."""
+    resolved = dict(settings)
+    for dotted in dotted_keys:
+        head, _, rest = dotted.partition(".")
+        value = resolved.get(head)
+        if rest and isinstance(value, dict):
+            resolved[head] = with_resolved_paths(value, [rest])
+        elif not rest and isinstance(value, str) and Path(value).exists():
+            resolved[head] = str(Path(value).resolve())
+    return resolved
+
+
 def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(into.get(key), dict):

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from rftt.config import ConfigError, load_config, to_dict
+from rftt.config import ConfigError, load_config, to_dict, with_defaults, with_resolved_paths
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.data.benchmarks import BENCHMARKS
 from rftt.evaluate import EvalConfig, evaluate
@@ -45,6 +45,8 @@ ABLATION_SUFFIX = "-no-functional-tokens"
 STAGES_FILE = "stages.json"
 CONFIG_FILE = "demo_config.json"
 PROBLEM_FOLDER = "problems"
+DEMO_PATHS = ("model", "task.path", "held_out.path", "output_dir")
+"""Settings that name local files; a run folder compares them resolved, so a rerun from elsewhere continues."""
 
 
 @dataclass(frozen=True)
@@ -226,12 +228,13 @@ def _check_same_demo(run: Path, config: DemoConfig) -> None:
     path = run / CONFIG_FILE
     settings = to_dict(replace(config, output_dir=str(run)))
     if path.exists():
-        previous = json.loads(path.read_text())
-        changed = sorted(key for key in settings if previous.get(key) != settings[key])
+        previous = with_defaults(DemoConfig, json.loads(path.read_text()))
+        now, before = (with_resolved_paths(values, DEMO_PATHS) for values in (settings, previous))
+        changed = sorted(key for key in now if before.get(key) != now[key])
         if changed:
             raise ConfigError(f"{run} holds a demo run with other settings ({', '.join(changed)}); "
                               "use another --output-dir or delete it")
-    path.write_text(json.dumps(settings, indent=2) + "\n")
+    path.write_text(json.dumps(with_resolved_paths(settings, DEMO_PATHS), indent=2) + "\n")
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:

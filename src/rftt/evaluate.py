@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from rftt.config import ConfigError, to_dict, with_defaults
+from rftt.config import ConfigError, to_dict, with_defaults, with_resolved_paths
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
@@ -41,6 +41,7 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 _METHOD = re.compile(r"^(greedy|tree|(maj|rerank)@(\d+))$")
 _SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output_dir"})
+RUN_PATHS = ("model", "dataset.path")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
     settings = to_dict(config)
     if path.exists():
         previous = with_defaults(EvalConfig, json.loads(path.read_text()))
-        now, before = _with_resolved_paths(settings), _with_resolved_paths(previous)
+        now, before = (with_resolved_paths(values, RUN_PATHS) for values in (settings, previous))
         changed = sorted(key for key in now
                          if key not in _SETTINGS_THAT_MAY_CHANGE_ON_RESUME and before.get(key) != now[key])
         if changed:
@@ -106,18 +107,7 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
                 f"{output} holds a run with different settings ({', '.join(changed)}); "
                 "choose another output_dir or delete it"
             )
-    path.write_text(json.dumps(settings, indent=2) + "\n")
-
-
-def _with_resolved_paths(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings with the model and data given as absolute paths where they are local files, so that
-    `../data` and `/work/data` name the same run."""
-    def resolved(value: Any) -> Any:
-        return str(Path(value).resolve()) if isinstance(value, str) and Path(value).exists() else value
-
-    dataset = settings.get("dataset")
-    dataset = {**dataset, "path": resolved(dataset.get("path"))} if isinstance(dataset, dict) else dataset
-    return {**settings, "model": resolved(settings.get("model")), "dataset": dataset}
+    path.write_text(json.dumps(with_resolved_paths(settings, RUN_PATHS), indent=2) + "\n")
 
 
 def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float,
