@@ -110,6 +110,20 @@ def test_tree_evaluation_reports_accuracy_by_rollouts(tmp_path, checkpoint):
     assert all(len(record["completions"]) == 2 and set(record["by_rollouts"]) == {"1", "2"} for record in records)
 
 
+def test_tree_evaluation_steps_keep_within_their_own_token_limit(tmp_path, checkpoint):
+    from rftt.tokens import parse_steps
+
+    base = {"model": str(checkpoint), "method": "tree", "template": "functional", "max_new_tokens": 8,
+            "tree_step_max_tokens": 2, "tree_rollouts": [2], "output_dir": str(tmp_path / "tree-eval"),
+            "search": {"max_depth": 4}, "tree_temperature": 1.0,
+            "dataset": {"name": "json", "path": write_problems(tmp_path / "data.jsonl", 2), "fields": {"id": "key"}}}
+    evaluate(load_config(EvalConfig, base=base), progress=False)
+    records = read_records(tmp_path / "tree-eval" / "problems.jsonl")
+    for record in records:  # each step: an opening token, at most 2 written tokens, a closing token
+        for completion, tokens in zip(record["completions"], record["completion_tokens"]):
+            assert 0 < tokens <= 4 * len(parse_steps(completion))
+
+
 def test_hf_process_reward_model_places_one_score_per_step():
     tokenizer = build_tiny_tokenizer()
     model = build_tiny_model(len(tokenizer), seed=2).eval()

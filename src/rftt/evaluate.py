@@ -50,7 +50,7 @@ class EvalConfig:
     `last_number_fallback: false` counts only answers the model states (`\\boxed{}`, `<output>`, "the answer
     is"), so the extraction rate measures format and accuracy among extracted answers measures skill.
     `tree_max_children`: in tree search, only the moves with the highest priors get child slots (all legal
-    moves when unset)."""
+    moves when unset); `tree_step_max_tokens`: the longest step of a tree (default `max_new_tokens`)."""
 
     model: str = "smollm2-135m-instruct"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -67,6 +67,7 @@ class EvalConfig:
     tree_rollouts: tuple[int, ...] = (1, 4, 16)
     tree_temperature: float = 0.1
     tree_max_children: int | None = None
+    tree_step_max_tokens: int | None = None
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior"))
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
     reranker: str | None = None
@@ -170,7 +171,8 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
                                                                                tokenizer)
     policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, temperature=config.tree_temperature,
                                max_children=config.tree_max_children,
-                               seed=config.seed, max_tokens={move: config.max_new_tokens for move in Move})
+                               seed=config.seed, max_tokens={move: config.tree_step_max_tokens or config.max_new_tokens
+                                                             for move in Move})
     rewards = config.process_rewards
     scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight,
                                    last_number_fallback=config.last_number_fallback)
