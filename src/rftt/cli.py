@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=command_serve)
 
     demo = commands.add_parser("demo", help="the whole RFTT pipeline on the embedded model, with an HTML report")
-    demo.add_argument("--budget", default="default", help="default (about 25 CPU minutes) or small (about 5)")
+    demo.add_argument("--budget", default="default", help="default, or small: the same stages on fewer problems and steps")
     demo.add_argument("--task", help="any registered dataset (default: arithmetic); benchmarks use train/test")
     demo.add_argument("--model", help="start model: name, folder or hub id (default: the embedded model)")
     demo.add_argument("--seed", type=int, help="seed of every stage (the run folder gets a -seedN suffix)")
