@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import pytest
@@ -63,6 +64,16 @@ def test_decoding_passes_the_cache_by_the_name_the_model_takes(engine):
         warnings.simplefilter("error", FutureWarning)
         completions = engine.generate(PROMPTS[:2], SamplingParams(max_new_tokens=4))
     assert [len(samples[0].token_ids) for samples in completions] == [4, 4]
+
+
+def test_a_lora_wrapped_model_takes_the_cache_by_its_base_models_name(tiny_model):
+    from peft import LoraConfig, get_peft_model
+
+    from rftt.engine.hf import cache_keyword
+
+    wrapped = get_peft_model(tiny_model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert cache_keyword(wrapped) == cache_keyword(tiny_model)
+    assert "cache" not in inspect.signature(wrapped.forward).parameters  # the wrapper's own signature would mislead
 
 
 def test_token_id_prompts_equal_text_prompts(engine, tiny_tokenizer):

@@ -311,6 +311,36 @@ def test_a_text_tag_step_stopped_at_a_tag_is_its_text_closed_with_its_own_tag(ti
     assert step.content == "2 + 3 = 5." and not step.ended and step.generated_tokens == len(sampled)
 
 
+@pytest.mark.parametrize("kind", ["functional_tokens", "text"])
+def test_a_step_ended_by_end_of_sequence_without_a_stop_reason_ends_the_answer(tiny_model, chat_tokenizer, kind):
+    """vLLM and OpenAI-compatible servers report no stop reason for the end of sequence, only `stop`."""
+    from rftt.engine.types import Completion
+
+    tags = add_functional_tokens(tiny_model, chat_tokenizer) if kind == "functional_tokens" else TextTags.from_tokenizer(
+        chat_tokenizer)
+    policy = TokenGuidedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer, tags)
+    tree = Tree("p", "What is 2 + 3?", "5")
+    node = tree.add_child(tree.root, Move.DIRECT_ANSWER, 1.0)
+    sampled = [*chat_tokenizer.encode("2 + 3 = 5.", add_special_tokens=False), chat_tokenizer.eos_token_id]
+    step = policy.written_step(node, Completion("2 + 3 = 5.", sampled, [0.0] * len(sampled), "stop", None, 0))
+    assert step.ended and step.token_ids == [*tags.opening(Move.DIRECT_ANSWER), *sampled]
+    assert step.content == "2 + 3 = 5."
+
+
+def test_a_text_step_cut_by_the_length_limit_drops_a_half_written_tag(tiny_model, chat_tokenizer):
+    from rftt.engine.types import Completion
+
+    tags = TextTags.from_tokenizer(chat_tokenizer)
+    policy = TokenGuidedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer, tags)
+    tree = Tree("p", "What is 2 + 3?", "5")
+    node = tree.add_child(tree.root, Move.NEXT_STEP, 1.0)
+    sampled = chat_tokenizer.encode("2 < 3 and 2 + 3 = 5.</next_ste", add_special_tokens=False)
+    text = chat_tokenizer.decode(sampled)
+    step = policy.written_step(node, Completion(text, sampled, [0.0] * len(sampled), "length", None, 0))
+    assert step.content == "2 < 3 and 2 + 3 = 5." and step.truncated and not step.ended
+    assert step.token_ids[-len(tags.closing(Move.NEXT_STEP)):] == tags.closing(Move.NEXT_STEP)
+
+
 class RecordingEngine(HFEngine):
     """The real hf engine, keeping the requests each stream was fed."""
 

@@ -230,3 +230,17 @@ def test_without_functional_tokens_the_tags_stay_text_encoded_tag_by_tag(tmp_pat
     response = [label for label in row.labels if label != IGNORE_INDEX]
     assert response == tags.encode_trace(example.response, tokenizer) + [tokenizer.eos_token_id]
     assert [span.move for span in tags.step_spans(response)] == [Move.NEXT_STEP, Move.OUTPUT]
+
+
+def test_keeping_tags_text_is_refused_for_a_model_that_has_them_as_tokens(tmp_path):
+    from rftt.tokens import FunctionalTokenError, add_functional_tokens
+
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    model = build_tiny_model(len(tokenizer), seed=3)
+    add_functional_tokens(model, tokenizer)
+    model.save_pretrained(tmp_path / "with-tokens")
+    tokenizer.save_pretrained(tmp_path / "with-tokens")
+    data = write_sft_file(tmp_path / "sft.jsonl", 4)
+    with pytest.raises(FunctionalTokenError, match="config.functional_tokens"):
+        run_sft(sft_config(tmp_path / "with-tokens", data, tmp_path / "run", "max_steps=1", "functional_tokens=false"))

@@ -37,7 +37,8 @@ _REFILL_WHEN_FREE_FRACTION = 0.25
 def cache_keyword(model: PreTrainedModel) -> str:
     """The name the model's forward takes its KV cache by: `cache` in newer transformers (which deprecate
     `past_key_values` and will remove it), `past_key_values` in older ones."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a LoRA wrapper: its model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 class HFEngine(Engine):

@@ -256,9 +256,8 @@ class TokenGuidedPolicy(EngineWriter):
         closed with its own closing tag; a step in which the model ended its answer keeps the end-of-sequence
         token, unclosed."""
         tags, move = self.step_tags, node.move
-        stop_reason = completion.stop_reason if completion.finish_reason == "stop" else None
-        ended = stop_reason is not None and not tags.ends_step(stop_reason)
-        content_ids = tags.content_ids(completion.text, completion.token_ids, stop_reason, self.tokenizer)
+        ended = completion.finish_reason == "stop" and not tags.ends_step(completion.stop_reason)
+        content_ids = tags.content_ids(completion, self.tokenizer)
         if ended:
             token_ids = [*tags.opening(move), *completion.token_ids]
         else:

@@ -8,6 +8,8 @@ tokenizer would otherwise merge a tag's first or last characters with its neighb
 (`.</`, `><`). So supervised targets, tree nodes and RL trajectories agree token for token.
 
 `TextTags` offers the same methods as `FunctionalTokens`; callers use either through them.
+Measured with byte-level BPE (SmolLM2, GPT-2 style); a SentencePiece tokenizer that adds a
+word-start marker to every piece encoded alone would put a space before each piece.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from rftt.tokens.moves import Move
 from rftt.tokens.steps import StepSpan, Tag, assemble_spans, scan_text
+
+if TYPE_CHECKING:
+    from rftt.engine.types import Completion
 
 NextTokenLogprobs = Callable[[list[list[int]], list[int]], list[list[float]]]
 """An engine's `next_token_logprobs`: for each prefix, the log-probability of each candidate as the next token."""
@@ -62,11 +67,21 @@ class TextTags:
         """Whether a completion stopped at a tag (not at the end of the answer or the length limit)."""
         return stop_reason in self.tag_texts
 
-    def content_ids(self, text: str, token_ids: Sequence[int], stop_reason: str | int | None, tokenizer: Any) -> list[int]:
-        """A step's content as the trace holds it: the text before the tag that stopped it, encoded on its own."""
-        if self.ends_step(stop_reason):
-            return tokenizer.encode(text, add_special_tokens=False)
-        return list(token_ids[:-1] if stop_reason is not None else token_ids)
+    def content_ids(self, completion: Completion, tokenizer: Any) -> list[int]:
+        """A step's content as the trace holds it: the text before the tag that stopped it (or before the start of
+        a tag the length limit cut), encoded on its own; a step ended by the end of sequence keeps its tokens."""
+        if completion.finish_reason == "stop" and not self.ends_step(completion.stop_reason):
+            return list(completion.token_ids[:-1])
+        text = completion.text if completion.finish_reason == "stop" else self._without_partial_tag(completion.text)
+        return tokenizer.encode(text, add_special_tokens=False)
+
+    def _without_partial_tag(self, text: str) -> str:
+        """`text` without a trailing beginning of a tag (`...</next_ste`), which a length limit can leave."""
+        start = text.rfind("<")
+        tail = text[start:] if start >= 0 else ""
+        if tail and any(tag.startswith(tail) for tag in self.tag_texts):
+            return text[:start]
+        return text
 
     def encode_trace(self, text: str, tokenizer: Any) -> list[int]:
         """Token ids of a trace: each tag by its own encoding, each run of text between tags encoded alone."""

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 from tokenizers import AddedToken
@@ -22,6 +22,9 @@ from rftt.errors import RfttError
 from rftt.tokens.moves import Move
 from rftt.tokens.steps import Step, StepSpan, Tag, assemble_spans
 from rftt.tokens.text_tags import NextTokenLogprobs, TextTags
+
+if TYPE_CHECKING:
+    from rftt.engine.types import Completion
 
 FUNCTIONAL_TOKENS_FILE = "functional_tokens.json"
 _FILE_FORMAT_VERSION = 1
@@ -81,9 +84,10 @@ class FunctionalTokens:
         """Whether a completion stopped at a functional token (not at the end of the answer or the length limit)."""
         return stop_reason in self.all_ids
 
-    def content_ids(self, text: str, token_ids: Sequence[int], stop_reason: str | int | None, tokenizer: Any) -> list[int]:
-        """A step's content ids: the completion without the token that stopped it."""
-        return list(token_ids[:-1] if stop_reason is not None else token_ids)
+    def content_ids(self, completion: Completion, tokenizer: Any) -> list[int]:
+        """A step's content ids: the completion without the token that stopped it (a functional token or the
+        end of sequence; engines that report no stop reason for the end of sequence still say `stop`)."""
+        return list(completion.token_ids[:-1] if completion.finish_reason == "stop" else completion.token_ids)
 
     def encode_trace(self, text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         """Token ids of a trace (each tag is one special token, so the tokenizer never merges across it)."""
@@ -223,7 +227,7 @@ def load_step_tags(directory: str | Path, tokenizer: PreTrainedTokenizerBase) ->
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise FunctionalTokenError(f"{path}: not a step-tag record ({error})") from None
     if kind == TextTags.kind:
-        return _text_tags(path, tokenizer, moves)
+        return text_tags(tokenizer, f"{path}: field kind", moves)
     if kind != FunctionalTokens.kind:
         raise FunctionalTokenError(f"{path}: field kind: {kind!r} is not {FunctionalTokens.kind!r} or {TextTags.kind!r}")
     tokens = FunctionalTokens.from_tokenizer(tokenizer, moves)
@@ -237,11 +241,11 @@ def load_step_tags(directory: str | Path, tokenizer: PreTrainedTokenizerBase) ->
     return tokens
 
 
-def _text_tags(path: Path, tokenizer: PreTrainedTokenizerBase, moves: Sequence[Move]) -> TextTags:
-    """Text tags, refused when the tokenizer holds the tags as tokens (the record and the tokenizer disagree)."""
+def text_tags(tokenizer: PreTrainedTokenizerBase, where: str, moves: Sequence[Move] = tuple(Move)) -> TextTags:
+    """Text tags for `tokenizer`, refused when it holds the tags as tokens (`where` names the model or record)."""
     added = tokenizer.get_added_vocab()
     as_tokens = [tag for move in moves for tag in (move.opening_tag, move.closing_tag) if tag in added]
     if as_tokens:
-        raise FunctionalTokenError(f"{path}: field kind: the record says the tags are text, but the tokenizer "
-                                   f"has {as_tokens[:3]} as tokens")
+        raise FunctionalTokenError(f"{where}: the step tags are to stay text, but the tokenizer has {as_tokens[:3]} "
+                                   "as tokens (start from a model without functional tokens)")
     return TextTags.from_tokenizer(tokenizer, moves)

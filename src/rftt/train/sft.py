@@ -27,7 +27,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from rftt.config import to_dict
 from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
-from rftt.tokens import FunctionalTokens, StepTags, TextTags, add_functional_tokens, save_step_tags
+from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, save_step_tags
+from rftt.tokens.vocabulary import text_tags
 from rftt.train.sft_data import (
     DataReport,
     SFTCollator,
@@ -240,7 +241,7 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
         tags = add_functional_tokens(model, tokenizer)
         new_token_ids = [token_id for token_id in tags.all_ids if token_id >= before]
     elif config.data.style == "functional":
-        tags = TextTags.from_tokenizer(tokenizer)
+        tags = text_tags(tokenizer, f"config.functional_tokens (false) with config.model {config.model!r}")
     tokens = tags if isinstance(tags, FunctionalTokens) else None
     report = DataReport()
     train_rows, dev_rows = _prepare_data(config, tokenizer, report, tags)
