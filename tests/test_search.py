@@ -297,15 +297,20 @@ def test_max_children_keeps_the_moves_with_the_highest_priors(tiny_model, chat_t
         assert len(all_slots) > 2 and kept == sorted(all_slots, key=lambda slot: -slot[1])[:2]
 
 
-def test_a_text_tag_step_stopped_at_a_tag_is_its_text_closed_with_its_own_tag(tiny_model, chat_tokenizer):
+def write_step(model, tokenizer, tags, move: Move, text: str, token_ids: list[int], finish_reason: str, stop_reason):
+    """What a token-guided policy makes of one completion, written as the engine would have returned it."""
     from rftt.engine.types import Completion
 
-    tags = TextTags.from_tokenizer(chat_tokenizer)
-    policy = TokenGuidedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer, tags)
+    policy = TokenGuidedPolicy(make_engine("hf", model=model, tokenizer=tokenizer), tokenizer, tags)
     tree = Tree("p", "What is 2 + 3?", "5")
-    node = tree.add_child(tree.root, Move.NEXT_STEP, 1.0)
+    node = tree.add_child(tree.root, move, 1.0)
+    return policy.written_step(node, Completion(text, token_ids, [0.0] * len(token_ids), finish_reason, stop_reason, 0))
+
+
+def test_a_text_tag_step_stopped_at_a_tag_is_its_text_closed_with_its_own_tag(tiny_model, chat_tokenizer):
+    tags = TextTags.from_tokenizer(chat_tokenizer)
     sampled = chat_tokenizer.encode("2 + 3 = 5.</next_step><", add_special_tokens=False)
-    step = policy.written_step(node, Completion("2 + 3 = 5.", sampled, [0.0] * len(sampled), "stop", "</next_step>", 0))
+    step = write_step(tiny_model, chat_tokenizer, tags, Move.NEXT_STEP, "2 + 3 = 5.", sampled, "stop", "</next_step>")
     content = chat_tokenizer.encode("2 + 3 = 5.", add_special_tokens=False)
     assert step.token_ids == [*tags.opening(Move.NEXT_STEP), *content, *tags.closing(Move.NEXT_STEP)]
     assert step.content == "2 + 3 = 5." and not step.ended and step.generated_tokens == len(sampled)
@@ -314,29 +319,19 @@ def test_a_text_tag_step_stopped_at_a_tag_is_its_text_closed_with_its_own_tag(ti
 @pytest.mark.parametrize("kind", ["functional_tokens", "text"])
 def test_a_step_ended_by_end_of_sequence_without_a_stop_reason_ends_the_answer(tiny_model, chat_tokenizer, kind):
     """vLLM and OpenAI-compatible servers report no stop reason for the end of sequence, only `stop`."""
-    from rftt.engine.types import Completion
-
     tags = add_functional_tokens(tiny_model, chat_tokenizer) if kind == "functional_tokens" else TextTags.from_tokenizer(
         chat_tokenizer)
-    policy = TokenGuidedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer, tags)
-    tree = Tree("p", "What is 2 + 3?", "5")
-    node = tree.add_child(tree.root, Move.DIRECT_ANSWER, 1.0)
     sampled = [*chat_tokenizer.encode("2 + 3 = 5.", add_special_tokens=False), chat_tokenizer.eos_token_id]
-    step = policy.written_step(node, Completion("2 + 3 = 5.", sampled, [0.0] * len(sampled), "stop", None, 0))
+    step = write_step(tiny_model, chat_tokenizer, tags, Move.DIRECT_ANSWER, "2 + 3 = 5.", sampled, "stop", None)
     assert step.ended and step.token_ids == [*tags.opening(Move.DIRECT_ANSWER), *sampled]
     assert step.content == "2 + 3 = 5."
 
 
 def test_a_text_step_cut_by_the_length_limit_drops_a_half_written_tag(tiny_model, chat_tokenizer):
-    from rftt.engine.types import Completion
-
     tags = TextTags.from_tokenizer(chat_tokenizer)
-    policy = TokenGuidedPolicy(make_engine("hf", model=tiny_model, tokenizer=chat_tokenizer), chat_tokenizer, tags)
-    tree = Tree("p", "What is 2 + 3?", "5")
-    node = tree.add_child(tree.root, Move.NEXT_STEP, 1.0)
     sampled = chat_tokenizer.encode("2 < 3 and 2 + 3 = 5.</next_ste", add_special_tokens=False)
-    text = chat_tokenizer.decode(sampled)
-    step = policy.written_step(node, Completion(text, sampled, [0.0] * len(sampled), "length", None, 0))
+    step = write_step(tiny_model, chat_tokenizer, tags, Move.NEXT_STEP, chat_tokenizer.decode(sampled), sampled, "length",
+                      None)
     assert step.content == "2 < 3 and 2 + 3 = 5." and step.truncated and not step.ended
     assert step.token_ids[-len(tags.closing(Move.NEXT_STEP)):] == tags.closing(Move.NEXT_STEP)
 

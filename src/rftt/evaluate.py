@@ -23,7 +23,7 @@ from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
-from rftt.models import recorded_step_tags
+from rftt.models import step_tags_for_search
 from rftt.prompts import get_template
 from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import TokenGuidedPolicy
@@ -31,7 +31,7 @@ from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewar
 from rftt.search.scoring import ANSWERED_REASONS, SelfConsistencyScorer
 from rftt.search.tree import Tree
 from rftt.stats import wilson_interval
-from rftt.tokens import Move, add_functional_tokens, render_steps
+from rftt.tokens import Move, render_steps
 from rftt.train.reranker import load_reranker, rerank, score
 from rftt.verify.judge import AnswerFormat, judge
 from rftt.voting import Vote, majority_vote, weighted_vote
@@ -167,8 +167,7 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
 
 def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     """A function from a batch of problems to their records, for inference-time tree search."""
-    tags = recorded_step_tags(config.model, tokenizer) or add_functional_tokens(getattr(engine, "model", None),
-                                                                               tokenizer)
+    tags = step_tags_for_search(config.model, getattr(engine, "model", None), tokenizer)
     policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, temperature=config.tree_temperature,
                                max_children=config.tree_max_children,
                                seed=config.seed, max_tokens={move: config.tree_step_max_tokens or config.max_new_tokens

@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftt.errors import RfttError
-from rftt.tokens import FunctionalTokens, StepTags, load_step_tags
+from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, load_step_tags
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,13 @@ def recorded_step_tags(name_or_path: str, tokenizer: PreTrainedTokenizerBase) ->
     """The step tags a local checkpoint folder recorded (functional tokens or text tags); None for other models."""
     folder = Path(name_or_path)
     return load_step_tags(folder, tokenizer) if folder.is_dir() else None
+
+
+def step_tags_for_search(name_or_path: str, model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> StepTags:
+    """The tags a token-guided search writes with: the checkpoint's recorded ones, else functional tokens (added,
+    freshly initialised, to a model that has none; `model=None` for a remote engine changes only the tokenizer)."""
+    recorded = recorded_step_tags(name_or_path, tokenizer)
+    return recorded if recorded is not None else add_functional_tokens(model, tokenizer)
 
 
 def embedded_gguf_path(embedded: EmbeddedModel) -> Path:

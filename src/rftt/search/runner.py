@@ -20,7 +20,7 @@ from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
-from rftt.models import DEFAULT_MODEL, recorded_step_tags
+from rftt.models import DEFAULT_MODEL, step_tags_for_search
 from rftt.prompts import get_template
 from rftt.search.export import ExportConfig, export_training_data
 from rftt.search.mcts import SearchConfig, TreeSearch
@@ -123,10 +123,7 @@ def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
                                 examples={**MOVE_EXAMPLES, **move_examples(config.examples)},
                                 end_truncated_steps=config.end_truncated_steps, seed=config.search.seed)
     else:
-        from rftt.tokens import add_functional_tokens
-
-        tags = recorded_step_tags(config.model, tokenizer) or add_functional_tokens(getattr(engine, "model", None),
-                                                                                   tokenizer)
+        tags = step_tags_for_search(config.model, getattr(engine, "model", None), tokenizer)
         policy = TokenGuidedPolicy(engine, tokenizer, tags, temperature=config.temperature, seed=config.search.seed)
     rewards = config.process_rewards
     scorer = OutcomeScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight)

@@ -14,7 +14,6 @@ word-start marker to every piece encoded alone would put a space before each pie
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -142,9 +141,4 @@ class TextTags:
 
 
 def _tag_logprob(score: dict[tuple[int, ...], dict[int, float]], prefix: tuple[int, ...], tag: tuple[int, ...]) -> float:
-    total = 0.0
-    for length, token in enumerate(tag):
-        total += score[(*prefix, *tag[:length])][token]
-        if not math.isfinite(total):
-            return total
-    return total
+    return sum(score[(*prefix, *tag[:length])][token] for length, token in enumerate(tag))

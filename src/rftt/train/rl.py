@@ -42,7 +42,7 @@ from rftt.train.rl_model import (
     micro_batch_share,
 )
 from rftt.train.rl_state import checkpoint_metrics, checkpoints, load_training_state, save_checkpoint, save_model_folder
-from rftt.train.rl_steps import PHASES, PhaseTimer, problems_for_step, step_seed
+from rftt.train.rl_steps import PhaseTimer, problems_for_step, step_seed
 from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
 from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
 
@@ -239,17 +239,11 @@ class RLTrainer:
             with timer.phase("checkpoint"):
                 save_checkpoint(self.output / "checkpoints", step, self.policy, self.tokenizer, self.tokens,
                                 self.value_head, self.optimizer, self.scheduler, self._record(),
-                                config.keep_checkpoints, metrics=self._timed(metrics, timer))
-        metrics = self._timed(metrics, timer)
+                                config.keep_checkpoints, metrics=timer.stamped(metrics))
+        metrics = timer.stamped(metrics)
         if self.log is not None:
             self.log.write(metrics)
         return metrics
-
-    @staticmethod
-    def _timed(metrics: dict[str, Any], timer: PhaseTimer) -> dict[str, Any]:
-        """The step's metrics with the seconds of each phase so far."""
-        return {**metrics, "seconds": {phase: round(timer.seconds.get(phase, 0.0), 3) for phase in PHASES},
-                "step_seconds": round(sum(timer.seconds.values()), 3)}
 
     def advantages(self, rewards: torch.Tensor, mask: torch.Tensor, values: torch.Tensor | None,
                    groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

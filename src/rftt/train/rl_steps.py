@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from rftt.data import Problem
 
@@ -22,6 +22,11 @@ class PhaseTimer:
         started = time.perf_counter()
         yield
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def stamped(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """`metrics` with the seconds of each phase so far and their sum."""
+        return {**metrics, "seconds": {phase: round(self.seconds.get(phase, 0.0), 3) for phase in PHASES},
+                "step_seconds": round(sum(self.seconds.values()), 3)}
 
 
 def problems_for_step(problems: Sequence[Problem], step: int, count: int, seed: int) -> list[Problem]:
