@@ -4,6 +4,7 @@ and the pool still answers correct programs afterwards."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -13,6 +14,10 @@ from rftt.verify.programs import check_programs, extract_program
 from rftt.verify.sandbox import ProgramExecutor, SandboxLimits
 
 LIMITS = SandboxLimits(timeout_seconds=2.0, memory_bytes=256 * 2**20, output_bytes=16 * 2**10)
+
+REACH = ("import collections\ndef solution():\n    modules = collections._sys.modules\n    os = modules['os']\n"
+         "    real_import = modules['builtins'].__import__\n")
+"""The start of a program that reaches `os`, `sys.modules` and the unrestricted import through an allowed module."""
 
 HOSTILE = {
     "infinite_loop": ("def solution():\n    while True:\n        pass\n", "timeout"),
@@ -25,6 +30,20 @@ HOSTILE = {
     "print_a_gigabyte": ("def solution():\n    for _ in range(10**6):\n        print('x' * 1000)\n", "output_limit"),
     "crash": ("def solution():\n    return 1 / 0\n", "error"),
     "no_entry": ("x = 1\n", "error"),
+    "returns_nothing": ("def solution():\n    x = 1\n", "no_value"),
+    "huge_return_value": ("def solution():\n    return 'x' * 10**7\n", "output_limit"),
+    # An allowed module exposes the rest of the interpreter: the audit hook, not the import list, must stop these.
+    "fork_through_an_allowed_module": (f"{REACH}    os.fork()\n", "forbidden"),
+    "socket_through_an_allowed_module": (f"{REACH}    real_import('socket').socket().connect(('127.0.0.1', 9))\n",
+                                         "forbidden"),
+    "switch_off_the_audit_hook": (f"{REACH}    child = modules['rftt.verify.sandbox_child']\n"
+                                  "    child._FORBIDDEN_EVENT_PREFIXES = ()\n    child._WRITE_FLAGS = 0\n"
+                                  "    os.system('true')\n", "forbidden"),
+    "write_with_a_bytes_path": ("def solution():\n    open(b'/tmp/rftt-sandbox-escape.txt', 'w').write('x')\n",
+                                "forbidden"),
+    "relative_import": ("__package__ = 'os'\nfrom . import system\ndef solution():\n    return 1\n", "forbidden"),
+    "walk_the_garbage_collector": (f"{REACH}    real_import('gc').get_objects()\n", "forbidden"),
+    "forge_the_result_pipe": (f"{REACH}    os.write(3, b'not json')\n    return 1\n", "error"),
 }
 
 
@@ -97,6 +116,66 @@ def test_judge_runs_program_answers_and_states_text_answers():
     outcomes = judge(programs, ["0.165", "0.165"], answer_format="program", absolute_tolerance=1e-2)
     assert [outcome.correct for outcome in outcomes] == [True, False] and outcomes[0].extracted == "0.16665"
     assert [outcome.correct for outcome in judge(["The answer is 7.", "so 8"], ["7", "7"], answer_format="text")] == [True, False]
+
+
+def test_a_program_holds_only_its_own_descriptors(executor):
+    """The worker's socket to the pool (which unpickles what it reads) must not reach the program."""
+    result = executor.run(f"{REACH}    held = []\n    for fd in range(1024):\n        try:\n"
+                          "            os.fstat(fd)\n            held.append(fd)\n        except OSError:\n"
+                          "            pass\n    return held\n")
+    assert (result.ok, result.value) == (True, "[0, 1, 2, 3]"), result
+
+
+def test_truncating_a_file_through_os_open_is_forbidden(executor, tmp_path):
+    target = tmp_path / "keep.txt"
+    target.write_text("kept")
+    result = executor.run(f"{REACH}    os.open({str(target)!r}, os.O_RDONLY | os.O_TRUNC)\n")
+    assert (result.ok, result.reason) == (False, "forbidden") and target.read_text() == "kept"
+
+
+def test_a_program_dies_with_its_worker():
+    """A program still running when its worker dies must not outlive it (the parent-death signal)."""
+    with ProgramExecutor(workers=1, limits=SandboxLimits(timeout_seconds=30.0)) as pool:
+        pool.run("def solution():\n    return 1\n")
+        worker = pool.pool.processes[0]
+        running = threading.Thread(target=pool.run, args=("def solution():\n    while True:\n        pass\n",))
+        running.start()
+        deadline, programs = time.monotonic() + 10, []
+        while not programs and time.monotonic() < deadline:
+            programs = _children_of(worker.pid)
+            time.sleep(0.05)
+        assert programs, "the program did not start"
+        worker.kill()
+        running.join(timeout=30)
+        time.sleep(0.5)
+        assert [pid for pid in programs if _state(pid) != "Z"] == []
+
+
+def _children_of(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_prose_after_the_program_is_cut_off(executor):
+    completion = "def solution():\n    pairs = 29 * 7\n    return pairs\nThe answer is 203.\n"
+    assert extract_program(completion) == "def solution():\n    pairs = 29 * 7\n    return pairs"
+    assert check_programs([completion], ["203"], executor)[0][0].correct
+    assert extract_program("def solution():\nreturn 1\n") == "def solution():\nreturn 1"  # left for the sandbox
 
 
 def test_extract_program():

@@ -1,6 +1,8 @@
 """`rftt eval`: model x dataset x method -> one JSON line per problem, a summary, a printed table.
 
-Methods: `greedy`, and `maj@k` (k samples, majority vote over equivalent answers). The
+Methods: `greedy`; `maj@k` (k samples, majority vote over equivalent answers); `rerank@k` (k
+samples, the answer a trained reranker scores highest); `tree` (inference-time tree search,
+answers after each of `tree_rollouts` rollouts). The
 per-problem file is appended batch by batch and flushed, so a killed run resumes where it
 stopped: finished problems are skipped and a half-written last line is dropped. The
 summary is always computed from the whole file.

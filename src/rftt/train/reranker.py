@@ -126,7 +126,8 @@ def score(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 8,
     scores: list[float] = []
     for start in range(0, len(encoded), batch_size):
         batch = collate([encoded[index] for index in range(start, min(start + batch_size, len(encoded)))])
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"].to(model.device),
+                       attention_mask=batch["attention_mask"].to(model.device)).logits
         scores.extend(torch.softmax(logits.float(), dim=-1)[:, POSITIVE].tolist())
     return scores
 

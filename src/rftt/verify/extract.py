@@ -4,7 +4,7 @@
    else the whole step);
 2. the last `\\boxed{}` or `\\fbox{}`, nested braces matched;
 3. GSM8K's `#### N`;
-4. the last "the answer is X" / "final answer: X" phrase;
+4. the last "the answer is X" / "final answer: X" phrase (X in angle brackets too, as ReFT's data writes it);
 5. for multiple-choice questions only, the last option marker ("(C)", "option c", a lone letter);
 6. the last number in the text (can be switched off).
 
@@ -82,7 +82,10 @@ def _answer_phrase(text: str) -> str | None:
     sentence_end = _SENTENCE_END.search(rest)
     if sentence_end:
         rest = rest[: sentence_end.start()]
-    return rest.strip().rstrip(".").strip().strip("$").strip() or None
+    answer = rest.strip().rstrip(".").strip().strip("$").strip()
+    if len(answer) > 2 and answer[0] == "<" and answer[-1] == ">":  # ReFT's SVAMP and MathQA: "the answer is <203>."
+        answer = answer[1:-1].strip()
+    return answer or None
 
 
 def _last_choice(text: str) -> str | None:

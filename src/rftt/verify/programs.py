@@ -14,11 +14,29 @@ _DEFINITION = re.compile(rf"^def {ENTRY}\s*\(", re.MULTILINE)
 
 
 def extract_program(text: str) -> str | None:
-    """The `def solution():` program in a completion (inside a code fence if there is one), or None."""
+    """The `def solution():` program in a completion (inside a code fence if there is one), or None.
+    Prose written after the program is cut off at the first line that is not Python."""
     fenced = [block for block in _FENCE.findall(text) if _DEFINITION.search(block)]
     source = fenced[-1] if fenced else text
     match = _DEFINITION.search(source)
-    return source[match.start():].rstrip() if match else None
+    return _without_trailing_prose(source[match.start():].rstrip()) if match else None
+
+
+def _without_trailing_prose(program: str) -> str:
+    """`program` up to the line before its first syntax error, when that still leaves the definition
+    (compiled only, never run); the whole program otherwise, for the sandbox to report its error."""
+    lines = program.splitlines()
+    while True:
+        try:
+            compile("\n".join(lines), "<program>", "exec", dont_inherit=True)
+            return "\n".join(lines).rstrip()
+        except SyntaxError as error:
+            keep = (error.lineno or 1) - 1
+            if keep < 2 or keep >= len(lines):
+                return program
+            lines = lines[:keep]
+        except (ValueError, RecursionError, MemoryError):
+            return program
 
 
 def returned_answers(executions: Sequence[ExecutionResult | None]) -> list[str]:

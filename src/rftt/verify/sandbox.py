@@ -1,11 +1,12 @@
 """Run model-written Python programs safely: `ProgramExecutor.run_many(programs)`.
 
 Each program runs in its own freshly forked process (from a warm worker that has the
-allowed libraries imported), locked down by `rftt.verify.sandbox_child`: no network, no
-writes outside a throw-away directory, an import allow-list, and limits on wall-clock
-time, CPU time, memory, processes and output. The throw-away directory and every process
+allowed libraries imported), locked down by `rftt.verify.sandbox_child`: no file opened for
+writing, no sockets (and no network at all where the kernel grants a network namespace), no
+subprocesses, no inherited descriptors, an import allow-list, and limits on wall-clock time,
+CPU time, memory, processes, printed output and the returned value. The throw-away directory and every process
 are gone when a result comes back. Results carry a value, or a reason: timeout, memory,
-output_limit, forbidden, error. Each result also says which isolation layers applied.
+output_limit, forbidden, no_value, error. Each result also says which isolation layers applied.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 DEFAULT_MEMORY_BYTES = 512 * 2**20
 DEFAULT_OUTPUT_BYTES = 64 * 2**10
 _WORKER_MARGIN_SECONDS = 5.0
+_RESULT_OVERHEAD_BYTES = 4096
 _PRELOADED = ("math", "fractions", "decimal", "statistics", "itertools", "collections", "sympy", "numpy")
 
 
@@ -41,7 +43,7 @@ class SandboxLimits:
 @dataclass(frozen=True)
 class ExecutionResult:
     """What a program returned (`value`, as text) or why it did not: timeout, memory, output_limit,
-    forbidden or error (with `message`)."""
+    forbidden, no_value (it returned None) or error (with `message`)."""
 
     ok: bool
     value: str | None = None
@@ -84,33 +86,52 @@ def execute(payload: dict[str, Any], base: str) -> dict[str, Any]:
         sandbox_child.run(payload["code"], payload["entry"], workdir, limits, write_end)
     os.close(write_end)
     deadline = time.monotonic() + payload["timeout_seconds"]
-    chunks, result, status = [], None, None
-    while True:
-        ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        chunk = os.read(read_end, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
+    received = _read_until(read_end, deadline, payload["output_bytes"] + _RESULT_OVERHEAD_BYTES)
     os.close(read_end)
     try:
         os.killpg(child, signal.SIGKILL)
     except ProcessLookupError:
         pass
     _, status = os.waitpid(child, 0)
-    if chunks:
-        result = json.loads(b"".join(chunks))
-    elif os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL:
-        reason, message = _signal_reason(os.WTERMSIG(status))
-        result = {"ok": False, "reason": reason, "message": message}
-    elif time.monotonic() >= deadline:
-        result = {"ok": False, "reason": "timeout", "message": f"no result within {payload['timeout_seconds']} s"}
-    else:
-        result = {"ok": False, "reason": "error", "message": f"the program ended without a result (status {status})"}
-    result["stdout"] = _read_capped(os.path.join(workdir, "stdout.txt"), payload["output_bytes"])
+    result = _result(received, status, time.monotonic() >= deadline, payload)
+    result["stdout"] = _read_capped(os.path.join(workdir, sandbox_child.OUTPUT_FILE), payload["output_bytes"])
     shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def _read_until(descriptor: int, deadline: float, limit: int) -> bytes | None:
+    """What the child writes to its result pipe before it closes it or the deadline passes; None past `limit`."""
+    chunks, size = [], 0
+    while size <= limit:
+        ready, _, _ = select.select([descriptor], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(descriptor, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks) if size <= limit else None
+
+
+def _result(received: bytes | None, status: int, past_deadline: bool, payload: dict[str, Any]) -> dict[str, Any]:
+    """The child's own result when it wrote a well-formed one, else the reason read from how it ended."""
+    if received is None:
+        return {"ok": False, "reason": "output_limit", "message": "the program wrote more than a result to its pipe"}
+    if received:
+        try:
+            result = json.loads(received)
+        except ValueError:
+            result = None
+        if isinstance(result, dict) and isinstance(result.get("ok"), bool) and isinstance(result.get("value", ""), str):
+            return result
+        return {"ok": False, "reason": "error", "message": "the program wrote a malformed result to its pipe"}
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) != signal.SIGKILL:
+        reason, message = _signal_reason(os.WTERMSIG(status))
+        return {"ok": False, "reason": reason, "message": message}
+    if past_deadline:
+        return {"ok": False, "reason": "timeout", "message": f"no result within {payload['timeout_seconds']} s"}
+    return {"ok": False, "reason": "error", "message": f"the program ended without a result (status {status})"}
 
 
 def _read_capped(path: str, limit: int) -> str:

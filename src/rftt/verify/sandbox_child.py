@@ -2,12 +2,17 @@
 
 Layers, strongest available first (what was applied is reported with every result):
 - a private network namespace (no network at all) when the kernel lets us create one;
-- an unprivileged user (`nobody`) when started as root, so writes outside the throw-away
-  directory fail and a process-count limit holds (root ignores RLIMIT_NPROC);
+- an unprivileged user (`nobody`) when started as root, so a process-count limit holds
+  (root ignores RLIMIT_NPROC) and the file system allows only what `nobody` may do;
+- no inherited file descriptors but stdin (/dev/null), the capped output file and the result pipe,
+  and death with the worker that forked it;
 - resource limits: address space, CPU seconds, file size (which also caps printed output),
   open files, processes, no core dumps;
-- inside Python, an audit hook that refuses to open files outside the throw-away directory,
-  sockets, subprocesses, forks, exec, ctypes and imports outside the allow-list.
+- inside Python, an audit hook that refuses every file opened for writing, sockets, subprocesses,
+  forks, exec, signals, ctypes, frame and garbage-collector walks; its state lives in its own
+  closure, so a program that reaches this module cannot switch it off. The import allow-list
+  keeps honest programs to the libraries they need; it is not a boundary (an allowed module
+  can expose others, e.g. `random._os`), which is why the hook checks events, not names.
 """
 
 from __future__ import annotations
@@ -22,15 +27,24 @@ import resource
 import sys
 from typing import Any
 
+from rftt.workers import die_with_parent
+
 ALLOWED_IMPORTS = frozenset({
     "math", "cmath", "fractions", "decimal", "numbers", "statistics", "itertools", "functools", "operator",
     "collections", "heapq", "bisect", "random", "string", "re", "datetime", "copy", "sympy", "numpy",
 })
 _CLONE_NEWNET = 0x40000000
 _FORBIDDEN_EVENT_PREFIXES = ("socket.", "subprocess.", "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn",
-                             "os.spawn", "os.kill", "os.putenv", "os.chmod", "os.chown", "os.remove", "os.rename",
-                             "os.rmdir", "os.symlink", "os.link", "os.mkdir", "os.truncate", "shutil.", "ctypes.",
-                             "pty.", "sys._getframe", "webbrowser.", "urllib.", "ftplib.", "http.", "smtplib.")
+                             "os.spawn", "os.kill", "os.putenv", "os.unsetenv", "os.chmod", "os.lchmod", "os.chown",
+                             "os.lchown", "os.chflags", "os.lchflags", "os.remove", "os.rename", "os.rmdir", "os.symlink",
+                             "os.link", "os.mkdir", "os.mkfifo", "os.mknod", "os.truncate", "os.utime", "os.setxattr",
+                             "os.removexattr", "shutil.", "ctypes.", "pty.", "signal.", "gc.", "sys._getframe",
+                             "sys._current_frames", "sys.settrace", "sys.setprofile", "code.__new__", "webbrowser.",
+                             "urllib.", "ftplib.", "http.", "smtplib.")
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+OUTPUT_FILE = "stdout.txt"
+RESULT_FD = 3
+"""The result pipe's descriptor in the child; every descriptor above it is closed."""
 
 
 class Forbidden(Exception):
@@ -63,32 +77,49 @@ def _limit(limits: dict[str, int]) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def _audit(workdir: str):
-    root = os.path.realpath(workdir)
+def _audit(prefixes: tuple[str, ...] = _FORBIDDEN_EVENT_PREFIXES, write_flags: int = _WRITE_FLAGS,
+           forbidden: type[Exception] = Forbidden, str_type: type = str, int_type: type = int):
+    """The audit hook. Everything it reads is bound here, so patching this module's globals or the
+    builtins cannot change it, and it never calls the program's objects (a path's own `__str__`)."""
 
     def hook(event: str, arguments: tuple) -> None:
         if event == "open":
-            path, mode = arguments[0], arguments[1] if len(arguments) > 1 else "r"
-            if isinstance(path, int):
-                return
-            writing = isinstance(mode, str) and any(flag in mode for flag in "wax+")
-            writing = writing or (isinstance(arguments[2] if len(arguments) > 2 else None, int)
-                                  and arguments[2] & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-            if writing and not os.path.realpath(str(path)).startswith(root + os.sep):
-                raise Forbidden(f"writing {path!r} outside the sandbox directory")
-        elif event.startswith(_FORBIDDEN_EVENT_PREFIXES):
-            raise Forbidden(f"{event} is not allowed")
+            mode = arguments[1] if len(arguments) > 1 else None
+            flags = arguments[2] if len(arguments) > 2 else 0
+            writing = ((type(mode) is str_type and any(letter in mode for letter in "wax+"))
+                       or (type(flags) is int_type and flags & write_flags)
+                       or (mode is not None and type(mode) is not str_type))
+            if writing:
+                raise forbidden("opening a file for writing is not allowed")
+        elif event.startswith(prefixes):
+            raise forbidden(f"{event} is not allowed")
 
     return hook
 
 
 def _restricted_import(original):
     def restricted(name: str, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0 and name.split(".")[0] not in ALLOWED_IMPORTS:
+        if level != 0:
+            raise Forbidden("relative imports are not allowed")
+        if name.split(".")[0] not in ALLOWED_IMPORTS:
             raise Forbidden(f"import of {name!r} is not allowed (allowed: {', '.join(sorted(ALLOWED_IMPORTS))})")
         return original(name, globals, locals, fromlist, level)
 
     return restricted
+
+
+def _keep_only_sandbox_descriptors(result_fd: int, output_path: str) -> None:
+    """stdin from /dev/null, stdout and stderr to the capped output file, the result pipe at RESULT_FD,
+    every other descriptor (the worker's socket to the pool among them) closed."""
+    os.dup2(result_fd, RESULT_FD)
+    os.closerange(RESULT_FD + 1, os.sysconf("SC_OPEN_MAX"))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    output = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    for descriptor in {null, output} - {0, 1, 2, RESULT_FD}:
+        os.close(descriptor)
 
 
 def _value_text(value: Any) -> str:
@@ -97,25 +128,34 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
+def _outcome(value: Any, limit: int) -> dict[str, Any]:
+    """The returned value as a result: none, too long, or its text."""
+    if value is None:
+        return {"ok": False, "reason": "no_value", "message": "solution() returned None"}
+    text = _value_text(value)
+    if len(text) > limit:
+        return {"ok": False, "reason": "output_limit", "message": f"the returned value has {len(text)} characters"}
+    return {"ok": True, "value": text}
+
+
 def run(code: str, entry: str, workdir: str, limits: dict[str, int], result_fd: int) -> None:
     """Lock this (forked) process down, run `code`, call `entry()`, write the outcome as JSON to `result_fd`."""
     isolation = {"network_namespace": _new_network_namespace(), "unprivileged_user": False, "resource_limits": True,
                  "audit_hook": True, "import_allow_list": True}
     os.chdir(workdir)
+    _keep_only_sandbox_descriptors(result_fd, os.path.join(workdir, OUTPUT_FILE))
     isolation["unprivileged_user"] = _drop_privileges(workdir)
-    stdout = os.open(os.path.join(workdir, "stdout.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(stdout, 1)
-    os.dup2(stdout, 2)
+    die_with_parent()  # after the user change, which clears the parent-death signal
     _limit(limits)
     result: dict[str, Any] = {"isolation": isolation}
     try:
         namespace: dict[str, Any] = {"__name__": "__sandbox__", "__builtins__": dict(vars(builtins))}
         namespace["__builtins__"]["__import__"] = _restricted_import(builtins.__import__)
-        sys.addaudithook(_audit(workdir))
+        sys.addaudithook(_audit())
         exec(compile(code, "<program>", "exec"), namespace)
         if entry not in namespace or not callable(namespace[entry]):
             raise NameError(f"the program defines no {entry}()")
-        result.update(ok=True, value=_value_text(namespace[entry]()))
+        result.update(_outcome(namespace[entry](), limits["output_bytes"]))
     except Forbidden as error:
         result.update(ok=False, reason="forbidden", message=str(error))
     except MemoryError:
@@ -133,5 +173,5 @@ def run(code: str, entry: str, workdir: str, limits: dict[str, int], result_fd: 
         sys.stdout.flush()
     except OSError:
         pass
-    os.write(result_fd, json.dumps(result).encode())
+    os.write(RESULT_FD, json.dumps(result).encode())
     os._exit(0)
