@@ -181,3 +181,16 @@ def test_prose_after_the_program_is_cut_off(executor):
 def test_extract_program():
     assert extract_program("x\ndef solution():\n    return 1\n") == "def solution():\n    return 1"
     assert extract_program("no program") is None
+
+
+def test_majority_vote_over_program_answers_counts_returned_values_only():
+    """maj@k over programs votes on what they return (5 and 5.0 agree); a program returning None has no vote."""
+    from rftt.voting import majority_vote
+
+    programs = ["def solution():\n    return 5\n", "def solution():\n    return 10 / 2\n",
+                "def solution():\n    return 7\n", "def solution():\n    x = 7\n",
+                "def solution():\n    x = 7\n", "def solution():\n    x = 7\n"]
+    outcomes = judge(programs, ["5"] * len(programs), answer_format="program")
+    assert [outcome.extracted for outcome in outcomes][3:] == [None, None, None]
+    vote = majority_vote([outcome.extracted for outcome in outcomes], [outcome.correct for outcome in outcomes])
+    assert vote.correct and float(vote.answer) == 5
