@@ -6,10 +6,11 @@ checkpoint), so an interrupted benchmark continues:
 
     sft                     recipes/sft_reft_svamp_program.yaml on the first --sft-problems programs
     <policy>-test-greedy    SVAMP test, the program each completion writes runs in the sandbox
-    <policy>-test-maj8      8 samples at T=0.7, majority vote over the programs' return values
     <policy>-train-maj8     8 samples on --reranker-problems training problems past the dev split
     <policy>-reranker       `rftt train-reranker` on those samples, labelled by the sandbox
-    <policy>-test-rerank8   the reranker's best-scored valid answer of 8 samples
+    <policy>-test-rerank8   8 samples at T=0.7 per test problem: the reranker's best-scored valid answer
+                            (rerank@8) and the majority vote over the programs' return values (maj@8),
+                            both from the same samples
     rl                      recipes/reft_svamp_program.yaml from the SFT model for --rl-steps steps
 
 for <policy> in sft and rl. The figures (accuracy, 95% interval, wall seconds per stage) go to
@@ -55,21 +56,21 @@ def run_stage(folder: Path, work: Callable[[], dict[str, Any]], seconds: dict[st
     return record["result"]
 
 
+SCORES = ("problems", "accuracy", "accuracy_95_interval", "extraction_rate", "mean_completion_tokens")
+
+
 def eval_stage(runs: Path, name: str, model: str, overrides: list[str], seconds: dict[str, float]) -> dict[str, Any]:
     config = load_config(EvalConfig, RECIPES / "eval_svamp_program.yaml",
                          [f"model={model}", f"output_dir={runs / name}", *overrides])
     run_stage(runs / name, lambda: evaluate(config), seconds)
-    summary = json.loads((runs / name / SUMMARY_FILE).read_text())
-    return {key: summary[key] for key in ("problems", "accuracy", "accuracy_95_interval", "extraction_rate",
-                                          "mean_completion_tokens")}
+    return json.loads((runs / name / SUMMARY_FILE).read_text())
 
 
 def score_policy(runs: Path, policy: str, model: str, arguments: argparse.Namespace,
                  seconds: dict[str, float]) -> dict[str, Any]:
     """Greedy, maj@8 and rerank@8 on SVAMP test for one policy (its reranker trained on its own samples)."""
     test = [f"dataset.limit={arguments.test_limit}"]
-    scores = {"greedy": eval_stage(runs, f"{policy}-test-greedy", model, test, seconds),
-              "maj@8": eval_stage(runs, f"{policy}-test-maj8", model, [*test, "method=maj@8"], seconds)}
+    greedy = eval_stage(runs, f"{policy}-test-greedy", model, test, seconds)
     train = ["dataset.split=train_pot", "dataset.offset=100", f"dataset.limit={arguments.reranker_problems}",
              "method=maj@8"]
     eval_stage(runs, f"{policy}-train-maj8", model, train, seconds)
@@ -77,9 +78,12 @@ def score_policy(runs: Path, policy: str, model: str, arguments: argparse.Namesp
         "model": model, "data": str(runs / f"{policy}-train-maj8" / "problems.jsonl"),
         "output_dir": str(runs / f"{policy}-reranker"), "epochs": arguments.reranker_epochs})
     run_stage(runs / f"{policy}-reranker", lambda: train_reranker(reranker), seconds)
-    scores["rerank@8"] = eval_stage(runs, f"{policy}-test-rerank8", model, [
+    sampled = eval_stage(runs, f"{policy}-test-rerank8", model, [
         *test, "method=rerank@8", f"reranker={runs / f'{policy}-reranker' / 'final'}"], seconds)
-    return scores
+    majority = {**sampled, "accuracy": sampled["majority_accuracy"],
+                "accuracy_95_interval": sampled["majority_accuracy_95_interval"]}
+    return {method: {key: summary[key] for key in SCORES}
+            for method, summary in (("greedy", greedy), ("maj@8", majority), ("rerank@8", sampled))}
 
 
 def main() -> None:

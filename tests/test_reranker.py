@@ -10,6 +10,7 @@ from rftt.config import ConfigError, load_config
 from rftt.evaluate import EvalConfig, evaluate
 from rftt.jsonl import read_records
 from rftt.train.reranker import RerankerConfig, load_reranker, rerank, score, train_reranker
+from rftt.voting import majority_vote
 
 from conftest import save_tiny_checkpoint
 
@@ -62,10 +63,12 @@ def test_rerank_at_k_in_eval(tmp_path, checkpoint):
     base = {"model": str(checkpoint), "template": "plain", "method": "rerank@3", "max_new_tokens": 32,
             "reranker": str(tmp_path / "reranker" / "final"), "output_dir": str(tmp_path / "eval"),
             "dataset": {"name": "json", "path": str(problems)}}
-    evaluate(load_config(EvalConfig, base=base), progress=False)
+    summary = evaluate(load_config(EvalConfig, base=base), progress=False)
     records = read_records(tmp_path / "eval" / "problems.jsonl")
     assert any(record["answer"] is not None for record in records)  # else the check below checks nothing
+    assert summary["majority_accuracy"] == sum(record["majority_correct"] for record in records) / len(records)
     for record in records:
+        assert record["majority_answer"] == majority_vote(record["extracted"], record["sample_correct"]).answer
         assert len(record["reranker_scores"]) == 3 and len(record["completions"]) == 3
         if record["answer"] is not None:
             chosen = record["reranker_scores"].index(max(score for score, answer in zip(

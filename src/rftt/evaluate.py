@@ -115,12 +115,15 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
 
 def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float,
                     scores: list[float] | None = None) -> dict:
-    """A problem's samples and its answer: the majority vote, or with reranker scores the best-scored answer."""
-    vote = majority_vote([outcome.extracted for outcome in outcomes], [outcome.correct for outcome in outcomes])
+    """A problem's samples and its answer: the majority vote, or with reranker scores the best-scored answer
+    (the majority vote of the same samples is kept beside it, so one run compares both)."""
+    majority = majority_vote([outcome.extracted for outcome in outcomes], [outcome.correct for outcome in outcomes])
+    vote, compared = majority, {}
     if scores is not None:
         chosen = rerank([outcome.extracted for outcome in outcomes], scores)
         vote = Vote(None, 0, False) if chosen is None else Vote(outcomes[chosen].extracted, scores[chosen],
                                                                  outcomes[chosen].correct)
+        compared = {"majority_answer": majority.answer, "majority_correct": majority.correct}
     return {
         "id": problem.id,
         "prompt": prompt,
@@ -134,6 +137,7 @@ def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: 
         "votes": vote.votes,
         "correct": vote.correct,
         "reranker_scores": scores,
+        **compared,
         "generation_seconds": seconds,
     }
 
@@ -236,7 +240,17 @@ def summarise(records: Sequence[dict[str, Any]], config: EvalConfig) -> dict[str
         "tokens_per_second": tokens / seconds if seconds else 0.0,
         "generation_seconds": seconds,
         **_accuracy_by_rollouts(records),
+        **_majority_accuracy(records),
     }
+
+
+def _majority_accuracy(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """For rerank@k: the majority vote's accuracy over the very samples the reranker chose from."""
+    if not records or "majority_correct" not in records[0]:
+        return {}
+    correct = sum(record["majority_correct"] for record in records)
+    return {"majority_accuracy": correct / len(records),
+            "majority_accuracy_95_interval": list(wilson_interval(correct, len(records)))}
 
 
 def _accuracy_by_rollouts(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -262,6 +276,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("hit the length limit", f"{summary['truncated_fraction']:.1%}"),
         ("generation tokens/s", f"{summary['tokens_per_second']:.1f}"),
     ]
+    if "majority_accuracy" in summary:
+        rows.append(("majority vote, same samples", f"{summary['majority_accuracy']:.1%}"))
     rows += [(f"accuracy, {count} rollouts", f"{accuracy:.1%}")
              for count, accuracy in summary.get("accuracy_by_rollouts", {}).items()]
     return "\n".join(f"{name:<26}{value}" for name, value in rows)
