@@ -40,6 +40,10 @@ def test_verify_exit_status_follows_the_verdict(capsys):
     assert main(["verify", "I think 3", "4"]) == 1
     assert main(["verify", "I think 3", "3", "--no-last-number"]) == 1
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["reason"] == "no_answer"
+    assert main(["verify", "def solution():\n    return 29 * 7\n", "203", "--program"]) == 0
+    assert json.loads(capsys.readouterr().out)["extracted"] == "203"
+    assert main(["verify", "def solution():\n    return 0.3333 / 2\n", "0.165", "--program"]) == 1
+    assert main(["verify", "def solution():\n    return 0.3333 / 2\n", "0.165", "--program", "--tolerance", "0.01"]) == 0
 
 
 def test_the_installed_command_runs():

@@ -81,10 +81,12 @@ def command_data(arguments: argparse.Namespace) -> int:
 
 
 def command_verify(arguments: argparse.Namespace) -> int:
-    """Judge one prediction against a gold answer and print the Outcome as JSON."""
-    from rftt.verify import check
+    """Judge one prediction (a stated answer, or with --program a `def solution():` run in the sandbox)
+    against a gold answer and print the Outcome as JSON."""
+    from rftt.verify.judge import judge
 
-    outcome = check(arguments.prediction, arguments.gold, last_number_fallback=not arguments.no_last_number)
+    outcome = judge([arguments.prediction], [arguments.gold], answer_format="program" if arguments.program else "text",
+                    absolute_tolerance=arguments.tolerance, last_number_fallback=not arguments.no_last_number)[0]
     print(json.dumps(asdict(outcome)))
     return 0 if outcome.correct else 1
 
@@ -293,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("prediction")
     verify.add_argument("gold")
     verify.add_argument("--no-last-number", action="store_true", help="do not fall back to the last number")
+    verify.add_argument("--program", action="store_true",
+                        help="the prediction is a `def solution():` program: run it in the sandbox, judge its value")
+    verify.add_argument("--tolerance", type=float, default=0.0, help="absolute tolerance for numbers (SVAMP: 0.01)")
     verify.set_defaults(handler=command_verify)
 
     for name, handler, text in (("model", command_model, "load (and on first use convert) a model and describe it"),
