@@ -39,6 +39,9 @@ HOSTILE = {
     "switch_off_the_audit_hook": (f"{REACH}    child = modules['rftt.verify.sandbox_child']\n"
                                   "    child._FORBIDDEN_EVENT_PREFIXES = ()\n    child._WRITE_FLAGS = 0\n"
                                   "    os.system('true')\n", "forbidden"),
+    "patch_the_builtins_then_write": (f"{REACH}    real = modules['builtins']\n"
+                                      "    real.any, real.len, real.isinstance = (lambda *a: False,) * 3\n"
+                                      "    open('/tmp/rftt-sandbox-escape.txt', 'w').write('x')\n", "forbidden"),
     "write_with_a_bytes_path": ("def solution():\n    open(b'/tmp/rftt-sandbox-escape.txt', 'w').write('x')\n",
                                 "forbidden"),
     "relative_import": ("__package__ = 'os'\nfrom . import system\ndef solution():\n    return 1\n", "forbidden"),

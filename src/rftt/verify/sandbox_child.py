@@ -78,18 +78,20 @@ def _limit(limits: dict[str, int]) -> None:
 
 
 def _audit(prefixes: tuple[str, ...] = _FORBIDDEN_EVENT_PREFIXES, write_flags: int = _WRITE_FLAGS,
-           forbidden: type[Exception] = Forbidden, str_type: type = str, int_type: type = int):
-    """The audit hook. Everything it reads is bound here, so patching this module's globals or the
-    builtins cannot change it, and it never calls the program's objects (a path's own `__str__`)."""
+           forbidden: type[Exception] = Forbidden, str_type: type = str, int_type: type = int, type_of: type = type,
+           length=len):
+    """The audit hook. Everything it reads, builtins included, is bound here, so patching this module's
+    globals or the builtins module cannot change it, and it never calls the program's objects."""
 
     def hook(event: str, arguments: tuple) -> None:
         if event == "open":
-            mode = arguments[1] if len(arguments) > 1 else None
-            flags = arguments[2] if len(arguments) > 2 else 0
-            writing = ((type(mode) is str_type and any(letter in mode for letter in "wax+"))
-                       or (type(flags) is int_type and flags & write_flags)
-                       or (mode is not None and type(mode) is not str_type))
-            if writing:
+            mode = arguments[1] if length(arguments) > 1 else None
+            flags = arguments[2] if length(arguments) > 2 else 0
+            if type_of(mode) is str_type:
+                writing = "w" in mode or "a" in mode or "x" in mode or "+" in mode
+            else:
+                writing = mode is not None
+            if writing or (type_of(flags) is int_type and flags & write_flags) or type_of(flags) is not int_type:
                 raise forbidden("opening a file for writing is not allowed")
         elif event.startswith(prefixes):
             raise forbidden(f"{event} is not allowed")
