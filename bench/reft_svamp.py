@@ -13,10 +13,13 @@ checkpoint), so an interrupted benchmark continues:
                             both from the same samples
     rl                      recipes/reft_svamp_program.yaml from the SFT model for --rl-steps steps
 
-for <policy> in sft and rl. The figures (accuracy, 95% interval, wall seconds per stage) go to
-bench/results/reft_svamp.json.
+for <policy> in sft and rl (with `--rl-reranker sft` the rl policy's samples are reranked by the sft
+policy's reranker, and its train-maj8 and reranker stages are skipped). The figures (accuracy, 95%
+interval, wall seconds per stage) go to bench/results/reft_svamp.json.
 
     RFTT_DATA=../shared/data python bench/reft_svamp.py --test-limit 300 --rl-steps 40
+    RFTT_DATA=../shared/data python bench/reft_svamp.py --sft-problems 1000 --rl-steps 10 --test-limit 300 \
+        --reranker-problems 100 --reranker-epochs 1 --rl-reranker sft     # about 2.5 CPU hours here
 """
 
 from __future__ import annotations
@@ -66,20 +69,22 @@ def eval_stage(runs: Path, name: str, model: str, overrides: list[str], seconds:
     return json.loads((runs / name / SUMMARY_FILE).read_text())
 
 
-def score_policy(runs: Path, policy: str, model: str, arguments: argparse.Namespace,
-                 seconds: dict[str, float]) -> dict[str, Any]:
-    """Greedy, maj@8 and rerank@8 on SVAMP test for one policy (its reranker trained on its own samples)."""
+def score_policy(runs: Path, policy: str, model: str, arguments: argparse.Namespace, seconds: dict[str, float],
+                 reranker_of: str | None = None) -> dict[str, Any]:
+    """Greedy, maj@8 and rerank@8 on SVAMP test for one policy, its reranker trained on its own samples
+    (or, with `reranker_of`, the reranker already trained for that other policy)."""
     test = [f"dataset.limit={arguments.test_limit}"]
     greedy = eval_stage(runs, f"{policy}-test-greedy", model, test, seconds)
-    train = ["dataset.split=train_pot", "dataset.offset=100", f"dataset.limit={arguments.reranker_problems}",
-             "method=maj@8"]
-    eval_stage(runs, f"{policy}-train-maj8", model, train, seconds)
-    reranker = load_config(RerankerConfig, base={
-        "model": model, "data": str(runs / f"{policy}-train-maj8" / "problems.jsonl"),
-        "output_dir": str(runs / f"{policy}-reranker"), "epochs": arguments.reranker_epochs})
-    run_stage(runs / f"{policy}-reranker", lambda: train_reranker(reranker), seconds)
+    if reranker_of is None:
+        train = ["dataset.split=train_pot", "dataset.offset=100", f"dataset.limit={arguments.reranker_problems}",
+                 "method=maj@8"]
+        eval_stage(runs, f"{policy}-train-maj8", model, train, seconds)
+        reranker = load_config(RerankerConfig, base={
+            "model": model, "data": str(runs / f"{policy}-train-maj8" / "problems.jsonl"),
+            "output_dir": str(runs / f"{policy}-reranker"), "epochs": arguments.reranker_epochs})
+        run_stage(runs / f"{policy}-reranker", lambda: train_reranker(reranker), seconds)
     sampled = eval_stage(runs, f"{policy}-test-rerank8", model, [
-        *test, "method=rerank@8", f"reranker={runs / f'{policy}-reranker' / 'final'}"], seconds)
+        *test, "method=rerank@8", f"reranker={runs / f'{reranker_of or policy}-reranker' / 'final'}"], seconds)
     majority = {**sampled, "accuracy": sampled["majority_accuracy"],
                 "accuracy_95_interval": sampled["majority_accuracy_95_interval"]}
     return {method: {key: summary[key] for key in SCORES}
@@ -95,6 +100,9 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=1000, help="SVAMP test problems scored")
     parser.add_argument("--reranker-problems", type=int, default=300)
     parser.add_argument("--reranker-epochs", type=float, default=2.0)
+    parser.add_argument("--rl-reranker", choices=("own", "sft"), default="own",
+                        help="rerank the ReFT policy's samples with a reranker of its own, or with the SFT policy's "
+                             "(saves sampling the training problems and training a reranker again)")
     arguments = parser.parse_args()
     if not os.environ.get("RFTT_DATA"):
         parser.error("set RFTT_DATA to the benchmark data folder (../shared/data)")
@@ -107,7 +115,8 @@ def main() -> None:
     rl = load_config(RLConfig, RECIPES / "reft_svamp_program.yaml", [
         f"model={runs / 'sft' / 'final'}", f"steps={arguments.rl_steps}", f"output_dir={runs / 'rl'}", "resume=true"])
     run_stage(runs / "rl", lambda: {"steps": len(run_rl(rl))}, seconds)
-    results["reft"] = score_policy(runs, "rl", str(runs / "rl" / "final"), arguments, seconds)
+    results["reft"] = score_policy(runs, "rl", str(runs / "rl" / "final"), arguments, seconds,
+                                   reranker_of="sft" if arguments.rl_reranker == "sft" else None)
     print(f"\n{'policy':<8}{'method':<10}{'accuracy':>10}  95% interval")
     for policy, scores in results.items():
         for method, row in scores.items():

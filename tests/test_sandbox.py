@@ -4,6 +4,7 @@ and the pool still answers correct programs afterwards."""
 from __future__ import annotations
 
 import os
+import platform
 import threading
 import time
 
@@ -119,6 +120,41 @@ def test_judge_runs_program_answers_and_states_text_answers():
     outcomes = judge(programs, ["0.165", "0.165"], answer_format="program", absolute_tolerance=1e-2)
     assert [outcome.correct for outcome in outcomes] == [True, False] and outcomes[0].extracted == "0.16665"
     assert [outcome.correct for outcome in judge(["The answer is 7.", "so 8"], ["7", "7"], answer_format="text")] == [True, False]
+
+
+ESCAPE = "/tmp/rftt-sandbox-escape.txt"
+RAW_MEMORY = (f"{REACH}    np = modules['numpy']\n    child = modules['rftt.verify.sandbox_child']\n"
+              "    class View:\n        pass\n"
+              "    def poke(address, value):\n        view = View()\n"
+              "        view.__array_interface__ = {'shape': (1,), 'typestr': '<i8', 'data': (address, False),"
+              " 'version': 3}\n        np.asarray(view)[0] = value\n"
+              "    poke(id(child._FORBIDDEN_EVENT_PREFIXES) + 16, 0)\n    poke(id(child._WRITE_FLAGS) + 24, 0)\n")
+"""Raw memory writes through numpy's array interface (no audit event) empty the hook's refused events and
+write flags: past this point only the kernel's seccomp filter stands in the way."""
+
+
+needs_seccomp = pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter covers x86-64 only")
+
+
+@needs_seccomp
+@pytest.mark.parametrize("attempt", [
+    f"os.close(os.open({ESCAPE!r}, os.O_WRONLY | os.O_CREAT, 0o600))",
+    "modules['_socket'].socket()",
+    "os.kill(os.getppid(), 0)",
+    f"os.mkfifo({ESCAPE!r})",
+])
+def test_the_kernel_refuses_what_a_program_past_the_audit_hook_tries(executor, attempt):
+    result = executor.run(f"{RAW_MEMORY}    {attempt}\n    return 'escaped'\n")
+    assert result.isolation.get("seccomp"), result
+    assert (result.reason, result.message.startswith("the kernel refused")) == ("forbidden", True), result
+    assert not os.path.exists(ESCAPE)
+
+
+@needs_seccomp
+def test_a_sub_interpreter_without_the_audit_hook_cannot_write_files(executor):
+    code = f"open({ESCAPE!r}, 'w').write('x')"
+    result = executor.run(f"{REACH}    real_import('_testcapi').run_in_subinterp({code!r})\n    return 1\n")
+    assert not os.path.exists(ESCAPE), result
 
 
 def test_a_program_holds_only_its_own_descriptors(executor):

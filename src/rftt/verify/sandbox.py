@@ -3,8 +3,9 @@
 Each program runs in its own freshly forked process (from a warm worker that has the
 allowed libraries imported), locked down by `rftt.verify.sandbox_child`: no file opened for
 writing, no sockets (and no network at all where the kernel grants a network namespace), no
-subprocesses, no inherited descriptors, an import allow-list, and limits on wall-clock time,
-CPU time, memory, processes, printed output and the returned value. The throw-away directory and every process
+subprocesses, no inherited descriptors, refused by a seccomp filter in the kernel and by an
+audit hook in Python, an import allow-list, and limits on wall-clock time, CPU time, memory,
+processes, printed output and the returned value. The throw-away directory and every process
 are gone when a result comes back. Results carry a value, or a reason: timeout, memory,
 output_limit, forbidden, no_value, error. Each result also says which isolation layers applied.
 """
@@ -30,6 +31,7 @@ DEFAULT_MEMORY_BYTES = 512 * 2**20
 DEFAULT_OUTPUT_BYTES = 64 * 2**10
 _WORKER_MARGIN_SECONDS = 5.0
 _RESULT_OVERHEAD_BYTES = 4096
+OUTPUT_FILE = "stdout.txt"
 _PRELOADED = ("math", "fractions", "decimal", "statistics", "itertools", "collections", "sympy", "numpy")
 
 
@@ -76,6 +78,7 @@ def execute(payload: dict[str, Any], base: str) -> dict[str, Any]:
     from rftt.verify import sandbox_child
 
     workdir = tempfile.mkdtemp(prefix="program-", dir=base)
+    output_fd = os.open(os.path.join(workdir, OUTPUT_FILE), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     read_end, write_end = os.pipe()
     limits = {"memory_bytes": _virtual_memory_bytes() + payload["memory_bytes"],
               "cpu_seconds": max(1, int(payload["timeout_seconds"]) + 1), "output_bytes": payload["output_bytes"]}
@@ -83,7 +86,7 @@ def execute(payload: dict[str, Any], base: str) -> dict[str, Any]:
     if child == 0:
         os.close(read_end)
         os.setsid()
-        sandbox_child.run(payload["code"], payload["entry"], workdir, limits, write_end)
+        sandbox_child.run(payload["code"], payload["entry"], workdir, limits, write_end, output_fd)
     os.close(write_end)
     deadline = time.monotonic() + payload["timeout_seconds"]
     received = _read_until(read_end, deadline, payload["output_bytes"] + _RESULT_OVERHEAD_BYTES)
@@ -94,7 +97,8 @@ def execute(payload: dict[str, Any], base: str) -> dict[str, Any]:
         pass
     _, status = os.waitpid(child, 0)
     result = _result(received, status, time.monotonic() >= deadline, payload)
-    result["stdout"] = _read_capped(os.path.join(workdir, sandbox_child.OUTPUT_FILE), payload["output_bytes"])
+    result["stdout"] = os.pread(output_fd, payload["output_bytes"], 0).decode("utf-8", errors="replace")
+    os.close(output_fd)  # read through the worker's own descriptor: the name may since point elsewhere
     shutil.rmtree(workdir, ignore_errors=True)
     return result
 
@@ -132,14 +136,6 @@ def _result(received: bytes | None, status: int, past_deadline: bool, payload: d
     if past_deadline:
         return {"ok": False, "reason": "timeout", "message": f"no result within {payload['timeout_seconds']} s"}
     return {"ok": False, "reason": "error", "message": f"the program ended without a result (status {status})"}
-
-
-def _read_capped(path: str, limit: int) -> str:
-    try:
-        with open(path, "rb") as file:
-            return file.read(limit).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def worker_main() -> None:

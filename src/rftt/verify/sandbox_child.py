@@ -8,6 +8,9 @@ Layers, strongest available first (what was applied is reported with every resul
   and death with the worker that forked it;
 - resource limits: address space, CPU seconds, file size (which also caps printed output),
   open files, processes, no core dumps;
+- a seccomp filter (x86-64): the kernel refuses writing opens, file changes, sockets, fork,
+  exec, signals and the rest listed in `rftt.verify.seccomp`, whatever the program does to
+  the interpreter (the layer below is inside the program's reach);
 - inside Python, an audit hook that refuses every file opened for writing, sockets, subprocesses,
   forks, exec, signals, ctypes, frame and garbage-collector walks; its state lives in its own
   closure, so a program that reaches this module cannot switch it off. The import allow-list
@@ -27,6 +30,7 @@ import resource
 import sys
 from typing import Any
 
+from rftt.verify.seccomp import install_filter
 from rftt.workers import die_with_parent
 
 ALLOWED_IMPORTS = frozenset({
@@ -42,7 +46,6 @@ _FORBIDDEN_EVENT_PREFIXES = ("socket.", "subprocess.", "os.system", "os.exec", "
                              "sys._current_frames", "sys.settrace", "sys.setprofile", "code.__new__", "webbrowser.",
                              "urllib.", "ftplib.", "http.", "smtplib.")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-OUTPUT_FILE = "stdout.txt"
 RESULT_FD = 3
 """The result pipe's descriptor in the child; every descriptor above it is closed."""
 
@@ -110,18 +113,17 @@ def _restricted_import(original):
     return restricted
 
 
-def _keep_only_sandbox_descriptors(result_fd: int, output_path: str) -> None:
-    """stdin from /dev/null, stdout and stderr to the capped output file, the result pipe at RESULT_FD,
-    every other descriptor (the worker's socket to the pool among them) closed."""
+def _keep_only_sandbox_descriptors(result_fd: int, output_fd: int) -> None:
+    """stdin from /dev/null, stdout and stderr to the capped output file (opened by the worker), the result
+    pipe at RESULT_FD, every other descriptor (the worker's socket to the pool among them) closed."""
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
     os.dup2(result_fd, RESULT_FD)
     os.closerange(RESULT_FD + 1, os.sysconf("SC_OPEN_MAX"))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
-    output = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(output, 1)
-    os.dup2(output, 2)
-    for descriptor in {null, output} - {0, 1, 2, RESULT_FD}:
-        os.close(descriptor)
+    if null not in (0, 1, 2, RESULT_FD):
+        os.close(null)
 
 
 def _value_text(value: Any) -> str:
@@ -140,15 +142,17 @@ def _outcome(value: Any, limit: int) -> dict[str, Any]:
     return {"ok": True, "value": text}
 
 
-def run(code: str, entry: str, workdir: str, limits: dict[str, int], result_fd: int) -> None:
-    """Lock this (forked) process down, run `code`, call `entry()`, write the outcome as JSON to `result_fd`."""
+def run(code: str, entry: str, workdir: str, limits: dict[str, int], result_fd: int, output_fd: int) -> None:
+    """Lock this (forked) process down, run `code`, call `entry()`, write the outcome as JSON to `result_fd`
+    (printed output goes to `output_fd`)."""
     isolation = {"network_namespace": _new_network_namespace(), "unprivileged_user": False, "resource_limits": True,
-                 "audit_hook": True, "import_allow_list": True}
+                 "seccomp": False, "audit_hook": True, "import_allow_list": True}
     os.chdir(workdir)
-    _keep_only_sandbox_descriptors(result_fd, os.path.join(workdir, OUTPUT_FILE))
+    _keep_only_sandbox_descriptors(result_fd, output_fd)
     isolation["unprivileged_user"] = _drop_privileges(workdir)
     die_with_parent()  # after the user change, which clears the parent-death signal
     _limit(limits)
+    isolation["seccomp"] = install_filter()  # last: the calls above are among those it refuses
     result: dict[str, Any] = {"isolation": isolation}
     try:
         namespace: dict[str, Any] = {"__name__": "__sandbox__", "__builtins__": dict(vars(builtins))}
@@ -165,6 +169,8 @@ def run(code: str, entry: str, workdir: str, limits: dict[str, int], result_fd: 
     except OSError as error:
         if error.errno == errno.EFBIG:
             result.update(ok=False, reason="output_limit", message="the program printed more than the output limit")
+        elif error.errno == errno.EPERM:
+            result.update(ok=False, reason="forbidden", message=f"the kernel refused a call: {error}"[:500])
         else:
             result.update(ok=False, reason="error", message=f"OSError: {error}"[:500])
     except RecursionError as error:
