@@ -48,6 +48,7 @@ HOSTILE = {
     "relative_import": ("__package__ = 'os'\nfrom . import system\ndef solution():\n    return 1\n", "forbidden"),
     "walk_the_garbage_collector": (f"{REACH}    real_import('gc').get_objects()\n", "forbidden"),
     "forge_the_result_pipe": (f"{REACH}    os.write(3, b'not json')\n    return 1\n", "error"),
+    "result_nested_too_deep": (f"{REACH}    os.write(3, b'[' * 20000)\n    os._exit(0)\n", "error"),
 }
 
 
@@ -142,6 +143,13 @@ needs_seccomp = pytest.mark.skipif(platform.machine() != "x86_64", reason="the s
     "modules['_socket'].socket()",
     "os.kill(os.getppid(), 0)",
     f"os.mkfifo({ESCAPE!r})",
+    "fcntl = modules['fcntl']\n    fcntl.fcntl(os.pipe()[0], fcntl.F_SETOWN, os.getppid())",  # SIGIO to another
+    "os.sched_setaffinity(os.getppid(), {0})",
+    "modules['fcntl'].flock(0, 2)",
+    f"libc = modules['ctypes'].CDLL(None, use_errno=True)\n    if libc.syscall(452, -100, {ESCAPE!r}.encode(), 0o777, 0):"
+    "\n        raise OSError(modules['ctypes'].get_errno(), 'fchmodat2')",  # a call newer than the filter
+    "libc = modules['ctypes'].CDLL(None, use_errno=True)\n    if libc.prctl(1, 0, 0, 0, 0):"
+    "\n        raise OSError(modules['ctypes'].get_errno(), 'clearing the parent-death signal')",
 ])
 def test_the_kernel_refuses_what_a_program_past_the_audit_hook_tries(executor, attempt):
     result = executor.run(f"{RAW_MEMORY}    {attempt}\n    return 'escaped'\n")

@@ -88,19 +88,21 @@ def execute(payload: dict[str, Any], base: str) -> dict[str, Any]:
         os.setsid()
         sandbox_child.run(payload["code"], payload["entry"], workdir, limits, write_end, output_fd)
     os.close(write_end)
-    deadline = time.monotonic() + payload["timeout_seconds"]
-    received = _read_until(read_end, deadline, payload["output_bytes"] + _RESULT_OVERHEAD_BYTES)
-    os.close(read_end)
     try:
-        os.killpg(child, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _, status = os.waitpid(child, 0)
-    result = _result(received, status, time.monotonic() >= deadline, payload)
-    result["stdout"] = os.pread(output_fd, payload["output_bytes"], 0).decode("utf-8", errors="replace")
-    os.close(output_fd)  # read through the worker's own descriptor: the name may since point elsewhere
-    shutil.rmtree(workdir, ignore_errors=True)
-    return result
+        deadline = time.monotonic() + payload["timeout_seconds"]
+        received = _read_until(read_end, deadline, payload["output_bytes"] + _RESULT_OVERHEAD_BYTES)
+        try:
+            os.killpg(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, status = os.waitpid(child, 0)
+        result = _result(received, status, time.monotonic() >= deadline, payload)
+        result["stdout"] = os.pread(output_fd, payload["output_bytes"], 0).decode("utf-8", errors="replace")
+        return result  # printed output read through the worker's own descriptor: the name may point elsewhere
+    finally:
+        os.close(read_end)
+        os.close(output_fd)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _read_until(descriptor: int, deadline: float, limit: int) -> bytes | None:
@@ -125,7 +127,7 @@ def _result(received: bytes | None, status: int, past_deadline: bool, payload: d
     if received:
         try:
             result = json.loads(received)
-        except ValueError:
+        except Exception:  # whatever the program wrote: bad JSON, or JSON nested too deep to parse
             result = None
         if isinstance(result, dict) and isinstance(result.get("ok"), bool) and isinstance(result.get("value", ""), str):
             return result
