@@ -8,7 +8,7 @@ checkpoint), so an interrupted benchmark continues:
     <policy>-test-greedy    SVAMP test, the program each completion writes runs in the sandbox
     <policy>-train-maj8     8 samples on --reranker-problems training problems past the dev split
     <policy>-reranker       `rftt train-reranker` on those samples, labelled by the sandbox
-    <policy>-test-rerank8   8 samples at T=0.7 per test problem: the reranker's best-scored valid answer
+    <policy>-test-rerank8   8 samples at T=0.7 per test problem (the first --sampled-limit): the reranker's best-scored valid answer
                             (rerank@8) and the majority vote over the programs' return values (maj@8),
                             both from the same samples
     rl                      recipes/reft_svamp_program.yaml from the SFT model for --rl-steps steps
@@ -19,7 +19,7 @@ interval, wall seconds per stage) go to bench/results/reft_svamp.json.
 
     RFTT_DATA=../shared/data python bench/reft_svamp.py --test-limit 300 --rl-steps 40
     RFTT_DATA=../shared/data python bench/reft_svamp.py --sft-problems 1000 --rl-steps 10 --test-limit 300 \
-        --reranker-problems 100 --reranker-epochs 1 --rl-reranker sft     # about 2.5 CPU hours here
+        --sampled-limit 100 --reranker-problems 100 --reranker-epochs 1 --rl-reranker sft   # ~2.5 CPU hours
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rftt.config import load_config
-from rftt.evaluate import SUMMARY_FILE, EvalConfig, evaluate
+from rftt.evaluate import PROBLEMS_FILE, SUMMARY_FILE, EvalConfig, evaluate
+from rftt.jsonl import read_records
+from rftt.stats import wilson_interval
 from rftt.train.reranker import RerankerConfig, train_reranker
 from rftt.train.rl import RLConfig, run_rl
 from rftt.train.sft import SFTConfig, run_sft
@@ -83,12 +85,29 @@ def score_policy(runs: Path, policy: str, model: str, arguments: argparse.Namesp
             "model": model, "data": str(runs / f"{policy}-train-maj8" / "problems.jsonl"),
             "output_dir": str(runs / f"{policy}-reranker"), "epochs": arguments.reranker_epochs})
         run_stage(runs / f"{policy}-reranker", lambda: train_reranker(reranker), seconds)
-    sampled = eval_stage(runs, f"{policy}-test-rerank8", model, [
-        *test, "method=rerank@8", f"reranker={runs / f'{reranker_of or policy}-reranker' / 'final'}"], seconds)
-    majority = {**sampled, "accuracy": sampled["majority_accuracy"],
-                "accuracy_95_interval": sampled["majority_accuracy_95_interval"]}
-    return {method: {key: summary[key] for key in SCORES}
-            for method, summary in (("greedy", greedy), ("maj@8", majority), ("rerank@8", sampled))}
+    folder = runs / f"{policy}-test-rerank8"
+    eval_stage(runs, folder.name, model, [f"dataset.limit={arguments.sampled_limit or arguments.test_limit}",
+                                          "method=rerank@8",
+                                          f"reranker={runs / f'{reranker_of or policy}-reranker' / 'final'}"], seconds)
+    return {"greedy": {key: greedy[key] for key in SCORES},
+            **sampled_scores(folder, arguments.sampled_limit or arguments.test_limit)}
+
+
+def sampled_scores(folder: Path, limit: int) -> dict[str, dict[str, Any]]:
+    """maj@8 and rerank@8 over the first `limit` problems of a rerank@8 run, both from the same 8 samples
+    (a run over more problems, made before `--sampled-limit` was lowered, is cut to the same problems)."""
+    records = read_records(folder / PROBLEMS_FILE)[:limit]
+    answered = sum(record["answer"] is not None for record in records) / len(records)
+    tokens = sum(sum(record["completion_tokens"]) for record in records) / sum(len(record["completions"])
+                                                                            for record in records)
+
+    def row(flags: list[bool]) -> dict[str, Any]:
+        return {"problems": len(flags), "accuracy": sum(flags) / len(flags),
+                "accuracy_95_interval": list(wilson_interval(sum(flags), len(flags))), "extraction_rate": answered,
+                "mean_completion_tokens": tokens}
+
+    return {"maj@8": row([record["majority_correct"] for record in records]),
+            "rerank@8": row([record["correct"] for record in records])}
 
 
 def main() -> None:
@@ -100,6 +119,8 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=1000, help="SVAMP test problems scored")
     parser.add_argument("--reranker-problems", type=int, default=300)
     parser.add_argument("--reranker-epochs", type=float, default=2.0)
+    parser.add_argument("--sampled-limit", type=int,
+                        help="score maj@8 and rerank@8 on the first this many test problems (default: --test-limit)")
     parser.add_argument("--rl-reranker", choices=("own", "sft"), default="own",
                         help="rerank the ReFT policy's samples with a reranker of its own, or with the SFT policy's "
                              "(saves sampling the training problems and training a reranker again)")

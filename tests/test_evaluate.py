@@ -103,6 +103,20 @@ def test_resuming_with_different_settings_is_refused(tmp_path, checkpoint):
         evaluate(eval_config(tmp_path, checkpoint, data, max_new_tokens=5), progress=False)
 
 
+def test_a_run_grows_or_shrinks_its_problem_count_without_redoing_finished_problems(tmp_path, checkpoint):
+    data = write_problems(tmp_path / "data.jsonl", 6)
+    limited = {"name": "json", "path": data, "fields": {"id": "key"}}
+    evaluate(eval_config(tmp_path, checkpoint, data, dataset={**limited, "limit": 2}), progress=False)
+    first = read_records(tmp_path / "run")
+    summary = evaluate(eval_config(tmp_path, checkpoint, data, dataset={**limited, "limit": 4}), progress=False)
+    records = read_records(tmp_path / "run")
+    assert records[:2] == first and [record["id"] for record in records] == ["p0", "p1", "p2", "p3"]
+    assert summary["problems"] == 4
+    summary = evaluate(eval_config(tmp_path, checkpoint, data, dataset={**limited, "limit": 1}), progress=False)
+    assert summary["problems"] == 1 and summary["accuracy"] == float(records[0]["correct"])
+    assert len(read_records(tmp_path / "run")) == 4
+
+
 def test_a_run_resumes_when_its_data_and_model_are_named_by_another_path(tmp_path, checkpoint, monkeypatch):
     data = write_problems(tmp_path / "data.jsonl", 2)
     evaluate(eval_config(tmp_path, checkpoint, data), progress=False)

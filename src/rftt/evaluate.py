@@ -102,7 +102,7 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
     settings = to_dict(config)
     if path.exists():
         previous = with_defaults(EvalConfig, json.loads(path.read_text()))
-        now, before = (with_resolved_paths(values, RUN_PATHS) for values in (settings, previous))
+        now, before = (_without_problem_count(with_resolved_paths(values, RUN_PATHS)) for values in (settings, previous))
         changed = sorted(key for key in now
                          if key not in _SETTINGS_THAT_MAY_CHANGE_ON_RESUME and before.get(key) != now[key])
         if changed:
@@ -111,6 +111,12 @@ def _check_same_run(output: Path, config: EvalConfig) -> None:
                 "choose another output_dir or delete it"
             )
     path.write_text(json.dumps(with_resolved_paths(settings, RUN_PATHS), indent=2) + "\n")
+
+
+def _without_problem_count(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as the resume check compares them: `dataset.limit` may change, since records are per problem
+    (a larger limit evaluates only the new problems, a smaller one summarises the first ones)."""
+    return {**settings, "dataset": {key: value for key, value in settings["dataset"].items() if key != "limit"}}
 
 
 def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float,
