@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rftt.config import load_config
-from rftt.evaluate import PROBLEMS_FILE, SUMMARY_FILE, EvalConfig, evaluate
+from rftt.evaluate import PROBLEMS_FILE, SUMMARY_FILE, EvalConfig, evaluate, summarise
 from rftt.jsonl import read_records
-from rftt.stats import wilson_interval
 from rftt.train.reranker import RerankerConfig, train_reranker
 from rftt.train.rl import RLConfig, run_rl
 from rftt.train.sft import SFTConfig, run_sft
@@ -96,18 +95,11 @@ def score_policy(runs: Path, policy: str, model: str, arguments: argparse.Namesp
 def sampled_scores(folder: Path, limit: int) -> dict[str, dict[str, Any]]:
     """maj@8 and rerank@8 over the first `limit` problems of a rerank@8 run, both from the same 8 samples
     (a run over more problems, made before `--sampled-limit` was lowered, is cut to the same problems)."""
-    records = read_records(folder / PROBLEMS_FILE)[:limit]
-    answered = sum(record["answer"] is not None for record in records) / len(records)
-    tokens = sum(sum(record["completion_tokens"]) for record in records) / sum(len(record["completions"])
-                                                                            for record in records)
-
-    def row(flags: list[bool]) -> dict[str, Any]:
-        return {"problems": len(flags), "accuracy": sum(flags) / len(flags),
-                "accuracy_95_interval": list(wilson_interval(sum(flags), len(flags))), "extraction_rate": answered,
-                "mean_completion_tokens": tokens}
-
-    return {"maj@8": row([record["majority_correct"] for record in records]),
-            "rerank@8": row([record["correct"] for record in records])}
+    summary = summarise(read_records(folder / PROBLEMS_FILE)[:limit], EvalConfig(method="rerank@8"))
+    majority = {**summary, "accuracy": summary["majority_accuracy"],
+                "accuracy_95_interval": summary["majority_accuracy_95_interval"]}
+    return {method: {key: scores[key] for key in SCORES} for method, scores in (("maj@8", majority),
+                                                                                ("rerank@8", summary))}
 
 
 def main() -> None:

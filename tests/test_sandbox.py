@@ -38,7 +38,7 @@ HOSTILE = {
     "socket_through_an_allowed_module": (f"{REACH}    real_import('socket').socket().connect(('127.0.0.1', 9))\n",
                                          "forbidden"),
     "switch_off_the_audit_hook": (f"{REACH}    child = modules['rftt.verify.sandbox_child']\n"
-                                  "    child._FORBIDDEN_EVENT_PREFIXES = ()\n    child._WRITE_FLAGS = 0\n"
+                                  "    child._FORBIDDEN_EVENT_PREFIXES = ()\n    child.WRITE_FLAGS = 0\n"
                                   "    os.system('true')\n", "forbidden"),
     "patch_the_builtins_then_write": (f"{REACH}    real = modules['builtins']\n"
                                       "    real.any, real.len, real.isinstance = (lambda *a: False,) * 3\n"
@@ -59,16 +59,30 @@ def executor():
         yield pool
 
 
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, parent, ...), or None once it is gone."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _processes(keep) -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and keep(entry)]
+
+
 def _processes_of(uid: int) -> list[int]:
-    owned = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}").st_uid == uid:
-                    owned.append(int(entry))
-            except FileNotFoundError:
-                pass
-    return owned
+    def owned(entry: str) -> bool:
+        try:
+            return os.stat(f"/proc/{entry}").st_uid == uid
+        except FileNotFoundError:
+            return False
+
+    return _processes(owned)
+
+
+def _children_of(pid: int) -> list[int]:
+    return _processes(lambda entry: (fields := _stat_fields(entry)) is not None and int(fields[1]) == pid)
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
@@ -129,7 +143,7 @@ RAW_MEMORY = (f"{REACH}    np = modules['numpy']\n    child = modules['rftt.veri
               "    def poke(address, value):\n        view = View()\n"
               "        view.__array_interface__ = {'shape': (1,), 'typestr': '<i8', 'data': (address, False),"
               " 'version': 3}\n        np.asarray(view)[0] = value\n"
-              "    poke(id(child._FORBIDDEN_EVENT_PREFIXES) + 16, 0)\n    poke(id(child._WRITE_FLAGS) + 24, 0)\n")
+              "    poke(id(child._FORBIDDEN_EVENT_PREFIXES) + 16, 0)\n    poke(id(child.WRITE_FLAGS) + 24, 0)\n")
 """Raw memory writes through numpy's array interface (no audit event) empty the hook's refused events and
 write flags: past this point only the kernel's seccomp filter stands in the way."""
 
@@ -195,27 +209,8 @@ def test_a_program_dies_with_its_worker():
         worker.kill()
         running.join(timeout=30)
         time.sleep(0.5)
-        assert [pid for pid in programs if _state(pid) != "Z"] == []
+        assert [pid for pid in programs if (_stat_fields(pid) or ["Z"])[0] != "Z"] == []
 
-
-def _children_of(pid: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry))
-    return children
-
-
-def _state(pid: int) -> str:
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
 
 
 def test_prose_after_the_program_is_cut_off(executor):

@@ -30,7 +30,7 @@ import resource
 import sys
 from typing import Any
 
-from rftt.verify.seccomp import install_filter
+from rftt.verify.seccomp import WRITE_FLAGS, install_filter
 from rftt.workers import die_with_parent
 
 ALLOWED_IMPORTS = frozenset({
@@ -45,7 +45,6 @@ _FORBIDDEN_EVENT_PREFIXES = ("socket.", "subprocess.", "os.system", "os.exec", "
                              "os.removexattr", "shutil.", "ctypes.", "pty.", "signal.", "gc.", "sys._getframe",
                              "sys._current_frames", "sys.settrace", "sys.setprofile", "code.__new__", "webbrowser.",
                              "urllib.", "ftplib.", "http.", "smtplib.")
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 RESULT_FD = 3
 """The result pipe's descriptor in the child; every descriptor above it is closed."""
 
@@ -80,7 +79,7 @@ def _limit(limits: dict[str, int]) -> None:
         resource.setrlimit(getattr(resource, name), (value, value))
 
 
-def _audit(prefixes: tuple[str, ...] = _FORBIDDEN_EVENT_PREFIXES, write_flags: int = _WRITE_FLAGS,
+def _audit(prefixes: tuple[str, ...] = _FORBIDDEN_EVENT_PREFIXES, write_flags: int = WRITE_FLAGS,
            forbidden: type[Exception] = Forbidden, str_type: type = str, int_type: type = int, type_of: type = type,
            length=len):
     """The audit hook. Everything it reads, builtins included, is bound here, so patching this module's

@@ -31,7 +31,8 @@ _SECCOMP_RET_KILL_PROCESS = 0x80000000
 _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 _NUMBER_OFFSET, _ARCH_OFFSET, _ARGUMENTS_OFFSET = 0, 4, 16
 _CLONE_THREAD = 0x00010000
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+"""Open flags that write (or create or truncate): refused here and by the sandbox's audit hook."""
 
 # x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl) a computation may use as they come.
 _ALLOWED = {
@@ -111,7 +112,7 @@ def _filter() -> bytes:
     for name, argument in (("open", 1), ("openat", 2)):
         program.label(name)
         program.add(_BPF_LD_W_ABS, _ARGUMENTS_OFFSET + 8 * argument)  # the flags' low 32 bits
-        program.add(_BPF_JSET_K, _WRITE_FLAGS, "deny", "allow")
+        program.add(_BPF_JSET_K, WRITE_FLAGS, "deny", "allow")
     program.label("clone")
     program.add(_BPF_LD_W_ABS, _ARGUMENTS_OFFSET)  # clone's flags: a new thread is allowed, a new process is not
     program.add(_BPF_JSET_K, _CLONE_THREAD, "allow", "deny")
