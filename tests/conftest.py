@@ -101,7 +101,8 @@ def write_tiny_gguf(path, tokenizer: PreTrainedTokenizerFast, *, hidden: int = 1
 
 
 def run_and_kill_after_lines(command: list[str], watched, lines: int, timeout: float = 180.0) -> None:
-    """Start `command`, SIGKILL it once `watched` has `lines` lines, and check that it really was killed."""
+    """Start `command`, SIGKILL it once `watched` has `lines` complete lines (a half-written last one does not
+    count: readers drop it), and check that it really was killed."""
     import signal
     import subprocess
     import time
@@ -109,7 +110,7 @@ def run_and_kill_after_lines(command: list[str], watched, lines: int, timeout: f
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        if watched.exists() and len(watched.read_text().splitlines()) >= lines:
+        if watched.exists() and watched.read_text().count("\n") >= lines:
             process.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
