@@ -136,7 +136,7 @@ def test_a_run_folder_from_an_older_version_or_given_by_a_relative_path_continue
     config, summary, run = finished_run
     saved_path = run / "demo_config.json"
     saved = json.loads(saved_path.read_text())
-    # settings added after the run began, at their default (the budget sets rl.rollout.max_children itself)
+    # settings added after the run began, at their default (the budget sets rl.rollout.sampled_children itself)
     del saved["functional_tokens"], saved["evaluation"]["absolute_tolerance"]
     saved_path.write_text(json.dumps(saved))
     monkeypatch.chdir(run.parent)

@@ -297,6 +297,23 @@ def test_max_children_keeps_the_moves_with_the_highest_priors(tiny_model, chat_t
         assert len(all_slots) > 2 and kept == sorted(all_slots, key=lambda slot: -slot[1])[:2]
 
 
+def test_sampled_children_draw_child_slots_from_the_priors():
+    priors = {Move.NEXT_STEP: 0.6, Move.OUTPUT: 0.4, Move.VERIFY: 0.0}
+    ranked = [Move.NEXT_STEP, Move.OUTPUT, Move.VERIFY]
+    slots = TokenGuidedPolicy(None, None, None, sampled_children=2000, seed=3).child_slots(ranked, priors)
+    counts = {move: sum(slot_move == move for slot_move, _ in slots) for move in ranked}
+    assert counts[Move.VERIFY] == 0 and counts[Move.OUTPUT] == 1  # a move of prior 0 is never drawn, output once
+    assert 2000 * 0.55 < counts[Move.NEXT_STEP] < 2000 * 0.65  # the rest of the draws, at about its prior
+    for move in (Move.NEXT_STEP, Move.OUTPUT):  # the copies of a move share its prior
+        assert sum(prior for slot_move, prior in slots if slot_move == move) == pytest.approx(priors[move])
+    again = [TokenGuidedPolicy(None, None, None, sampled_children=4, seed=seed).child_slots(ranked, priors)
+             for seed in (7, 7)]
+    assert again[0] == again[1] and 1 <= len(again[0]) <= 4
+    only_top = TokenGuidedPolicy(None, None, None, max_children=1, sampled_children=5, seed=0).child_slots(
+        ranked[:1], priors)
+    assert only_top == [(Move.NEXT_STEP, pytest.approx(0.12))] * 5
+
+
 def write_step(model, tokenizer, tags, move: Move, text: str, token_ids: list[int], finish_reason: str, stop_reason):
     """What a token-guided policy makes of one completion, written as the engine would have returned it."""
     from rftt.engine.types import Completion

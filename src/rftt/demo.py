@@ -60,7 +60,7 @@ class DemoConfig:
     held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=400, seed=100_000))
     held_out_problems: int = 200
     dev_problems: int = 50
-    search_problems: int = 192
+    search_problems: int = 384
     tree_problems: int = 20
     seed: int = 0
     functional_tokens: bool = True

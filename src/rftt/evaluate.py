@@ -52,7 +52,8 @@ class EvalConfig:
     `last_number_fallback: false` counts only answers the model states (`\\boxed{}`, `<output>`, "the answer
     is"), so the extraction rate measures format and accuracy among extracted answers measures skill.
     `tree_max_children`: in tree search, only the moves with the highest priors get child slots (all legal
-    moves when unset); `tree_step_max_tokens`: the longest step of a tree (default `max_new_tokens`)."""
+    moves when unset); `tree_sampled_children`: as RL's `rollout.sampled_children`; `tree_step_max_tokens`:
+    the longest step of a tree (default `max_new_tokens`)."""
 
     model: str = "smollm2-135m-instruct"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -69,6 +70,7 @@ class EvalConfig:
     tree_rollouts: tuple[int, ...] = (1, 4, 16)
     tree_temperature: float = 0.1
     tree_max_children: int | None = None
+    tree_sampled_children: int | None = None
     tree_step_max_tokens: int | None = None
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior"))
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
@@ -181,7 +183,7 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     """A function from a batch of problems to their records, for inference-time tree search."""
     tags = step_tags_for_search(config.model, getattr(engine, "model", None), tokenizer)
     policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, temperature=config.tree_temperature,
-                               max_children=config.tree_max_children,
+                               max_children=config.tree_max_children, sampled_children=config.tree_sampled_children,
                                seed=config.seed, max_tokens={move: config.tree_step_max_tokens or config.max_new_tokens
                                                              for move in Move})
     rewards = config.process_rewards

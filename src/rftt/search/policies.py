@@ -14,7 +14,8 @@ every tree as they need writing and gets each step back as soon as it is written
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import random
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
@@ -207,7 +208,11 @@ class PromptedPolicy(EngineWriter):
 @dataclass
 class TokenGuidedPolicy(EngineWriter):
     """Phase 2 and inference: the policy ranks moves by the probability of their opening tags after the trace
-    and writes each step itself (`step_tags`: functional tokens, or the same tags as text for the ablation)."""
+    and writes each step itself (`step_tags`: functional tokens, or the same tags as text for the ablation).
+    Child slots: one per legal move (the `max_children` likeliest when set); with `sampled_children: n`, n
+    slots whose moves are drawn from the priors instead, so the tree branches where the policy itself would
+    sample differently (a likely move gets several slots, an untaught one rarely any). An `<output>` only
+    restates its path's answer, so it gets one slot however often it is drawn."""
 
     engine: Engine
     tokenizer: Any
@@ -216,8 +221,12 @@ class TokenGuidedPolicy(EngineWriter):
     temperature: float = 0.1
     top_p: float = 0.95
     max_children: int | None = None
+    sampled_children: int | None = None
     max_tokens: dict[Move, int] = field(default_factory=lambda: {move: 256 for move in Move})
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.move_draws = random.Random(self.seed)
 
     def prefix_ids(self, tree: Tree, node: Node) -> list[int]:
         """Token ids of the prompt and every step down to `node` (the exact sequence the policy continues)."""
@@ -239,9 +248,21 @@ class TokenGuidedPolicy(EngineWriter):
             weights = {move: math.exp(score - top) if math.isfinite(score) else 0.0 for move, score in scores.items()}
             total = sum(weights.values())
             priors = {move: weight / total if total else 1.0 / len(moves) for move, weight in weights.items()}
-            ranked = sorted(moves, key=lambda move: -priors[move])[: self.max_children or len(moves)]
-            slots.append([(move, priors[move]) for move in ranked])
+            slots.append(self.child_slots(sorted(moves, key=lambda move: -priors[move])[: self.max_children or
+                                                                                       len(moves)], priors))
         return slots
+
+    def child_slots(self, ranked: list[Move], priors: dict[Move, float]) -> list[tuple[Move, float]]:
+        """(move, prior) per child slot: one per ranked move, or `sampled_children` draws from the priors (a
+        move drawn k times gets k slots sharing its prior)."""
+        if not self.sampled_children:
+            return [(move, priors[move]) for move in ranked]
+        weights = [priors[move] for move in ranked]
+        counts = Counter(self.move_draws.choices(ranked, weights=weights if sum(weights) > 0 else None,
+                                                 k=self.sampled_children))
+        if Move.OUTPUT in counts:
+            counts[Move.OUTPUT] = 1
+        return [(move, priors[move] / counts[move]) for move in ranked for _ in range(counts[move])]
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=max(self.max_tokens.values()),

@@ -31,7 +31,8 @@ class RolloutConfig:
     """How trajectories are made. `kind: sampling` draws `samples_per_prompt` completions per prompt;
     `kind: tree` runs a token-guided search with that many rollouts per prompt; `max_children` gives child
     slots only to the moves with the highest priors (all legal moves when unset), so that rollouts are not
-    spent on moves the warm-up never taught."""
+    spent on moves the warm-up never taught; `sampled_children: n` gives each node n slots whose moves are
+    drawn from the priors (see `TokenGuidedPolicy`)."""
 
     kind: Literal["sampling", "tree"] = "sampling"
     samples_per_prompt: int = 4
@@ -41,6 +42,7 @@ class RolloutConfig:
     template: str = "chat"
     step_max_tokens: int = 128
     max_children: int | None = None
+    sampled_children: int | None = None
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior", parallel_rollouts=4))
     last_number_fallback: bool = False
     answer_format: AnswerFormat = "text"
@@ -109,7 +111,7 @@ def tree_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], c
     """One trajectory per rollout of a token-guided search; step scores are the tree's node values."""
     policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.temperature,
                                top_p=config.top_p, seed=seed, max_tokens={move: config.step_max_tokens for move in Move},
-                               max_children=config.max_children)
+                               max_children=config.max_children, sampled_children=config.sampled_children)
     search_config = SearchConfig(**{**config.search.__dict__, "rollouts": config.samples_per_prompt, "seed": seed})
     trees = TreeSearch(policy, OutcomeScorer(last_number_fallback=config.last_number_fallback), search_config).run(
         problems)
