@@ -64,7 +64,7 @@ def supervised_fine_tune(model, tokenizer, pairs: list[tuple[str, str]], seed: i
     """A plain loop: response-only loss, AdamW, linear decay, 2 epochs."""
     generator = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=SFT_LEARNING_RATE)
-    steps = SFT_EPOCHS * -(-len(pairs) // SFT_BATCH)
+    steps = max(1, SFT_EPOCHS * -(-len(pairs) // SFT_BATCH))  # no kept samples: no step, and no division by zero
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     model.train()
     for _ in range(SFT_EPOCHS):

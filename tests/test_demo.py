@@ -104,6 +104,12 @@ def test_summary_numbers_agree_with_the_per_problem_files(finished_run):
     tree = read_records(run / "eval-rl-tree" / "problems.jsonl")
     for count in ("1", "2"):
         assert summary["accuracy"][f"tree-{count}"]["correct"] == sum(r["by_rollouts"][count]["correct"] for r in tree)
+    correct = {stage: [record["correct"] for record in read_records(run / stage / "problems.jsonl")]
+               for stage in ("baseline", "eval-sft", "eval-rl")}
+    for before, after in (("baseline", "eval-sft"), ("eval-sft", "eval-rl")):
+        gain = summary["gains"][f"{before} -> {after}"]
+        assert gain["difference"] == pytest.approx((sum(correct[after]) - sum(correct[before])) / 6)
+        assert gain["gained"] == sum(b > a for a, b in zip(correct[before], correct[after]))
     metrics = read_records(run / "rl" / "metrics.jsonl")
     assert [point.get("reward") for point in summary["rl_curve"]] == [record.get("reward") for record in metrics]
 

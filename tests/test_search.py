@@ -182,6 +182,17 @@ def test_illegal_splices_are_skipped():
     assert [[node.content for node in splice.wrong] for splice in splices] == [["2 + 3 = 6"]]
 
 
+def test_reflection_limit_caps_the_splices_and_zero_means_none():
+    tree = handmade_tree()
+    second = tree.add_child(tree.nodes[1], Move.NEXT_STEP, 1.0)  # another wrong answer under the clarify step
+    second.content = "2 + 3 = 4"
+    wrong = tree.add_child(second, Move.OUTPUT, 1.0)
+    wrong.content, wrong.terminal, wrong.terminal_reason, wrong.reward, wrong.correct = "\\boxed{4}", True, "output", 0.0, False
+    assert len(reflection_splices(tree, limit=5)) == 2
+    assert len(reflection_splices(tree, limit=1)) == 1
+    assert reflection_splices(tree, limit=0) == []  # was every splice: the cap was checked only after an append
+
+
 @pytest.fixture
 def chat_tokenizer(tiny_tokenizer):
     tiny_tokenizer.chat_template = (

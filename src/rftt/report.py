@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from rftt.jsonl import read_records
 from rftt.search.tree import Tree
 from rftt.search.viewer import MOVE_COLOURS, render_tree_page
-from rftt.stats import wilson_interval
+from rftt.stats import paired_difference, wilson_interval
 from rftt.tokens import Move, parse_steps
 
 REPORT_FILE = "report.html"
@@ -26,6 +26,7 @@ SUMMARY_FILE = "summary.json"
 PLOT_FOLDER = "plots"
 EVAL_STAGES = {"baseline": "start model", "eval-sft": "after SFT warm-up", "eval-rl": "after RL"}
 TREE_STAGE = "eval-rl-tree"
+GAIN_PAIRS = (("baseline", "eval-sft"), ("eval-sft", "eval-rl"))
 
 
 def accuracy_row(label: str, correct: int, problems: int, extracted: int | None = None) -> dict[str, Any]:
@@ -54,6 +55,19 @@ def eval_rows(run: Path) -> dict[str, dict[str, Any]]:
                                              sum(outcome["correct"] for outcome in outcomes), len(outcomes),
                                              sum(outcome["answer"] is not None for outcome in outcomes))
     return rows
+
+
+def stage_gains(run: Path) -> dict[str, dict[str, Any]]:
+    """For each stage against the one before it, the paired change of greedy accuracy on the same problems."""
+    outcomes = {stage: {record["id"]: bool(record["correct"]) for record in read_records(run / stage / "problems.jsonl")}
+                for stage in EVAL_STAGES}
+    gains = {}
+    for before, after in GAIN_PAIRS:
+        shared = [problem for problem in outcomes[before] if problem in outcomes[after]]
+        if shared:
+            gains[f"{before} -> {after}"] = {"from": EVAL_STAGES[before], "to": EVAL_STAGES[after], **paired_difference(
+                [outcomes[before][problem] for problem in shared], [outcomes[after][problem] for problem in shared])}
+    return gains
 
 
 def move_usage(run: Path) -> dict[str, dict[str, float]]:
@@ -152,6 +166,7 @@ def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> 
     return {
         "config": to_dict(config),
         "accuracy": eval_rows(run),
+        "gains": stage_gains(run),
         "search": search_summary(run),
         "rl_curve": rl_curve(run),
         "moves_per_answer": move_usage(run),
@@ -183,6 +198,9 @@ def format_table(summary: dict[str, Any]) -> str:
         low, high = row["interval"]
         lines.append(f"{row['stage']:<40}{row['accuracy']:>10.1%}  {f'{low:.1%}-{high:.1%}':<15}"
                      f"{row.get('extraction_rate', 0):>9.1%}{row.get('accuracy_among_extracted', 0):>14.1%}")
+    lines.append("")
+    lines += [f"{gain['to']:<40}{gain['difference']:>+10.1%}  standard error {gain['standard_error']:.1%}, "
+              f"{gain['gained']} problems gained, {gain['lost']} lost" for gain in summary["gains"].values()]
     lines.append("")
     lines += [f"{name:<16}{stage['seconds']:>8.1f} s" for name, stage in summary["stages"].items()]
     lines.append(f"{'total':<16}{summary['total_seconds']:>8.1f} s")
@@ -221,6 +239,9 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
                     [[name, stage["seconds"], stage["command"] or ""] for name, stage in summary["stages"].items()])
     search = _table(["", "value"], [[key, f"{value:.2f}" if isinstance(value, float) else value]
                                     for key, value in summary["search"].items()])
+    gains = _table(["change", "accuracy difference", "standard error (paired)", "problems gained", "problems lost"],
+                   [[f"{gain['from']} -> {gain['to']}", f"{gain['difference']:+.1%}", f"{gain['standard_error']:.1%}",
+                     gain["gained"], gain["lost"]] for gain in summary["gains"].values()])
     pair = _paired_table(summary)
     legend = " ".join(f'<span class="move" style="background:{MOVE_COLOURS[move]}">{move.value}</span>' for move in Move)
     frames = "".join(f"<h3>{html.escape(tree.question)}</h3><iframe srcdoc=\"{html.escape(render_tree_page(tree))}\">"
@@ -234,7 +255,8 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
 {summary['total_seconds'] / 60:.1f} minutes. Accuracy is greedy (or tree-search) accuracy on held-out problems;
 "answers stated" counts answers given in the taught format (<code>\\boxed{{}}</code> or an <code>&lt;output&gt;</code>
 step), which separates format from skill.</p>
-<h2>Accuracy per stage</h2>{accuracy}{figures.get('accuracy', '')}{pair}
+<h2>Accuracy per stage</h2>{accuracy}
+<p>Each stage against the one before it, on the same problems:</p>{gains}{figures.get('accuracy', '')}{pair}
 <h2>RL: reward and KL per step</h2>{figures.get('rl', '<p>no RL steps yet</p>')}
 <h2>Accuracy against inference-time rollouts</h2>{figures.get('rollouts', '<p>not run</p>')}
 <h2>Functional tokens: steps of each move per answer</h2>{moves}

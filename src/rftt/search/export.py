@@ -80,6 +80,8 @@ def reflection_splices(tree: Tree, limit: int) -> list[Splice]:
     right_ends = [node for node in outputs if node.correct]
     splices, seen = [], set()
     for wrong_end in (node for node in outputs if node.correct is False):
+        if len(splices) >= limit:
+            break
         wrong_path = tree.path(wrong_end)
         candidates = sorted(right_ends, key=lambda node: (-_shared_prefix(wrong_path, tree.path(node)), node.id))
         for right_end in candidates:
@@ -91,8 +93,6 @@ def reflection_splices(tree: Tree, limit: int) -> list[Splice]:
                 seen.add(key)
                 splices.append(splice)
                 break
-        if len(splices) == limit:
-            break
     return splices
 
 
