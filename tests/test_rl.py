@@ -208,6 +208,32 @@ def test_data_order_is_fixed_by_seed_and_step(data):
     assert sorted(epoch) == sorted(problem.id for problem in problems)
 
 
+def test_an_oversampled_rollout_keeps_the_groups_with_mixed_rewards_first():
+    from rftt.train.rollouts import TrajectoryBatch, keep_informative_groups
+
+    groups = [0, 0, 1, 1, 2, 2, 3, 3]
+    rewards = [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]  # groups 1 and 3 are informative
+    batch = TrajectoryBatch([[row] for row in range(8)], [[10 + row] for row in range(8)], groups,
+                            [Outcome(reward == 1.0, None, "x") for reward in rewards], [[]] * 8, [[]] * 8, [[]] * 8)
+    kept = keep_informative_groups(batch, rewards, 2)
+    assert kept.prompt_ids == [[2], [3], [6], [7]] and kept.groups == [0, 0, 1, 1]
+    assert (kept.rolled_out_groups, kept.informative_groups, kept.rolled_out_accuracy) == (4, 2, 0.5)
+    filled = keep_informative_groups(batch, rewards, 3)  # one uniform group fills the third place, order kept
+    assert filled.prompt_ids == [[0], [1], [2], [3], [6], [7]] and filled.groups == [0, 0, 1, 1, 2, 2]
+    everything = keep_informative_groups(batch, rewards, 4)
+    assert everything.prompt_ids == batch.prompt_ids and everything.groups == groups
+
+
+def test_oversampled_tree_rollouts_train_on_the_steps_number_of_prompts(tmp_path, checkpoint, data):
+    history = run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "run", "rollout.oversample=2",
+                                   "rollout.sampled_children=2", "steps=1"))
+    informative = history[0]["informative_rolled_out_groups"] * 4  # of the 2 x 2 prompts rolled out
+    assert informative == pytest.approx(round(informative)) and 0 <= informative <= 4
+    assert 0.0 <= history[0]["rolled_out_accuracy"] <= 1.0 and math.isfinite(history[0]["policy_loss"])
+    with pytest.raises(ConfigError, match="rollout.oversample: must be at least 1"):
+        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "x", "rollout.oversample=0"))
+
+
 def test_incompatible_settings_are_named(tmp_path, checkpoint, data):
     with pytest.raises(ConfigError, match="gae needs a critic"):
         run_rl(recipe_config("reft_gsm8k.yaml", checkpoint, data, tmp_path / "x", "critic=none"))

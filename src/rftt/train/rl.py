@@ -43,7 +43,13 @@ from rftt.train.rl_model import (
 )
 from rftt.train.rl_state import checkpoint_metrics, checkpoints, load_training_state, save_checkpoint, save_model_folder
 from rftt.train.rl_steps import PhaseTimer, problems_for_step, step_seed
-from rftt.train.rollouts import RolloutConfig, TrajectoryBatch, sampling_rollouts, tree_rollouts
+from rftt.train.rollouts import (
+    RolloutConfig,
+    TrajectoryBatch,
+    keep_informative_groups,
+    sampling_rollouts,
+    tree_rollouts,
+)
 from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
 
 
@@ -149,7 +155,8 @@ class RLTrainer:
     def local_problems(self, step: int) -> list[Problem]:
         """This process's share of the step's prompts."""
         rank, world = self.ranks
-        problems = problems_for_step(self.problems, step, self.config.prompts_per_step, self.config.seed)
+        problems = problems_for_step(self.problems, step, self.config.prompts_per_step * self.config.rollout.oversample,
+                                     self.config.seed)
         share = len(problems) // world
         return problems[rank * share : (rank + 1) * share]
 
@@ -169,8 +176,11 @@ class RLTrainer:
         seed = step_seed(self.config.seed, step)
         if self.config.rollout.kind == "tree":
             assert self.tokens is not None
-            return tree_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
-        return sampling_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+            batch = tree_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+        else:
+            batch = sampling_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+        rewards = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
+        return keep_informative_groups(batch, rewards, self.config.prompts_per_step // self.ranks[1])
 
     def rewards(self, batch: TrajectoryBatch, width: int) -> torch.Tensor:
         outcomes = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
@@ -337,6 +347,8 @@ class RLTrainer:
             "answered": sum(outcome.extracted is not None for outcome in batch.outcomes) / len(batch),
             "kl": float(masked_mean(kl, mask)), "response_length": float(mask.sum(dim=1).mean()),
             "zero_variance_groups": sum(max(v) == min(v) for v in groups.values()) / len(groups),
+            "informative_rolled_out_groups": batch.informative_groups / max(batch.rolled_out_groups, 1),
+            "rolled_out_accuracy": batch.rolled_out_accuracy,
             "moves": dict(batch.move_counts()), "learning_rate": self.scheduler.get_last_lr()[0],
             **update_metrics,
         }
@@ -364,6 +376,8 @@ def _check(config: RLConfig) -> None:
         raise ConfigError("config.rollout.answer_format: tree rollouts write functional-token steps, not programs")
     if config.rollout.kind == "tree" and config.rollout.absolute_tolerance:
         raise ConfigError("config.rollout.absolute_tolerance: tree rollouts judge answers exactly (set it to 0)")
+    if config.rollout.oversample < 1:
+        raise ConfigError("config.rollout.oversample: must be at least 1")
     if config.micro_batch_size > config.mini_batch_size:
         raise ConfigError("config.micro_batch_size: must not exceed mini_batch_size")
     processes = int(os.environ.get("WORLD_SIZE", "1"))

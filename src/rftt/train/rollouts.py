@@ -32,7 +32,8 @@ class RolloutConfig:
     `kind: tree` runs a token-guided search with that many rollouts per prompt; `max_children` gives child
     slots only to the moves with the highest priors (all legal moves when unset), so that rollouts are not
     spent on moves the warm-up never taught; `sampled_children: n` gives each node n slots whose moves are
-    drawn from the priors (see `TokenGuidedPolicy`)."""
+    drawn from the priors (see `TokenGuidedPolicy`). `oversample: k` rolls out k times the step's prompts and
+    trains on the step's number of groups, those whose samples' rewards differ first (`keep_informative_groups`)."""
 
     kind: Literal["sampling", "tree"] = "sampling"
     samples_per_prompt: int = 4
@@ -43,6 +44,7 @@ class RolloutConfig:
     step_max_tokens: int = 128
     max_children: int | None = None
     sampled_children: int | None = None
+    oversample: int = 1
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior", parallel_rollouts=4))
     last_number_fallback: bool = False
     answer_format: AnswerFormat = "text"
@@ -63,9 +65,20 @@ class TrajectoryBatch:
     step_ends: list[list[int]] = field(default_factory=list)
     step_scores: list[list[float]] = field(default_factory=list)
     moves: list[list[str]] = field(default_factory=list)
+    rolled_out_groups: int = 0  # before `keep_informative_groups`: the groups rolled out, how many had mixed rewards
+    informative_groups: int = 0
+    rolled_out_accuracy: float = 0.0
 
     def __len__(self) -> int:
         return len(self.response_ids)
+
+    def rows(self, indices: Sequence[int], groups: Sequence[int]) -> "TrajectoryBatch":
+        """The batch of the given rows, their groups renumbered as `groups`."""
+        def pick(values: list) -> list:
+            return [values[index] for index in indices]
+
+        return TrajectoryBatch(pick(self.prompt_ids), pick(self.response_ids), list(groups), pick(self.outcomes),
+                               pick(self.step_ends), pick(self.step_scores), pick(self.moves))
 
     def move_counts(self) -> Counter:
         return Counter(move for moves in self.moves for move in moves)
@@ -134,3 +147,20 @@ def tree_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], c
             batch.step_scores.append(tree_value_rewards(tree, terminal)[: len(ends)])
             batch.moves.append(moves)
     return batch
+
+
+def keep_informative_groups(batch: TrajectoryBatch, rewards: Sequence[float], count: int) -> TrajectoryBatch:
+    """`count` of the batch's groups: first those whose samples' rewards differ, then the others, kept in their
+    order and renumbered from 0. A group whose samples all score the same teaches GRPO nothing and REINFORCE++
+    only the batch mean, so an oversampled rollout keeps the informative ones (DAPO's dynamic sampling)."""
+    members: dict[int, list[int]] = {}
+    for row, group in enumerate(batch.groups):
+        members.setdefault(group, []).append(row)
+    informative = [group for group, rows in members.items() if len({rewards[row] for row in rows}) > 1]
+    uniform = [group for group in members if group not in informative]
+    kept = sorted((informative + uniform)[:count], key=list(members).index)
+    rows = [row for group in kept for row in members[group]]
+    selected = batch.rows(rows, [number for number, group in enumerate(kept) for _ in members[group]])
+    selected.rolled_out_groups, selected.informative_groups = len(members), len(informative)
+    selected.rolled_out_accuracy = sum(outcome.correct for outcome in batch.outcomes) / max(len(batch), 1)
+    return selected
