@@ -61,7 +61,7 @@ class DemoConfig:
     held_out_problems: int = 200
     dev_problems: int = 50
     search_problems: int = 384
-    tree_problems: int = 20
+    tree_problems: int = 50
     seed: int = 0
     functional_tokens: bool = True
     search: SearchRunConfig = field(default_factory=SearchRunConfig)

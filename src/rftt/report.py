@@ -122,7 +122,9 @@ def _plots(run: Path, rows: dict[str, dict[str, Any]], curve: Sequence[dict[str,
         trained = [point for point in curve if "reward" in point]  # step -1 is the evaluation before training
         steps = [point["step"] + 1 for point in trained]
         left.plot(steps, [point["reward"] for point in trained], label="mean reward")
-        left.plot(steps, [point["accuracy"] for point in trained], label="rollout accuracy")
+        left.plot(steps, [point["accuracy"] for point in trained], label="rollout accuracy (groups trained on)")
+        if all("rolled_out_accuracy" in point for point in trained):  # an oversampled rollout: every group
+            left.plot(steps, [point["rolled_out_accuracy"] for point in trained], label="rollout accuracy (all rolled out)")
         dev = [(point["step"] + 1, point["dev_accuracy"]) for point in curve if "dev_accuracy" in point]
         if dev:
             left.plot(*zip(*dev), marker="o", label="dev accuracy (greedy)")
