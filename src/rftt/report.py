@@ -83,7 +83,8 @@ def move_usage(run: Path) -> dict[str, dict[str, float]]:
 
 
 def rl_curve(run: Path) -> list[dict[str, Any]]:
-    keys = ("step", "reward", "accuracy", "kl", "dev_accuracy", "response_length", "step_seconds")
+    keys = ("step", "reward", "accuracy", "kl", "dev_accuracy", "response_length", "step_seconds",
+            "rolled_out_accuracy", "informative_rolled_out_groups")
     return [{key: record[key] for key in keys if key in record} for record in read_records(run / "rl" / "metrics.jsonl")]
 
 
