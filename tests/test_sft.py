@@ -244,3 +244,16 @@ def test_keeping_tags_text_is_refused_for_a_model_that_has_them_as_tokens(tmp_pa
     data = write_sft_file(tmp_path / "sft.jsonl", 4)
     with pytest.raises(FunctionalTokenError, match="config.functional_tokens"):
         run_sft(sft_config(tmp_path / "with-tokens", data, tmp_path / "run", "max_steps=1", "functional_tokens=false"))
+
+
+def test_resume_skips_a_checkpoint_whose_save_was_cut_short(tmp_path):
+    from rftt.train.sft import last_complete_checkpoint
+
+    for step, complete in ((10, True), (20, True), (30, False)):  # the save of step 30 died on a full disk
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "optimizer.pt").write_bytes(b"partial")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
+    assert last_complete_checkpoint(tmp_path / "missing") is None

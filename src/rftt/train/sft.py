@@ -22,7 +22,7 @@ from typing import Any, Literal, Sequence
 import torch
 from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from rftt.config import to_dict
 from rftt.data import DataError
@@ -229,6 +229,14 @@ def write_fingerprint(model: Any, output: Path, rank: int) -> None:
     (folder / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "weight_sum": total}))
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing (its trainer_state.json is written last), so a save cut
+    short by a crash or a full disk is skipped, not loaded."""
+    steps = sorted((int(path.name.split("-")[-1]), path) for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").is_file())
+    return str(steps[-1][1]) if steps else None
+
+
 def run_sft(config: SFTConfig) -> dict[str, Any]:
     """Train, save `output_dir/final`, and return a summary (losses, steps, timing, data report)."""
     output = Path(config.output_dir)
@@ -257,7 +265,7 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     trainer = Trainer(model=model, args=arguments, train_dataset=_Rows(train_rows),
                       eval_dataset=_Rows(dev_rows) if dev_rows else None, data_collator=SFTCollator(tokenizer.pad_token_id),
                       callbacks=_callbacks(config, output, tokens))
-    checkpoint = get_last_checkpoint(arguments.output_dir) if config.resume and Path(arguments.output_dir).is_dir() else None
+    checkpoint = last_complete_checkpoint(Path(arguments.output_dir)) if config.resume else None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
