@@ -4,6 +4,7 @@ in the summary that agree with the per-problem files."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from rftt.cli import main
 from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, task_flags
 from rftt.jsonl import read_records
+from rftt.report import write_report
 from rftt.tokens import FUNCTIONAL_TOKENS_FILE
 
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer
@@ -170,6 +172,20 @@ def test_the_ablation_keeps_the_tags_text_and_each_report_shows_the_pair(finishe
         paired_run(run, True) / "report.html").read_text()
     again = run_demo(config)
     assert again["paired_run"]["accuracy"]["eval-rl"]["accuracy"] == summary["accuracy"]["eval-rl"]["accuracy"]
+
+
+def test_a_pair_run_with_other_settings_is_named_not_compared(finished_run, tmp_path):
+    config, _, run = finished_run
+    main_run, ablation = tmp_path / "run", paired_run(tmp_path / "run", True)
+    for folder in (main_run, ablation):
+        shutil.copytree(run, folder)
+    saved = json.loads((ablation / "demo_config.json").read_text())
+    saved.update(functional_tokens=False, tree_problems=saved["tree_problems"] + 1)
+    (ablation / "demo_config.json").write_text(json.dumps(saved))
+    stages = json.loads((main_run / STAGES_FILE).read_text())
+    summary = write_report(main_run, replace(config, output_dir=str(main_run)), stages)
+    assert summary["paired_run"]["other_settings"] == ["tree_problems"] and summary["paired_run"]["accuracy"] == {}
+    assert "ran with other settings (tree_problems)" in (main_run / "report.html").read_text()
 
 
 def test_the_ablation_flag_names_its_run_folder_after_the_main_run():

@@ -223,18 +223,24 @@ def plan_stages(config: DemoConfig) -> StagePlan:
     )
 
 
+def settings_changed(run: Path, settings: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """The top-level settings of the demo saved in `run` that differ from `settings` (none if nothing is saved)."""
+    path = run / CONFIG_FILE
+    if not path.exists():
+        return []
+    previous = with_defaults(DemoConfig, json.loads(path.read_text()))
+    now, before = (with_resolved_paths(values, DEMO_PATHS) for values in (settings, previous))
+    return sorted(key for key in now if key not in ignore and before.get(key) != now[key])
+
+
 def _check_same_demo(run: Path, config: DemoConfig) -> None:
     """Refuse to continue a run folder that was started with other settings."""
-    path = run / CONFIG_FILE
     settings = to_dict(replace(config, output_dir=str(run)))
-    if path.exists():
-        previous = with_defaults(DemoConfig, json.loads(path.read_text()))
-        now, before = (with_resolved_paths(values, DEMO_PATHS) for values in (settings, previous))
-        changed = sorted(key for key in now if before.get(key) != now[key])
-        if changed:
-            raise ConfigError(f"{run} holds a demo run with other settings ({', '.join(changed)}); "
-                              "use another --output-dir or delete it")
-    path.write_text(json.dumps(with_resolved_paths(settings, DEMO_PATHS), indent=2) + "\n")
+    changed = settings_changed(run, settings)
+    if changed:
+        raise ConfigError(f"{run} holds a demo run with other settings ({', '.join(changed)}); "
+                          "use another --output-dir or delete it")
+    (run / CONFIG_FILE).write_text(json.dumps(with_resolved_paths(settings, DEMO_PATHS), indent=2) + "\n")
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from rftt.config import to_dict
 from rftt.jsonl import read_records
 from rftt.search.tree import Tree
 from rftt.search.viewer import MOVE_COLOURS, render_tree_page
@@ -164,8 +165,6 @@ def _save(figure, path: Path) -> Path:
 
 def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Everything the report shows, as data."""
-    from rftt.config import to_dict
-
     return {
         "config": to_dict(config),
         "accuracy": eval_rows(run),
@@ -176,22 +175,26 @@ def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> 
         "stages": {name: {"seconds": round(record["seconds"], 1), "command": record.get("command"),
                           "done": record["done"]} for name, record in stages.items()},
         "total_seconds": round(sum(record["seconds"] for record in stages.values()), 1),
-        "paired_run": paired_run_accuracy(run, config.functional_tokens),
+        "paired_run": paired_run_accuracy(run, config),
     }
 
 
-def paired_run_accuracy(run: Path, functional_tokens: bool) -> dict[str, Any] | None:
-    """Accuracy per stage of the ablation's pair of this run (same demo, other `functional_tokens`), if it ran."""
-    from rftt.demo import paired_run
+def paired_run_accuracy(run: Path, config: Any) -> dict[str, Any] | None:
+    """Accuracy per stage of the ablation's pair of this run (same demo, other `functional_tokens`), if it ran.
+    A pair whose other settings differ is named with those settings instead, since its numbers do not compare."""
+    from rftt.demo import paired_run, settings_changed
 
-    other = paired_run(run, functional_tokens)
+    other = paired_run(run, config.functional_tokens)
     path = other / SUMMARY_FILE
     if other == run or not path.exists():
         return None
+    pair = {"run": str(other), "functional_tokens": not config.functional_tokens}
+    differing = settings_changed(other, to_dict(config), ignore=("functional_tokens", "output_dir"))
+    if differing:
+        return {**pair, "other_settings": differing, "accuracy": {}}
     accuracy = json.loads(path.read_text())["accuracy"]
-    return {"run": str(other), "functional_tokens": not functional_tokens,
-            "accuracy": {name: {key: row[key] for key in ("accuracy", "interval", "problems")}
-                         for name, row in accuracy.items()}}
+    return {**pair, "accuracy": {name: {key: row[key] for key in ("accuracy", "interval", "problems")}
+                                 for name, row in accuracy.items()}}
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -275,6 +278,9 @@ def _paired_table(summary: dict[str, Any]) -> str:
     pair = summary.get("paired_run")
     if not pair:
         return ""
+    if pair.get("other_settings"):
+        return (f"<h3>Ablation</h3><p>The pair run <code>{html.escape(pair['run'])}</code> ran with other settings "
+                f"({html.escape(', '.join(pair['other_settings']))}), so it is not compared here.</p>")
     with_tokens = not pair["functional_tokens"]
     names = ("functional tokens", "tags as plain text") if with_tokens else ("tags as plain text", "functional tokens")
     rows = [[row["stage"], _accuracy_cell(row), _accuracy_cell(pair["accuracy"].get(name))]
