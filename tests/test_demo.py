@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from rftt.cli import main
+from rftt.config import ConfigError
 from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, task_flags
 from rftt.jsonl import read_records
 from rftt.report import write_report
@@ -195,3 +196,26 @@ def test_the_ablation_flag_names_its_run_folder_after_the_main_run():
     assert flags == {"seed": 2, "output_dir": "runs/demo-small-seed2-no-functional-tokens", "functional_tokens": False}
     main_run = demo_flags(build_parser().parse_args(["demo", "--budget", "small", "--seed", "2"]))["output_dir"]
     assert paired_run(Path(main_run), True) == Path(flags["output_dir"])
+
+
+def test_a_run_from_another_takes_its_finished_stages_up_to_the_first_changed_one(finished_run, tmp_path):
+    config, summary, run = finished_run
+    variant = tmp_path / "variant"
+    variant_summary = run_demo(replace(config, output_dir=str(variant), rl=replace(config.rl, steps=1)),
+                               from_run=str(run))
+    stages = json.loads((variant / STAGES_FILE).read_text())
+    copied = [name for name, record in stages.items() if record.get("reused_from") == str(run)]
+    assert copied == ["problems", "baseline", "search", "sft", "eval-sft"]
+    assert all(stages[name]["done"] for name in ("rl", "eval-rl", "eval-rl-tree"))
+    assert stages["rl"]["summary"]["steps_run"] == 1 and len(read_records(variant / "rl" / "metrics.jsonl")) == 2
+    assert variant_summary["accuracy"]["eval-sft"] == summary["accuracy"]["eval-sft"]
+    assert f"copied from {run}" in (variant / "report.html").read_text()
+
+
+def test_from_run_refuses_a_folder_without_a_demo_run(finished_run, tmp_path):
+    from rftt.cli import build_parser
+
+    assert build_parser().parse_args(["demo", "--from-run", "runs/demo"]).from_run == "runs/demo"
+    config, _, _ = finished_run
+    with pytest.raises(ConfigError, match="holds no demo run"):
+        run_demo(replace(config, output_dir=str(tmp_path / "variant")), from_run=str(tmp_path))

@@ -211,7 +211,8 @@ def command_demo(arguments: argparse.Namespace) -> int:
     """The whole RFTT pipeline on the embedded model (or any model and task), with a report; resumable."""
     from rftt.demo import demo_config, run_demo
 
-    run_demo(demo_config(arguments.budget, arguments.config, arguments.set, demo_flags(arguments)))
+    run_demo(demo_config(arguments.budget, arguments.config, arguments.set, demo_flags(arguments)),
+             from_run=arguments.from_run)
     return 0
 
 
@@ -356,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-functional-tokens", action="store_true",
                       help="the ablation: step tags stay plain text, not new vocabulary (the run folder gets a "
                            "-no-functional-tokens suffix; the reports of the pair show both)")
+    demo.add_argument("--from-run", metavar="RUN",
+                      help="a finished demo run: a new run takes its stages that ran with the same settings, up to "
+                           "the first that differs (for example a new RL on the same warm-up)")
     demo.add_argument("--config", help="YAML recipe on top of the budget's settings")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any demo setting, dotted, for example --set rl.steps=20")

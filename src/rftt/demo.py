@@ -21,6 +21,8 @@ reruns), so Ctrl-C and the same command again continue where the run stopped.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -47,6 +49,8 @@ CONFIG_FILE = "demo_config.json"
 PROBLEM_FOLDER = "problems"
 DEMO_PATHS = ("model", "task.path", "held_out.path", "output_dir")
 """Settings that name local files; a run folder compares them resolved, so a rerun from elsewhere continues."""
+PROBLEM_SETTINGS = ("task", "held_out", "held_out_problems", "dev_problems")
+"""The settings the `problems` stage reads (every later stage has its own recipe to compare)."""
 
 
 @dataclass(frozen=True)
@@ -243,22 +247,74 @@ def _check_same_demo(run: Path, config: DemoConfig) -> None:
     (run / CONFIG_FILE).write_text(json.dumps(with_resolved_paths(settings, DEMO_PATHS), indent=2) + "\n")
 
 
-def run_demo(config: DemoConfig) -> dict[str, Any]:
-    """Run (or continue) every stage, then write the report; returns the report's summary."""
+def pipeline(plan: StagePlan) -> list[tuple[str, Any, str]]:
+    """The stages after `problems` in order: name, config, and the `rftt` command that runs that config."""
+    return [("baseline", plan.baseline, "eval"), ("search", plan.search, "search"), ("sft", plan.sft, "sft"),
+            ("eval-sft", plan.eval_sft, "eval"), ("rl", plan.rl, "rl"), ("eval-rl", plan.eval_rl, "eval"),
+            ("eval-rl-tree", plan.eval_rl_tree, "eval")]
+
+
+def _moved(value: Any, old: str, new: str) -> Any:
+    """`value` with every path inside the run folder `old` moved into `new`."""
+    if isinstance(value, dict):
+        return {key: _moved(item, old, new) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_moved(item, old, new) for item in value]
+    if isinstance(value, str) and (value == old or value.startswith(old + os.sep)):
+        return new + value[len(old):]
+    return value
+
+
+def _same_stage_settings(source: Path, name: str, stage: Any, source_folder: str, run_folder: str) -> bool:
+    """Whether the stage `name` of the run `source` ran with `stage`'s settings, paths aside."""
+    recipe = source / name / "recipe.yaml"
+    if not recipe.exists():
+        return False
+    now = yaml.safe_load(yaml.safe_dump(to_dict(stage)))
+    return _moved(yaml.safe_load(recipe.read_text()), source_folder, run_folder) == now
+
+
+def reuse_finished_stages(source: Path, config: DemoConfig) -> list[str]:
+    """Copy into the new run the stages `source` finished with the same settings, in order, up to the first that
+    differs (each stage reads the ones before it); returns their names. A variant (another RL on the same
+    warm-up, say) then runs only what changed; the copies keep their measured seconds and say where they are from."""
+    run = Path(config.output_dir)
+    if not (source / STAGES_FILE).exists() or not (source / "demo.yaml").exists():
+        raise ConfigError(f"--from-run: {source} holds no demo run (no {STAGES_FILE} or demo.yaml)")
+    if source.resolve() == run.resolve():
+        raise ConfigError(f"--from-run: {source} is the run folder itself; give another --output-dir")
+    finished = json.loads((source / STAGES_FILE).read_text())
+    source_folder = os.path.normpath(yaml.safe_load((source / "demo.yaml").read_text())["output_dir"])
+    run_folder = os.path.normpath(config.output_dir)
+    same = {"problems": not set(settings_changed(source, to_dict(config))) & set(PROBLEM_SETTINGS)}
+    same |= {name: _same_stage_settings(source, name, stage, source_folder, run_folder)
+             for name, stage, _ in pipeline(plan_stages(config))}
+    reused: dict[str, dict[str, Any]] = {}
+    for name, matches in same.items():
+        if not matches or not finished.get(name, {}).get("done"):
+            break
+        shutil.copytree(source / name, run / name, dirs_exist_ok=True)
+        reused[name] = {**finished[name], "reused_from": str(source)}
+    (run / STAGES_FILE).write_text(json.dumps(reused, indent=2, default=str) + "\n")
+    return list(reused)
+
+
+def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
+    """Run (or continue) every stage, then write the report; returns the report's summary. A new run with
+    `from_run` first takes that run's finished stages whose settings match (`reuse_finished_stages`)."""
     from rftt.report import write_report
 
     run = Path(config.output_dir)
     run.mkdir(parents=True, exist_ok=True)
     _check_same_demo(run, config)
     (run / "demo.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    if from_run is not None and not (run / STAGES_FILE).exists():
+        reused = reuse_finished_stages(Path(from_run), config)
+        print(f"from {from_run}: {', '.join(reused) or 'no stage'} (same settings, finished)", flush=True)
     book = StageBook(run / STAGES_FILE)
-    plan = plan_stages(config)
     book.run("problems", f"rftt demo --config {run / 'demo.yaml'}",
              lambda: make_problem_files(config, run / PROBLEM_FOLDER))
-    for name, stage, command in (("baseline", plan.baseline, "eval"), ("search", plan.search, "search"),
-                                 ("sft", plan.sft, "sft"), ("eval-sft", plan.eval_sft, "eval"),
-                                 ("rl", plan.rl, "rl"), ("eval-rl", plan.eval_rl, "eval"),
-                                 ("eval-rl-tree", plan.eval_rl_tree, "eval")):
+    for name, stage, command in pipeline(plan_stages(config)):
         recipe = write_recipe(stage, run / name)
         book.run(name, f"rftt {command} --config {recipe}", _stage_work(stage))
     return write_report(run, config, book.stages)
