@@ -108,6 +108,7 @@ def test_tree_evaluation_reports_accuracy_by_rollouts(tmp_path, checkpoint):
     assert set(summary["accuracy_by_rollouts"]) == {"1", "2"}
     records = read_records(tmp_path / "tree-eval" / "problems.jsonl")
     assert all(len(record["completions"]) == 2 and set(record["by_rollouts"]) == {"1", "2"} for record in records)
+    assert json.loads((tmp_path / "tree-eval" / "config.json").read_text())["search"]["rollouts"] == 2  # not 16
 
 
 def test_tree_evaluation_steps_keep_within_their_own_token_limit(tmp_path, checkpoint):

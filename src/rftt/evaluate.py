@@ -189,7 +189,7 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     rewards = config.process_rewards
     scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight,
                                    last_number_fallback=config.last_number_fallback)
-    search = TreeSearch(policy, scorer, replace(config.search, rollouts=max(config.tree_rollouts)))
+    search = TreeSearch(policy, scorer, config.search)
     template = get_template(config.template)
 
     def make(batch: Sequence[Problem], on_problem_done: Callable[[], None]) -> list[dict[str, Any]]:
@@ -291,10 +291,19 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(f"{name:<26}{value}" for name, value in rows)
 
 
+def as_run(config: EvalConfig) -> EvalConfig:
+    """The config as it runs, checked: a tree search makes the largest of `tree_rollouts` rollouts per problem,
+    so that is its `search.rollouts` (and what its saved config.json says)."""
+    config.samples()
+    if config.method != "tree":
+        return config
+    return replace(config, search=replace(config.search, rollouts=max(config.tree_rollouts)))
+
+
 def evaluate(config: EvalConfig, *, engine: Engine | None = None, tokenizer: Any = None,
              problems: Sequence[Problem] | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) an evaluation and return its summary; files go to `config.output_dir`."""
-    config.samples()
+    config = as_run(config)
     get_template(config.template)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
