@@ -201,6 +201,7 @@ def test_the_ablation_flag_names_its_run_folder_after_the_main_run():
 def test_a_run_from_another_takes_its_finished_stages_up_to_the_first_changed_one(finished_run, tmp_path):
     config, summary, run = finished_run
     variant = tmp_path / "variant"
+    source_recipes = {name: (run / name / "recipe.yaml").read_text() for name in ("sft", "rl")}
     variant_summary = run_demo(replace(config, output_dir=str(variant), rl=replace(config.rl, steps=1)),
                                from_run=str(run))
     stages = json.loads((variant / STAGES_FILE).read_text())
@@ -210,6 +211,7 @@ def test_a_run_from_another_takes_its_finished_stages_up_to_the_first_changed_on
     assert stages["rl"]["summary"]["steps_run"] == 1 and len(read_records(variant / "rl" / "metrics.jsonl")) == 2
     assert variant_summary["accuracy"]["eval-sft"] == summary["accuracy"]["eval-sft"]
     assert f"copied from {run}" in (variant / "report.html").read_text()
+    assert {name: (run / name / "recipe.yaml").read_text() for name in ("sft", "rl")} == source_recipes  # copies, not links
 
 
 def test_from_run_refuses_a_folder_without_a_demo_run(finished_run, tmp_path):
