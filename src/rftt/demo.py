@@ -180,11 +180,16 @@ def problem_file(run: Path, name: str, limit: int | None = None) -> DatasetSpec:
     return DatasetSpec(name="json", path=str(run / PROBLEM_FOLDER / f"{name}.jsonl"), limit=limit)
 
 
+def stage_recipe(config: Any) -> str:
+    """A stage's full config as the text of a YAML recipe."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
 def write_recipe(config: Any, folder: Path) -> Path:
-    """A stage's full config as a YAML recipe beside its files, so the stage can be re-run alone."""
+    """A stage's recipe beside its files, so the stage can be re-run alone."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.yaml"
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    path.write_text(stage_recipe(config))
     return path
 
 
@@ -270,11 +275,10 @@ def _same_stage_settings(source: Path, name: str, stage: Any, source_folder: str
     recipe = source / name / "recipe.yaml"
     if not recipe.exists():
         return False
-    now = yaml.safe_load(yaml.safe_dump(to_dict(stage)))
-    return _moved(yaml.safe_load(recipe.read_text()), source_folder, run_folder) == now
+    return _moved(yaml.safe_load(recipe.read_text()), source_folder, run_folder) == yaml.safe_load(stage_recipe(stage))
 
 
-def reuse_finished_stages(source: Path, config: DemoConfig) -> list[str]:
+def reuse_finished_stages(source: Path, config: DemoConfig, stages: Sequence[tuple[str, Any, str]]) -> list[str]:
     """Copy into the new run the stages `source` finished with the same settings, in order, up to the first that
     differs (each stage reads the ones before it); returns their names. A variant (another RL on the same
     warm-up, say) then runs only what changed; the copies keep their measured seconds and say where they are from."""
@@ -288,7 +292,7 @@ def reuse_finished_stages(source: Path, config: DemoConfig) -> list[str]:
     run_folder = os.path.normpath(config.output_dir)
     same = {"problems": not set(settings_changed(source, to_dict(config))) & set(PROBLEM_SETTINGS)}
     same |= {name: _same_stage_settings(source, name, stage, source_folder, run_folder)
-             for name, stage, _ in pipeline(plan_stages(config))}
+             for name, stage, _ in stages}
     reused: dict[str, dict[str, Any]] = {}
     for name, matches in same.items():
         if not matches or not finished.get(name, {}).get("done"):
@@ -308,13 +312,14 @@ def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     _check_same_demo(run, config)
     (run / "demo.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    stages = pipeline(plan_stages(config))
     if from_run is not None and not (run / STAGES_FILE).exists():
-        reused = reuse_finished_stages(Path(from_run), config)
+        reused = reuse_finished_stages(Path(from_run), config, stages)
         print(f"from {from_run}: {', '.join(reused) or 'no stage'} (same settings, finished)", flush=True)
     book = StageBook(run / STAGES_FILE)
     book.run("problems", f"rftt demo --config {run / 'demo.yaml'}",
              lambda: make_problem_files(config, run / PROBLEM_FOLDER))
-    for name, stage, command in pipeline(plan_stages(config)):
+    for name, stage, command in stages:
         recipe = write_recipe(stage, run / name)
         book.run(name, f"rftt {command} --config {recipe}", _stage_work(stage))
     return write_report(run, config, book.stages)

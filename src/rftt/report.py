@@ -198,11 +198,9 @@ def paired_run_accuracy(run: Path, config: Any) -> dict[str, Any] | None:
                                  for name, row in accuracy.items()}}
 
 
-def _stage_origin(stage: dict[str, Any]) -> str:
-    """The command that re-runs a stage, and the run it was copied from if it was (`rftt demo --from-run`)."""
-    command = stage["command"] or ""
-    return f"{command} (copied from {stage['reused_from']}, seconds as measured there)" if stage.get("reused_from") \
-        else command
+def _copied_from(stage: dict[str, Any]) -> str:
+    """For a stage copied from another run (`rftt demo --from-run`), which run; else nothing."""
+    return f" (copied from {stage['reused_from']}, seconds as measured there)" if stage.get("reused_from") else ""
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -216,9 +214,7 @@ def format_table(summary: dict[str, Any]) -> str:
     lines += [f"{gain['to']:<40}{gain['difference']:>+10.1%}  standard error {gain['standard_error']:.1%}, "
               f"{gain['gained']} problems gained, {gain['lost']} lost" for gain in summary["gains"].values()]
     lines.append("")
-    lines += [f"{name:<16}{stage['seconds']:>8.1f} s" + (f"  (copied from {stage['reused_from']})"
-                                                        if stage.get("reused_from") else "")
-              for name, stage in summary["stages"].items()]
+    lines += [f"{name:<16}{stage['seconds']:>8.1f} s{_copied_from(stage)}" for name, stage in summary["stages"].items()]
     lines.append(f"{'total':<16}{summary['total_seconds']:>8.1f} s")
     return "\n".join(lines)
 
@@ -252,7 +248,8 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
                    [[stage, *[f"{usage[move.value]:.2f}" for move in Move]]
                     for stage, usage in summary["moves_per_answer"].items()])
     stages = _table(["stage", "wall seconds", "command to re-run it alone"],
-                    [[name, stage["seconds"], _stage_origin(stage)] for name, stage in summary["stages"].items()])
+                    [[name, stage["seconds"], (stage["command"] or "") + _copied_from(stage)]
+                     for name, stage in summary["stages"].items()])
     search = _table(["", "value"], [[key, f"{value:.2f}" if isinstance(value, float) else value]
                                     for key, value in summary["search"].items()])
     gains = _table(["change", "accuracy difference", "standard error (paired)", "problems gained", "problems lost"],
