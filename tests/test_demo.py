@@ -7,13 +7,15 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import torch
 
 from rftt.cli import main
 from rftt.config import ConfigError
-from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, task_flags
+from rftt.data import Problem
+from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, split_off_dev, task_flags
 from rftt.jsonl import read_records
 from rftt.report import write_report
 from rftt.tokens import FUNCTIONAL_TOKENS_FILE
@@ -60,7 +62,7 @@ def constant_answer_model(folder) -> str:
     return str(folder)
 
 
-def problem_file(path, indices: range) -> str:
+def problem_file(path, indices: Sequence[int]) -> str:
     path.write_text("".join(json.dumps({"question": f"What is {index} + {7 - index}?", "answer": ANSWER}) + "\n"
                             for index in indices))
     return "{name: json, path: " + str(path) + "}"
@@ -70,7 +72,7 @@ def problem_file(path, indices: range) -> str:
 def finished_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")
     model = constant_answer_model(folder / "model")
-    task = problem_file(folder / "task.jsonl", range(-20, 20))
+    task = problem_file(folder / "task.jsonl", [*range(-20, 20), -20])  # the last question repeats the first
     held_out = problem_file(folder / "held_out.jsonl", range(15, 30))  # 15-19 are training questions
     overrides = [*TINY_BUDGET, f"model={model}", f"task={task}", f"held_out={held_out}", f"output_dir={folder / 'run'}"]
     config = demo_config("small", overrides=overrides)
@@ -124,6 +126,23 @@ def test_held_out_problems_are_not_training_questions(finished_run):
     assert len(held_out) == 6 and not training & {record["question"] for record in held_out}
     assert held_out[0]["question"] == "What is 20 + -13?"
     assert json.loads((run / STAGES_FILE).read_text())["problems"]["summary"]["held_out_dropped_as_training_questions"] == 5
+
+
+def test_dev_questions_are_not_training_questions(finished_run):
+    _, _, run = finished_run
+    train, dev = (read_records(run / "problems" / f"{name}.jsonl") for name in ("train", "dev"))
+    assert len(dev) == 3 and not {record["question"] for record in train} & {record["question"] for record in dev}
+
+
+def test_dev_is_the_last_problems_whose_question_occurs_once():
+    questions = ["1 + 1", "2 + 2", "3 + 3", "1 + 1", "4 + 4", "2  +  2", "5 + 5"]
+    task = [Problem(str(row), question, "0", "test") for row, question in enumerate(questions)]
+    train, dev, kept_in_training = split_off_dev(task, 3)
+    assert [problem.id for problem in dev] == ["2", "4", "6"]  # "2  +  2" repeats "2 + 2" once spaces are normalised
+    assert [problem.id for problem in train] == ["0", "1", "3", "5"]
+    assert kept_in_training == 2  # rows 3 and 5 lie among the dev rows but repeat training questions
+    with pytest.raises(ConfigError, match="dev_problems: only 3 of the task's 7 questions occur once"):
+        split_off_dev(task, 4)
 
 
 def test_a_rerun_continues_without_redoing_finished_stages(finished_run):

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -145,17 +146,38 @@ def _problem_records(problems: Sequence[Problem]) -> list[dict[str, Any]]:
     return [{"id": problem.id, "question": problem.question, "answer": problem.answer} for problem in problems]
 
 
+def _question_text(problem: Problem) -> str:
+    """A problem's question with its white space normalised, as the splits compare questions."""
+    return " ".join(problem.question.split())
+
+
+def split_off_dev(task: Sequence[Problem], count: int) -> tuple[list[Problem], list[Problem], int]:
+    """Training problems, the dev split, and how many problems of the dev split's stretch stayed in training.
+    Dev is the last `count` problems whose question occurs once in the task, so that no dev question is also a
+    training question (small digit ranges repeat; a repeated one would make dev accuracy partly recall)."""
+    occurrences = Counter(_question_text(problem) for problem in task)
+    dev_rows = [row for row in reversed(range(len(task))) if occurrences[_question_text(task[row])] == 1][:count]
+    if len(dev_rows) < count:
+        raise ConfigError(f"config.dev_problems: only {len(dev_rows)} of the task's {len(task)} questions occur once; "
+                          f"{count} are needed (raise task.size)")
+    chosen = set(dev_rows)
+    train = [problem for row, problem in enumerate(task) if row not in chosen]
+    dev = [task[row] for row in sorted(dev_rows)]
+    return train, dev, len(task) - min(dev_rows, default=len(task)) - count
+
+
 def make_problem_files(config: DemoConfig, folder: Path) -> dict[str, Any]:
-    """train/dev/held-out JSONL files: dev is the end of the task's problems, held-out drops training questions."""
+    """train/dev/held-out JSONL files: dev is carved from the end of the task's problems, and neither dev nor
+    held-out shares a question with training."""
     folder.mkdir(parents=True, exist_ok=True)
     task = list(load_problems(config.task))
     if len(task) <= config.dev_problems + config.search_problems:
         raise ConfigError(f"config.task: {len(task)} problems cannot give {config.search_problems} search problems "
                           f"and {config.dev_problems} dev problems")
-    train, dev = task[: len(task) - config.dev_problems], task[len(task) - config.dev_problems :]
-    seen = {" ".join(problem.question.split()) for problem in task}
+    train, dev, kept_in_training = split_off_dev(task, config.dev_problems)
+    seen = {_question_text(problem) for problem in task}
     candidates = list(load_problems(config.held_out))
-    held_out = [problem for problem in candidates if " ".join(problem.question.split()) not in seen]
+    held_out = [problem for problem in candidates if _question_text(problem) not in seen]
     duplicates = len(candidates) - len(held_out)
     if len(held_out) < config.held_out_problems:
         raise ConfigError(f"config.held_out: only {len(held_out)} of {len(candidates)} problems are not training "
@@ -165,7 +187,8 @@ def make_problem_files(config: DemoConfig, folder: Path) -> dict[str, Any]:
         path = folder / f"{name}.jsonl"
         path.unlink(missing_ok=True)
         append_records(path, _problem_records(problems))
-    return {"train": len(train), "dev": len(dev), "held_out": len(held_out), "held_out_candidates": len(candidates),
+    return {"train": len(train), "dev": len(dev), "repeated_questions_kept_in_training": kept_in_training,
+            "held_out": len(held_out), "held_out_candidates": len(candidates),
             "held_out_dropped_as_training_questions": duplicates}
 
 
