@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from rftt.config import ConfigError, load_config
+from rftt.data import DatasetSpec, load_problems
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import add_functional_tokens
-from rftt.train.metrics_log import LOG_FILE, TENSORBOARD_FOLDER, scalars
+from rftt.train.metrics_log import LOG_FILE, ROLLOUT_FILE, TENSORBOARD_FOLDER, scalars
 from rftt.train.rl import RLConfig, RLTrainer, problems_for_step, run_rl
 from rftt.train.rl_model import build_sequences, forward_responses
 from rftt.train.sft import FINGERPRINT_FOLDER
@@ -214,9 +215,11 @@ def test_an_oversampled_rollout_keeps_the_groups_with_mixed_rewards_first():
     groups = [0, 0, 1, 1, 2, 2, 3, 3]
     rewards = [0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]  # groups 1 and 3 are informative
     batch = TrajectoryBatch([[row] for row in range(8)], [[10 + row] for row in range(8)], groups,
-                            [Outcome(reward == 1.0, None, "x") for reward in rewards], [[]] * 8, [[]] * 8, [[]] * 8)
+                            [Outcome(reward == 1.0, None, "x") for reward in rewards], [[]] * 8, [[]] * 8, [[]] * 8,
+                            [f"problem-{group}" for group in groups])
     kept = keep_informative_groups(batch, rewards, 2)
     assert kept.prompt_ids == [[2], [3], [6], [7]] and kept.groups == [0, 0, 1, 1]
+    assert kept.problem_ids == ["problem-1", "problem-1", "problem-3", "problem-3"]
     assert (kept.rolled_out_groups, kept.informative_groups, kept.rolled_out_accuracy) == (4, 2, 0.5)
     filled = keep_informative_groups(batch, rewards, 3)  # one uniform group fills the third place, order kept
     assert filled.prompt_ids == [[0], [1], [2], [3], [6], [7]] and filled.groups == [0, 0, 1, 1, 2, 2]
@@ -257,6 +260,35 @@ def tensorboard_scalars(run, tag: str) -> list[tuple[int, float]]:
     return [(event.step, event.value) for event in accumulator.Scalars(tag)]
 
 
+def test_each_trained_trajectory_is_logged_once_per_step(tmp_path, checkpoint, data):
+    run = tmp_path / "run"
+    for _ in range(2):  # the second run starts over in the same folder: its logs replace the first's
+        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, run, "steps=2"))
+    assert [json.loads(line)["step"] for line in (run / LOG_FILE).read_text().splitlines()] == [0, 1]
+    rollouts = [json.loads(line) for line in (run / ROLLOUT_FILE).read_text().splitlines()]
+    assert [record["step"] for record in rollouts] == [0] * 4 + [1] * 4  # 2 prompts x 2 rollouts a step
+    problems = {problem.id for problem in load_problems(DatasetSpec(name="json", path=data))}
+    for record in rollouts:
+        assert record["problem"] in problems and record["group"] in (0, 1)
+        assert all(f"<{move}>" in record["response"] for move in record["moves"])
+        assert record["reward"] == (1.0 if record["correct"] else 0.0) and math.isfinite(record["advantage"])
+
+
+def test_a_logged_trajectory_has_its_summed_reward_and_its_mean_advantage(tmp_path, checkpoint, data):
+    from rftt.train.rollouts import TrajectoryBatch
+
+    trainer = RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run"))
+    batch = TrajectoryBatch([[1], [1]], [[5, 6], [7]], [0, 1], [Outcome(True, "2", "equal"), Outcome(False, None, "x")],
+                            [[], []], [[], []], [["output"], []], ["a", "b"])
+    mask = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # the second response is one token, right-aligned
+    trainer.log_rollouts(4, batch, torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.tensor([[2.0, 4.0], [5.0, 9.0]]),
+                         mask)
+    logged = [json.loads(line) for line in (tmp_path / "run" / ROLLOUT_FILE).read_text().splitlines()]
+    assert [(r["step"], r["problem"], r["reward"], r["advantage"], r["answer"]) for r in logged] == [
+        (4, "a", 1.0, 3.0, "2"), (4, "b", 0.0, 9.0, None)]
+    assert logged[0]["response"] == trainer.tokenizer.decode([5, 6], skip_special_tokens=False)
+
+
 def test_metrics_become_scalars_with_nested_keys_joined():
     record = {"step": 3, "reward": 0.5, "moves": {"verify": 2}, "seconds": {"rollout": 1.25}, "done": True, "x": "a"}
     assert scalars(record) == {"reward": 0.5, "moves/verify": 2.0, "seconds/rollout": 1.25}
@@ -275,6 +307,8 @@ def test_killed_and_resumed_rl_equals_an_uninterrupted_run(tmp_path, checkpoint,
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     logged = [json.loads(line) for line in (tmp_path / "killed" / LOG_FILE).read_text().splitlines()]
     assert [record["step"] for record in logged] == [0, 1, 2, 3]
+    rollouts = (tmp_path / "killed" / ROLLOUT_FILE).read_text().splitlines()
+    assert [json.loads(line)["step"] for line in rollouts] == [step for step in range(4) for _ in range(4)]
     assert tensorboard_scalars(tmp_path / "killed", "reward") == [
         (record["step"] + 1, pytest.approx(record["reward"])) for record in logged]
     expected, got = _weights(tmp_path / "whole"), _weights(tmp_path / "killed")

@@ -1,5 +1,6 @@
-"""Where the RL metrics go: one JSON line per step (`metrics.jsonl`) and the same numbers as TensorBoard
-scalars (`tensorboard/`, x-axis: updates done, so the evaluation before training sits at 0)."""
+"""What an RL run writes as it goes: one JSON line of metrics per step (`metrics.jsonl`), the same numbers as
+TensorBoard scalars (`tensorboard/`, x-axis: updates done, so the evaluation before training sits at 0), and
+every trajectory each step trained on (`rollouts.jsonl`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from typing import Any
 from rftt.jsonl import read_records
 
 LOG_FILE = "metrics.jsonl"
+ROLLOUT_FILE = "rollouts.jsonl"
 TENSORBOARD_FOLDER = "tensorboard"
+
+
+def keep_steps_before(path: Path, step: int) -> list[dict[str, Any]]:
+    """Cut a per-step JSONL log back to the records of the steps before `step` (none when the run starts from
+    step 0: it repeats the evaluation before training too), and return them."""
+    records = read_records(path, repair=True) if step and path.exists() else []
+    kept = [record for record in records if record["step"] < step]
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+    return kept
 
 
 def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -26,20 +37,17 @@ def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 class MetricsLog:
-    """Appends each step's metrics to the JSONL file and to TensorBoard; on resume, first drops what was
-    logged for the steps that will run again (the JSONL lines, and TensorBoard's events by purge step)."""
+    """Appends each step's metrics to the JSONL file and to TensorBoard; first drops what an earlier run in the
+    folder logged for the steps that will run again (the JSONL lines, and TensorBoard's events by purge step)."""
 
     def __init__(self, folder: Path, resume_step: int = 0, saved_metrics: dict[str, Any] | None = None):
         """`saved_metrics`: the log line the resumed checkpoint kept, written again if the log lacks it."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = folder / LOG_FILE
-        kept: list[dict[str, Any]] = []
-        if resume_step and self.path.exists():
-            kept = [record for record in read_records(self.path, repair=True) if record["step"] < resume_step]
-            self.path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        kept = keep_steps_before(self.path, resume_step)
         rewrite = saved_metrics is not None and saved_metrics["step"] not in {record["step"] for record in kept}
-        first_dropped = (resume_step if rewrite else resume_step + 1) if resume_step else None  # in TensorBoard's steps
+        first_dropped = (resume_step if rewrite else resume_step + 1) if resume_step else 0  # in TensorBoard's steps
         self.writer = SummaryWriter(str(folder / TENSORBOARD_FOLDER), purge_step=first_dropped)
         if rewrite:
             self.write(saved_metrics)
@@ -55,3 +63,16 @@ class MetricsLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class RolloutLog:
+    """Appends the trajectories each step trained on, one JSON line each; on resume, first drops the lines of
+    the steps that will run again."""
+
+    def __init__(self, folder: Path, resume_step: int = 0):
+        self.path = folder / ROLLOUT_FILE
+        keep_steps_before(self.path, resume_step)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        with self.path.open("a") as file:
+            file.writelines(json.dumps(record) + "\n" for record in records)

@@ -18,6 +18,7 @@ from typing import Any, Literal, Sequence
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from transformers import get_scheduler
 
 from rftt.algos import POLICY_LOSSES, clipped_value_loss, compute_advantages, masked_mean
@@ -29,7 +30,7 @@ from rftt.models import DEFAULT_MODEL, load_model, recorded_step_tags
 from rftt.prompts import get_template
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
-from rftt.train.metrics_log import MetricsLog
+from rftt.train.metrics_log import MetricsLog, RolloutLog
 from rftt.train.rl_model import (
     ReferenceModel,
     ResponseForward,
@@ -63,6 +64,7 @@ class KLSettings:
 @dataclass(frozen=True)
 class RLConfig:
     """One RL run; `resume: true` continues from the newest checkpoint in `output_dir/checkpoints`.
+    `log_rollouts`: write every trajectory a step trains on to `output_dir/rollouts.jsonl` (see `RolloutLog`).
     `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
     parent's prefix; the cache is emptied by each optimizer step)."""
 
@@ -95,6 +97,7 @@ class RLConfig:
     prefix_cache_mib: int = 0
     eval_every: int = 0
     eval_max_new_tokens: int = 256
+    log_rollouts: bool = True
     save_every: int = 10
     keep_checkpoints: int = 2
     output_dir: str = "runs/rl"
@@ -134,7 +137,9 @@ class RLTrainer:
             self.start_step = load_training_state(latest, self.policy, self.value_head, self.optimizer,
                                                   self.scheduler) + 1
             saved_metrics = checkpoint_metrics(latest)
-        self.log = MetricsLog(self.output, self.start_step, saved_metrics) if self.accelerator.is_main_process else None
+        main = self.accelerator.is_main_process
+        self.log = MetricsLog(self.output, self.start_step, saved_metrics) if main else None
+        self.rollout_log = RolloutLog(self.output, self.start_step) if main and config.log_rollouts else None
 
     def _step_tags(self) -> StepTags | None:
         """The warm-up checkpoint's step tags (functional tokens, or text tags for the ablation)."""
@@ -241,6 +246,8 @@ class RLTrainer:
         with timer.phase("sync"):
             pass  # the hf engine generates with the very model being trained
         metrics = self._metrics(step, batch, rewards, kl, sequences, update_metrics)
+        if self.config.log_rollouts:
+            self.log_rollouts(step, batch, rewards, advantages, sequences.response_mask)
         if config.eval_every and self.dev_problems and (step + 1) % config.eval_every == 0:
             with timer.phase("evaluation"):
                 metrics["dev_accuracy"] = self.evaluate(self.dev_problems)
@@ -254,6 +261,23 @@ class RLTrainer:
         if self.log is not None:
             self.log.write(metrics)
         return metrics
+
+    def log_rollouts(self, step: int, batch: TrajectoryBatch, rewards: torch.Tensor, advantages: torch.Tensor,
+                     mask: torch.Tensor) -> None:
+        """Each trained trajectory of the step (all processes'), as read back: its problem, response text with
+        the functional tokens, answer, summed reward and mean advantage over its tokens."""
+        rank = self.ranks[0]
+        records = [
+            {"step": step, "group": group + rank * self.config.prompts_per_step, "problem": problem,
+             "response": self.tokenizer.decode(response, skip_special_tokens=False), "answer": outcome.extracted,
+             "correct": outcome.correct, "reward": reward, "advantage": advantage, "moves": moves}
+            for group, problem, response, outcome, reward, advantage, moves in zip(
+                batch.groups, batch.problem_ids, batch.response_ids, batch.outcomes, rewards.sum(dim=1).tolist(),
+                ((advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).tolist(), batch.moves)]
+        if self.ranks[1] > 1:
+            records = gather_object(records)
+        if self.rollout_log is not None:
+            self.rollout_log.write(records)
 
     def advantages(self, rewards: torch.Tensor, mask: torch.Tensor, values: torch.Tensor | None,
                    groups: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,6 +65,7 @@ class TrajectoryBatch:
     step_ends: list[list[int]] = field(default_factory=list)
     step_scores: list[list[float]] = field(default_factory=list)
     moves: list[list[str]] = field(default_factory=list)
+    problem_ids: list[str] = field(default_factory=list)
     rolled_out_groups: int = 0  # before `keep_informative_groups`: the groups rolled out, how many had mixed rewards
     informative_groups: int = 0
     rolled_out_accuracy: float = 0.0
@@ -78,7 +79,7 @@ class TrajectoryBatch:
             return [values[index] for index in indices]
 
         return TrajectoryBatch(pick(self.prompt_ids), pick(self.response_ids), list(groups), pick(self.outcomes),
-                               pick(self.step_ends), pick(self.step_scores), pick(self.moves))
+                               pick(self.step_ends), pick(self.step_scores), pick(self.moves), pick(self.problem_ids))
 
     def move_counts(self) -> Counter:
         return Counter(move for moves in self.moves for move in moves)
@@ -113,6 +114,7 @@ def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem
             batch.step_ends.append(ends)
             batch.step_scores.append([])
             batch.moves.append(moves)
+            batch.problem_ids.append(problem.id)
             texts.append(completion.text)
             golds.append(problem.answer)
     batch.outcomes = config.judge(texts, golds)
@@ -129,7 +131,7 @@ def tree_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], c
     trees = TreeSearch(policy, OutcomeScorer(last_number_fallback=config.last_number_fallback), search_config).run(
         problems)
     batch = TrajectoryBatch()
-    for group, tree in enumerate(trees):
+    for group, (problem, tree) in enumerate(zip(problems, trees)):
         prompt = policy.prefix_ids(tree, tree.root)
         for terminal_id in tree.rollout_terminals:
             terminal = tree.nodes[terminal_id]
@@ -146,6 +148,7 @@ def tree_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], c
             batch.step_ends.append(ends)
             batch.step_scores.append(tree_value_rewards(tree, terminal)[: len(ends)])
             batch.moves.append(moves)
+            batch.problem_ids.append(problem.id)
     return batch
 
 
