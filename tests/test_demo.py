@@ -17,7 +17,7 @@ from rftt.config import ConfigError
 from rftt.data import Problem
 from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, split_off_dev, task_flags
 from rftt.jsonl import read_records
-from rftt.report import write_report
+from rftt.report import last_step_rollouts, write_report
 from rftt.tokens import FUNCTIONAL_TOKENS_FILE
 
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer
@@ -94,6 +94,11 @@ def test_every_stage_runs_and_every_artefact_exists(finished_run):
     assert page.count("data:image/png;base64,") == 3 and page.count("<iframe srcdoc=") == 2
     assert summary["search"]["correct_paths"] > 0, "the constant-answer model must give the warm-up some paths"
     assert [point["step"] for point in summary["rl_curve"]] == [-1, 0, 1]  # -1: the evaluation before training
+    last_step = [record for record in read_records(run / "rl" / "rollouts.jsonl") if record["step"] == 1]
+    shown = summary["rl_rollouts"]
+    assert len(last_step) == 4 and sorted(row["response"] for row in shown) == sorted(r["response"] for r in last_step)
+    assert all(row["gold"] == ANSWER and row["question"].startswith("What is") for row in shown)
+    assert "What step 1 trained on" in page
     assert all("dev_accuracy" in point for point in summary["rl_curve"])
 
 
@@ -117,6 +122,22 @@ def test_summary_numbers_agree_with_the_per_problem_files(finished_run):
         assert gain["gained"] == sum(b > a for a, b in zip(correct[before], correct[after]))
     metrics = read_records(run / "rl" / "metrics.jsonl")
     assert [point.get("reward") for point in summary["rl_curve"]] == [record.get("reward") for record in metrics]
+
+
+def test_the_report_shows_the_last_steps_groups_with_mixed_rewards_first(tmp_path):
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "problems").mkdir()
+    (tmp_path / "problems" / "train.jsonl").write_text("".join(
+        json.dumps({"question": f"q{index}", "answer": str(index)}) + "\n" for index in range(3)))
+    rows = [(0, 0, 1.0), (1, 0, 0.0), (1, 0, 0.0), (1, 1, 0.0), (1, 1, 1.0), (1, 2, 1.0), (1, 2, 0.0)]
+    (tmp_path / "rl" / "rollouts.jsonl").write_text("".join(json.dumps(
+        {"step": step, "group": group, "problem": f"train/{group}", "response": f"r{row}", "answer": None,
+         "correct": False, "reward": reward, "advantage": 0.0, "moves": []}) + "\n"
+        for row, (step, group, reward) in enumerate(rows)))
+    shown = last_step_rollouts(tmp_path, 3)
+    assert [(row["group"], row["response"], row["question"], row["gold"]) for row in shown] == [
+        (1, "r3", "q1", "1"), (1, "r4", "q1", "1"), (2, "r5", "q2", "2")]  # step 1's uniform group 0 comes last
+    assert last_step_rollouts(tmp_path, 0) == []
 
 
 def test_held_out_problems_are_not_training_questions(finished_run):

@@ -74,6 +74,7 @@ class DemoConfig:
     rl: RLConfig = field(default_factory=RLConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     example_trees: int = 3
+    example_rollouts: int = 8
     output_dir: str = "runs/demo"
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rftt.config import to_dict
+from rftt.data import load_problems
 from rftt.jsonl import read_records
 from rftt.search.tree import Tree
 from rftt.search.viewer import MOVE_COLOURS, render_tree_page
 from rftt.stats import paired_difference, wilson_interval
 from rftt.tokens import Move, parse_steps
+from rftt.train.metrics_log import ROLLOUT_FILE
 
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
@@ -87,6 +89,27 @@ def rl_curve(run: Path) -> list[dict[str, Any]]:
     keys = ("step", "reward", "accuracy", "kl", "dev_accuracy", "response_length", "step_seconds",
             "rolled_out_accuracy", "informative_rolled_out_groups")
     return [{key: record[key] for key in keys if key in record} for record in read_records(run / "rl" / "metrics.jsonl")]
+
+
+def last_step_rollouts(run: Path, count: int) -> list[dict[str, Any]]:
+    """Up to `count` trajectories the last RL step trained on, groups with mixed rewards first, each with its
+    question and gold answer: what one update learns from."""
+    path = run / "rl" / ROLLOUT_FILE
+    records = read_records(path) if path.exists() else []
+    if not records or not count:
+        return []
+    last = [record for record in records if record["step"] == records[-1]["step"]]
+    rewards: dict[int, set[float]] = {}
+    for record in last:
+        rewards.setdefault(record["group"], set()).add(record["reward"])
+    last.sort(key=lambda record: len(rewards[record["group"]]) == 1)
+    from rftt.demo import problem_file
+
+    problems = {problem.id: problem for problem in load_problems(problem_file(run, "train"))}  # as RL read them
+    return [{"step": record["step"], "group": record["group"], "question": problems[record["problem"]].question,
+             "gold": problems[record["problem"]].answer,
+             **{key: record[key] for key in ("response", "answer", "reward", "advantage")}}
+            for record in last[:count]]
 
 
 def search_summary(run: Path) -> dict[str, Any]:
@@ -171,6 +194,7 @@ def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> 
         "gains": stage_gains(run),
         "search": search_summary(run),
         "rl_curve": rl_curve(run),
+        "rl_rollouts": last_step_rollouts(run, config.example_rollouts),
         "moves_per_answer": move_usage(run),
         "stages": {name: {"seconds": round(record["seconds"], 1), "command": record.get("command"),
                           "done": record["done"], "reused_from": record.get("reused_from")}
@@ -256,6 +280,7 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
                    [[f"{gain['from']} -> {gain['to']}", f"{gain['difference']:+.1%}", f"{gain['standard_error']:.1%}",
                      gain["gained"], gain["lost"]] for gain in summary["gains"].values()])
     pair = _paired_table(summary)
+    rollouts = _rollouts_section(summary["rl_rollouts"])
     legend = " ".join(f'<span class="move" style="background:{MOVE_COLOURS[move]}">{move.value}</span>' for move in Move)
     frames = "".join(f"<h3>{html.escape(tree.question)}</h3><iframe srcdoc=\"{html.escape(render_tree_page(tree))}\">"
                      "</iframe>" for tree in trees)
@@ -270,7 +295,7 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
 step), which separates format from skill.</p>
 <h2>Accuracy per stage</h2>{accuracy}
 <p>Each stage against the one before it, on the same problems:</p>{gains}{figures.get('accuracy', '')}{pair}
-<h2>RL: reward and KL per step</h2>{figures.get('rl', '<p>no RL steps yet</p>')}
+<h2>RL: reward and KL per step</h2>{figures.get('rl', '<p>no RL steps yet</p>')}{rollouts}
 <h2>Accuracy against inference-time rollouts</h2>{figures.get('rollouts', '<p>not run</p>')}
 <h2>Functional tokens: steps of each move per answer</h2>{moves}
 <h2>Phase-1 search</h2>{search}
@@ -278,6 +303,18 @@ step), which separates format from skill.</p>
 <h2>Stages, wall time and how to re-run each</h2>{stages}
 </body></html>
 """
+
+
+def _rollouts_section(rollouts: Sequence[dict[str, Any]]) -> str:
+    """The last RL step's trajectories (`rl/rollouts.jsonl` has every step's)."""
+    if not rollouts:
+        return ""
+    rows = [[rollout["group"], rollout["question"], rollout["gold"], rollout["response"], rollout["answer"],
+             f"{rollout['reward']:.2f}", f"{rollout['advantage']:+.2f}"] for rollout in rollouts]
+    return (f"<h3>What step {rollouts[0]['step']} trained on</h3><p>Trajectories of the last step, groups (one "
+            "prompt each) with mixed rewards first; the advantage is the mean over the response's tokens. Every "
+            "step's are in <code>rl/rollouts.jsonl</code>.</p>"
+            + _table(["group", "question", "gold", "response", "answer", "reward", "advantage"], rows))
 
 
 def _paired_table(summary: dict[str, Any]) -> str:
