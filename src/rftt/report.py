@@ -248,17 +248,19 @@ def _image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], css_class: str | None = None) -> str:
     head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    attribute = f' class="{css_class}"' if css_class else ""
+    return f"<table{attribute}><tr>{head}</tr>{body}</table>"
 
 
 _STYLE = """body { font: 14px/1.45 system-ui, sans-serif; max-width: 1100px; margin: 24px auto; padding: 0 16px; }
 table { border-collapse: collapse; margin: 8px 0 18px; } td, th { border: 1px solid #ccc; padding: 3px 9px; }
 th { background: #f3f3f3; } td { text-align: right; } td:first-child { text-align: left; }
 code { background: #f3f3f3; padding: 1px 4px; } iframe { width: 100%; height: 430px; border: 1px solid #ccc; }
-img { max-width: 100%; } .move { color: #fff; border-radius: 4px; padding: 0 5px; }"""
+img { max-width: 100%; } .move { color: #fff; border-radius: 4px; padding: 0 5px; }
+table.text td { text-align: left; } table.text td:nth-child(4) { font-family: monospace; font-size: 12px; }"""
 
 
 def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence[Tree]) -> str:
@@ -314,7 +316,7 @@ def _rollouts_section(rollouts: Sequence[dict[str, Any]]) -> str:
     return (f"<h3>What step {rollouts[0]['step']} trained on</h3><p>Trajectories of the last step, groups (one "
             "prompt each) with mixed rewards first; the advantage is the mean over the response's tokens. Every "
             "step's are in <code>rl/rollouts.jsonl</code>.</p>"
-            + _table(["group", "question", "gold", "response", "answer", "reward", "advantage"], rows))
+            + _table(["group", "question", "gold", "response", "answer", "reward", "advantage"], rows, "text"))
 
 
 def _paired_table(summary: dict[str, Any]) -> str:
