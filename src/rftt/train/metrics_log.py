@@ -66,8 +66,8 @@ class MetricsLog:
 
 
 class RolloutLog:
-    """Appends the trajectories each step trained on, one JSON line each; on resume, first drops the lines of
-    the steps that will run again."""
+    """Appends the trajectories each step trained on, one JSON line each; first drops what an earlier run in
+    the folder logged for the steps that will run again."""
 
     def __init__(self, folder: Path, resume_step: int = 0):
         self.path = folder / ROLLOUT_FILE
