@@ -8,7 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from rftt.algos import masked_mean
 from rftt.jsonl import read_records
+from rftt.train.rollouts import TrajectoryBatch
 
 LOG_FILE = "metrics.jsonl"
 ROLLOUT_FILE = "rollouts.jsonl"
@@ -34,6 +38,38 @@ def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
             flat[name] = float(value)
     return flat
+
+
+def step_metrics(step: int, batch: TrajectoryBatch, rewards: torch.Tensor, kl: torch.Tensor,
+                 mask: torch.Tensor) -> dict[str, Any]:
+    """What a step's rollouts were like: reward, accuracy, answers stated, KL, length, groups without reward
+    variance (trained and rolled out), moves used."""
+    groups: dict[int, list[float]] = {}
+    for group, total in zip(batch.groups, rewards.sum(dim=1).tolist()):
+        groups.setdefault(group, []).append(total)
+    return {
+        "step": step, "reward": float(rewards.sum(dim=1).mean()),
+        "accuracy": sum(outcome.correct for outcome in batch.outcomes) / len(batch),
+        "answered": sum(outcome.extracted is not None for outcome in batch.outcomes) / len(batch),
+        "kl": float(masked_mean(kl, mask)), "response_length": float(mask.sum(dim=1).mean()),
+        "zero_variance_groups": sum(max(v) == min(v) for v in groups.values()) / len(groups),
+        "informative_rolled_out_groups": batch.informative_groups / max(batch.rolled_out_groups, 1),
+        "rolled_out_accuracy": batch.rolled_out_accuracy,
+        "moves": dict(batch.move_counts()),
+    }
+
+
+def trajectory_records(step: int, batch: TrajectoryBatch, rewards: torch.Tensor, advantages: torch.Tensor,
+                       mask: torch.Tensor, tokenizer: Any, group_offset: int = 0) -> list[dict[str, Any]]:
+    """One record per trajectory, as read back: its group (numbered from `group_offset`), problem, response text
+    with the functional tokens, answer, summed reward and mean advantage over its tokens."""
+    return [
+        {"step": step, "group": group + group_offset, "problem": problem,
+         "response": tokenizer.decode(response, skip_special_tokens=False), "answer": outcome.extracted,
+         "correct": outcome.correct, "reward": reward, "advantage": advantage, "moves": moves}
+        for group, problem, response, outcome, reward, advantage, moves in zip(
+            batch.groups, batch.problem_ids, batch.response_ids, batch.outcomes, rewards.sum(dim=1).tolist(),
+            masked_mean(advantages, mask, dim=1).tolist(), batch.moves)]
 
 
 class MetricsLog:

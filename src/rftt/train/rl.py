@@ -30,7 +30,7 @@ from rftt.models import DEFAULT_MODEL, load_model, recorded_step_tags
 from rftt.prompts import get_template
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
-from rftt.train.metrics_log import MetricsLog, RolloutLog
+from rftt.train.metrics_log import MetricsLog, RolloutLog, step_metrics, trajectory_records
 from rftt.train.rl_model import (
     ReferenceModel,
     ResponseForward,
@@ -245,7 +245,8 @@ class RLTrainer:
             kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
         with timer.phase("sync"):
             pass  # the hf engine generates with the very model being trained
-        metrics = self._metrics(step, batch, rewards, kl, sequences, update_metrics)
+        metrics = {**step_metrics(step, batch, rewards, kl, sequences.response_mask),
+                   "learning_rate": self.scheduler.get_last_lr()[0], **update_metrics}
         if self.config.log_rollouts:
             self.log_rollouts(step, batch, rewards, advantages, sequences.response_mask)
         if config.eval_every and self.dev_problems and (step + 1) % config.eval_every == 0:
@@ -264,16 +265,9 @@ class RLTrainer:
 
     def log_rollouts(self, step: int, batch: TrajectoryBatch, rewards: torch.Tensor, advantages: torch.Tensor,
                      mask: torch.Tensor) -> None:
-        """Each trained trajectory of the step (all processes'), as read back: its problem, response text with
-        the functional tokens, answer, summed reward and mean advantage over its tokens."""
-        rank = self.ranks[0]
-        records = [
-            {"step": step, "group": group + rank * self.config.prompts_per_step, "problem": problem,
-             "response": self.tokenizer.decode(response, skip_special_tokens=False), "answer": outcome.extracted,
-             "correct": outcome.correct, "reward": reward, "advantage": advantage, "moves": moves}
-            for group, problem, response, outcome, reward, advantage, moves in zip(
-                batch.groups, batch.problem_ids, batch.response_ids, batch.outcomes, rewards.sum(dim=1).tolist(),
-                ((advantages * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).tolist(), batch.moves)]
+        """Each trained trajectory of the step, all processes' (`trajectory_records`), to rollouts.jsonl."""
+        records = trajectory_records(step, batch, rewards, advantages, mask, self.tokenizer,
+                                     group_offset=self.ranks[0] * self.config.prompts_per_step)
         if self.ranks[1] > 1:
             records = gather_object(records)
         if self.rollout_log is not None:
@@ -359,23 +353,6 @@ class RLTrainer:
             loss = loss + config.value_loss_weight * value_loss
             stats.update(value_stats, value_loss=float(value_loss.detach()))
         return loss, stats
-
-    def _metrics(self, step, batch, rewards, kl, sequences, update_metrics) -> dict[str, Any]:
-        mask = sequences.response_mask
-        groups: dict[int, list[float]] = {}
-        for group, total in zip(batch.groups, rewards.sum(dim=1).tolist()):
-            groups.setdefault(group, []).append(total)
-        return {
-            "step": step, "reward": float(rewards.sum(dim=1).mean()),
-            "accuracy": sum(outcome.correct for outcome in batch.outcomes) / len(batch),
-            "answered": sum(outcome.extracted is not None for outcome in batch.outcomes) / len(batch),
-            "kl": float(masked_mean(kl, mask)), "response_length": float(mask.sum(dim=1).mean()),
-            "zero_variance_groups": sum(max(v) == min(v) for v in groups.values()) / len(groups),
-            "informative_rolled_out_groups": batch.informative_groups / max(batch.rolled_out_groups, 1),
-            "rolled_out_accuracy": batch.rolled_out_accuracy,
-            "moves": dict(batch.move_counts()), "learning_rate": self.scheduler.get_last_lr()[0],
-            **update_metrics,
-        }
 
     def evaluate(self, problems: Sequence[Problem]) -> float:
         """Greedy accuracy on held-out problems with the rollout prompt template."""
