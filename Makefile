@@ -32,6 +32,7 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/model_load.py
+	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/verify_throughput.py --data $(RFTT_DATA)
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/search_throughput.py

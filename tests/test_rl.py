@@ -132,6 +132,20 @@ def test_the_old_forward_is_kept_where_the_update_cannot_supply_it(tmp_path, che
         assert not trainer.old_policy_is_current(4), (recipe, overrides)
 
 
+@pytest.mark.parametrize("precision, computed", [("fp32", {torch.float32}), ("bf16", {torch.bfloat16})])
+def test_a_step_computes_in_its_precision_and_keeps_fp32_weights(tmp_path, checkpoint, data, precision, computed):
+    trainer = RLTrainer(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "run", "steps=1",
+                                      f"precision={precision}"))
+    start = [parameter.detach().clone() for parameter in trainer.policy.parameters()]
+    seen: set[torch.dtype] = set()
+    trainer.policy.lm_head.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+    metrics = trainer.train_step(0)
+    assert seen == computed  # rollouts, old log-probs and the update all ran in it
+    assert math.isfinite(metrics["policy_loss"]) and math.isfinite(metrics["kl"])
+    assert all(parameter.dtype == torch.float32 for parameter in trainer.policy.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(start, trainer.policy.parameters()))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("recipe", ["rftt_arithmetic.yaml", "reft_gsm8k.yaml", "grpo_arithmetic.yaml"])
 def test_a_step_runs_with_the_policy_on_the_gpu(tmp_path, checkpoint, data, recipe):

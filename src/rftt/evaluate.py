@@ -53,7 +53,8 @@ class EvalConfig:
     is"), so the extraction rate measures format and accuracy among extracted answers measures skill.
     `tree_max_children`: in tree search, only the moves with the highest priors get child slots (all legal
     moves when unset); `tree_sampled_children`: as RL's `rollout.sampled_children`; `tree_step_max_tokens`:
-    the longest step of a tree (default `max_new_tokens`)."""
+    the longest step of a tree (default `max_new_tokens`). `dtype`: the weights' dtype (`auto`: the
+    checkpoint's; `native`: bf16 where the hardware computes it natively, else fp32; see `rftt.precision`)."""
 
     model: str = "smollm2-135m-instruct"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)

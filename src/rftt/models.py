@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftt.errors import RfttError
+from rftt.precision import load_dtype, training_device
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, load_step_tags
 
 logger = logging.getLogger(__name__)
@@ -122,10 +123,13 @@ def _load_adapter_checkpoint(path: Path, tokenizer: PreTrainedTokenizerBase, dty
 
 
 def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
+    """A torch dtype for a name; `auto` (the checkpoint's own) passes through, `native` is resolved for this
+    machine (`rftt.precision.load_dtype`)."""
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
+    dtype = load_dtype(dtype, training_device())
     if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, native, float32, bfloat16 or float16")
     return getattr(torch, dtype)
 
 

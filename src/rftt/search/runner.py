@@ -50,7 +50,7 @@ class SearchRunConfig:
     length limits (`step_max_tokens`, default `PROMPTED_STEP_TOKENS`), of the instructions (`instructions`,
     default `MOVE_INSTRUCTIONS`) and of the worked examples (`examples`: per move a list of `{question,
     steps: [[move, content], ...], content}`, default `MOVE_EXAMPLES`); `end_truncated_steps` makes a step
-    cut at its limit a dead end."""
+    cut at its limit a dead end. `dtype`: the weights' dtype, as in `EvalConfig`."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=100, seed=1))

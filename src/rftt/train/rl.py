@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, ContextManager, Literal, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -27,6 +27,7 @@ from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import SamplingParams
 from rftt.models import DEFAULT_MODEL, load_model, recorded_step_tags
+from rftt.precision import Precision, autocast
 from rftt.prompts import get_template
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
@@ -66,7 +67,9 @@ class RLConfig:
     """One RL run; `resume: true` continues from the newest checkpoint in `output_dir/checkpoints`.
     `log_rollouts`: write every trajectory a step trains on to `output_dir/rollouts.jsonl` (see `RolloutLog`).
     `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
-    parent's prefix; the cache is emptied by each optimizer step)."""
+    parent's prefix; the cache is emptied by each optimizer step).
+    `precision`: `bf16` runs rollouts and forward passes under bf16 autocast with fp32 weights and optimizer;
+    `native` does so where the hardware computes bf16 natively (`rftt.precision`)."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
@@ -91,6 +94,7 @@ class RLConfig:
     scheduler: Literal["constant", "cosine", "linear"] = "constant"
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0
+    precision: Precision = "fp32"
     steps: int = 20
     lora: LoraSettings | None = None
     seed: int = 0
@@ -141,6 +145,10 @@ class RLTrainer:
         self.log = MetricsLog(self.output, self.start_step, saved_metrics) if main else None
         self.rollout_log = RolloutLog(self.output, self.start_step) if main and config.log_rollouts else None
 
+    def autocast(self) -> ContextManager:
+        """Where forward passes run: bf16 autocast when `precision` resolves to bf16 (weights stay fp32)."""
+        return autocast(self.config.precision, self.accelerator.device)
+
     def _step_tags(self) -> StepTags | None:
         """The warm-up checkpoint's step tags (functional tokens, or text tags for the ablation)."""
         recorded = recorded_step_tags(self.config.model, self.tokenizer)
@@ -179,11 +187,13 @@ class RLTrainer:
     def rollout(self, problems: Sequence[Problem], step: int) -> TrajectoryBatch:
         self.policy.eval()
         seed = step_seed(self.config.seed, step)
-        if self.config.rollout.kind == "tree":
-            assert self.tokens is not None
-            batch = tree_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
-        else:
-            batch = sampling_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+        with self.autocast():
+            if self.config.rollout.kind == "tree":
+                assert self.tokens is not None
+                batch = tree_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+            else:
+                batch = sampling_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed,
+                                          self.tokens)
         rewards = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
         return keep_informative_groups(batch, rewards, self.config.prompts_per_step // self.ranks[1])
 
@@ -229,7 +239,7 @@ class RLTrainer:
             sequences = build_sequences(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
             rewards = self.rewards(batch, sequences.width) * sequences.response_mask
         old_is_current = self.old_policy_is_current(len(batch))
-        with timer.phase("logprobs"):
+        with timer.phase("logprobs"), self.autocast():
             old = (ResponseForward(torch.zeros(sequences.response_mask.shape), None, None) if old_is_current
                    else forward_in_chunks(self.policy, sequences, config.micro_batch_size, self.value_head))
             with self.reference.active() as reference:
@@ -329,7 +339,8 @@ class RLTrainer:
     def _loss(self, rows_batch, old, reference_logprobs, advantages, returns, rows,
               fill_old: bool) -> tuple[torch.Tensor, dict]:
         config, width = self.config, rows_batch.width  # these rows' responses: the last `width` columns
-        current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True)
+        with self.autocast():
+            current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True)
         device = current.logprobs.device
 
         def these(tensor: torch.Tensor) -> torch.Tensor:
@@ -359,7 +370,8 @@ class RLTrainer:
         self.policy.eval()
         template = get_template(self.config.rollout.template)
         prompts = [template.render(problem.question, self.tokenizer) for problem in problems]
-        results = self.engine.generate(prompts, SamplingParams(max_new_tokens=self.config.eval_max_new_tokens))
+        with self.autocast():
+            results = self.engine.generate(prompts, SamplingParams(max_new_tokens=self.config.eval_max_new_tokens))
         outcomes = self.config.rollout.judge([samples[0].text for samples in results],
                                              [problem.answer for problem in problems])
         return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)

@@ -27,6 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from rftt.config import to_dict
 from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
+from rftt.precision import Precision, training_device, uses_bf16
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, save_step_tags
 from rftt.tokens.vocabulary import text_tags
 from rftt.train.sft_data import (
@@ -58,7 +59,8 @@ class SFTConfig:
     """One warm-up run. Re-running with `resume=True` continues from its last checkpoint.
     `functional_token_step_multiplier`: full fine-tuning takes steps this many times larger for the functional
     tokens' embedding rows (see `LargerStepsForNewRows`); 1 turns it off. `functional_tokens: false` keeps the
-    step tags of the functional style as ordinary text (the ablation; see `rftt.tokens.text_tags`)."""
+    step tags of the functional style as ordinary text (the ablation; see `rftt.tokens.text_tags`).
+    `precision`: `bf16` is the Trainer's mixed bf16; `native` uses it where the hardware computes bf16 natively."""
 
     model: str = DEFAULT_MODEL
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
@@ -75,7 +77,7 @@ class SFTConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     gradient_checkpointing: bool = False
     seed: int = 0
     logging_steps: int = 5
@@ -187,8 +189,9 @@ def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, h
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps,
         lr_scheduler_type=config.scheduler, warmup_steps=int(config.warmup_ratio * total_steps),
-        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm, bf16=config.precision == "bf16",
-        activation_checkpointing=config.gradient_checkpointing, logging_steps=config.logging_steps,
+        weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+        bf16=uses_bf16(config.precision, training_device()), activation_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         eval_strategy="epoch" if has_dev else "no", report_to=list(config.report_to),
         seed=config.seed, data_seed=config.seed,

@@ -1,0 +1,66 @@
+"""Numeric precision of training and generation: fp32, bf16, or `native` (bf16 where the hardware computes it
+natively, fp32 where bf16 would be emulated and slower).
+
+bf16 training here is mixed precision: the weights and the optimizer stay in fp32 and the forward passes run
+under autocast. README.md ("Precision") has the speed-ups measured on a CPU with AVX512-BF16.
+"""
+
+from __future__ import annotations
+
+import platform
+from contextlib import nullcontext
+from functools import lru_cache
+from pathlib import Path
+from typing import ContextManager, Literal
+
+import torch
+
+Precision = Literal["fp32", "bf16", "native"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "native")
+NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+CPU_INFO = Path("/proc/cpuinfo")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); read from /proc/cpuinfo, so False off Linux."""
+    if platform.system() != "Linux" or not CPU_INFO.is_file():
+        return False
+    for line in CPU_INFO.read_text().splitlines():
+        if line.startswith("flags"):
+            return bool(NATIVE_BF16_CPU_FLAGS & set(line.split(":", 1)[1].split()))
+    return False
+
+
+def training_device() -> str:
+    """The device a stage computes on when none is configured: the GPU if there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether bf16 is fast on `device`: a CUDA GPU that supports it, or a CPU with bf16 instructions."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def uses_bf16(precision: Precision, device: torch.device | str) -> bool:
+    """Whether a stage configured with `precision` computes in bf16 on `device`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "native" and native_bf16(device))
+
+
+def autocast(precision: Precision, device: torch.device | str) -> ContextManager:
+    """The context in which forward passes run: bf16 autocast when `precision` resolves to bf16, else nothing."""
+    if not uses_bf16(precision, device):
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def load_dtype(dtype: str, device: torch.device | str) -> str:
+    """A model-loading dtype: `native` becomes bfloat16 where bf16 is fast on `device`, else float32."""
+    if dtype != "native":
+        return dtype
+    return "bfloat16" if native_bf16(device) else "float32"

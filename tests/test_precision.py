@@ -1,0 +1,93 @@
+"""Precision: which CPUs count as bf16-native, what `native` resolves to, and what each stage computes in."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rftt import precision
+from rftt.models import load_model
+from rftt.precision import autocast, cpu_has_native_bf16, load_dtype, uses_bf16
+
+FLAGS_WITHOUT_BF16 = "fpu vme sse sse2 avx avx2 avx512f avx512bw"
+
+
+@pytest.fixture
+def cpu_flags(tmp_path, monkeypatch):
+    """Point the flag reader at a written /proc/cpuinfo; returns the writer."""
+    monkeypatch.setattr(precision.platform, "system", lambda: "Linux")
+
+    def write(flags: str) -> None:
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+        monkeypatch.setattr(precision, "CPU_INFO", info)
+        cpu_has_native_bf16.cache_clear()
+
+    yield write
+    cpu_has_native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("flags, native", [(FLAGS_WITHOUT_BF16, False), (FLAGS_WITHOUT_BF16 + " avx512_bf16", True),
+                                           (FLAGS_WITHOUT_BF16 + " amx_tile amx_bf16", True)])
+def test_a_cpu_is_bf16_native_only_with_bf16_instructions(cpu_flags, flags, native):
+    cpu_flags(flags)
+    assert cpu_has_native_bf16() is native
+    assert uses_bf16("native", "cpu") is native
+    assert load_dtype("native", "cpu") == ("bfloat16" if native else "float32")
+    assert uses_bf16("bf16", "cpu") and not uses_bf16("fp32", "cpu")
+
+
+def test_without_a_cpuinfo_file_nothing_is_native(monkeypatch, tmp_path):
+    monkeypatch.setattr(precision, "CPU_INFO", tmp_path / "absent")
+    cpu_has_native_bf16.cache_clear()
+    try:
+        assert not cpu_has_native_bf16()
+    finally:
+        cpu_has_native_bf16.cache_clear()
+
+
+def test_explicit_dtypes_pass_through_and_unknown_precisions_are_named():
+    assert load_dtype("float16", "cpu") == "float16" and load_dtype("auto", "cpu") == "auto"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        uses_bf16("fp8", "cpu")
+
+
+def test_autocast_runs_linear_layers_in_bf16_only_when_precision_resolves_to_bf16(cpu_flags):
+    layer, inputs = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    cpu_flags(FLAGS_WITHOUT_BF16)
+    with autocast("native", "cpu"):
+        assert layer(inputs).dtype == torch.float32
+    with autocast("bf16", "cpu"):
+        assert layer(inputs).dtype == torch.bfloat16
+    assert layer.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("flags, dtype", [(FLAGS_WITHOUT_BF16, torch.float32),
+                                          (FLAGS_WITHOUT_BF16 + " avx512_bf16", torch.bfloat16)])
+def test_a_model_loaded_with_native_dtype_follows_the_hardware(cpu_flags, tmp_path, tiny_model, tiny_tokenizer,
+                                                               flags, dtype):
+    tiny_model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    cpu_flags(flags)
+    model, _ = load_model(str(tmp_path), dtype="native")
+    assert model.dtype == dtype
+
+
+@pytest.mark.parametrize("flags, setting, bf16", [(FLAGS_WITHOUT_BF16, "native", False),
+                                                  (FLAGS_WITHOUT_BF16 + " avx512_bf16", "native", True),
+                                                  (FLAGS_WITHOUT_BF16, "bf16", True),
+                                                  (FLAGS_WITHOUT_BF16 + " avx512_bf16", "fp32", False)])
+def test_sft_trains_in_mixed_bf16_where_its_precision_resolves_to_it(cpu_flags, tmp_path, flags, setting, bf16):
+    from rftt.train.sft import SFTConfig, _training_arguments
+
+    cpu_flags(flags)
+    arguments = _training_arguments(SFTConfig(precision=setting), tmp_path, steps_per_epoch=4, has_dev=False)
+    assert arguments.bf16 is bf16
+
+
+def test_an_unknown_precision_in_a_recipe_names_its_key():
+    from rftt.config import ConfigError, load_config
+    from rftt.train.rl import RLConfig
+
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(RLConfig, None, ["precision=fp8"])
