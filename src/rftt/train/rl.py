@@ -10,11 +10,9 @@ configuration (see recipes/rftt_*.yaml, reft_*.yaml, grpo_*.yaml).
 from __future__ import annotations
 
 import math
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager, Literal, Sequence
+from typing import Any, ContextManager, Sequence
 
 import torch
 from accelerate import Accelerator
@@ -23,15 +21,16 @@ from transformers import get_scheduler
 
 from rftt.algos import POLICY_LOSSES, clipped_value_loss, compute_advantages, masked_mean
 from rftt.config import to_dict
-from rftt.data import DatasetSpec, Problem, load_problems
+from rftt.data import Problem, load_problems
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import SamplingParams
-from rftt.models import DEFAULT_MODEL, load_model, recorded_step_tags
-from rftt.precision import Precision, autocast
+from rftt.models import load_model, recorded_step_tags
+from rftt.precision import autocast
 from rftt.prompts import get_template
-from rftt.rewards import RewardConfig, outcome_reward, token_rewards
+from rftt.rewards import outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
 from rftt.train.metrics_log import MetricsLog, RolloutLog, step_metrics, trajectory_records
+from rftt.train.rl_config import RLConfig, check_settings
 from rftt.train.rl_model import (
     ReferenceModel,
     ResponseForward,
@@ -46,66 +45,12 @@ from rftt.train.rl_model import (
 from rftt.train.rl_state import checkpoint_metrics, checkpoints, load_training_state, save_checkpoint, save_model_folder
 from rftt.train.rl_steps import PhaseTimer, problems_for_step, step_seed
 from rftt.train.rollouts import (
-    RolloutConfig,
     TrajectoryBatch,
     keep_informative_groups,
     sampling_rollouts,
     tree_rollouts,
 )
-from rftt.train.sft import LoraSettings, apply_lora, write_fingerprint
-
-
-@dataclass(frozen=True)
-class KLSettings:
-    coefficient: float = 0.01
-    estimator: Literal["k1", "k2", "k3"] = "k1"
-    placement: Literal["reward", "loss"] = "reward"
-
-
-@dataclass(frozen=True)
-class RLConfig:
-    """One RL run; `resume: true` continues from the newest checkpoint in `output_dir/checkpoints`.
-    `log_rollouts`: write every trajectory a step trains on to `output_dir/rollouts.jsonl` (see `RolloutLog`).
-    `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
-    parent's prefix; the cache is emptied by each optimizer step).
-    `precision`: `bf16` runs rollouts and forward passes under bf16 autocast with fp32 weights and optimizer;
-    `native` does so where the hardware computes bf16 natively (`rftt.precision`)."""
-
-    model: str = DEFAULT_MODEL
-    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
-    dev: DatasetSpec | None = None
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    advantage: Literal["reinforce_pp", "gae", "grpo", "rloo"] = "reinforce_pp"
-    gamma: float = 1.0
-    lam: float = 0.95
-    kl: KLSettings = field(default_factory=KLSettings)
-    clip: float = 0.2
-    loss_aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
-    critic: Literal["none", "shared"] = "none"
-    value_loss_weight: float = 5.0
-    value_clip: float = 0.2
-    entropy_weight: float = 0.0
-    ppo_epochs: int = 1
-    prompts_per_step: int = 4
-    mini_batch_size: int = 16
-    micro_batch_size: int = 8
-    learning_rate: float = 1e-6
-    scheduler: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    precision: Precision = "fp32"
-    steps: int = 20
-    lora: LoraSettings | None = None
-    seed: int = 0
-    prefix_cache_mib: int = 0
-    eval_every: int = 0
-    eval_max_new_tokens: int = 256
-    log_rollouts: bool = True
-    save_every: int = 10
-    keep_checkpoints: int = 2
-    output_dir: str = "runs/rl"
-    resume: bool = False
+from rftt.train.sft import apply_lora, write_fingerprint
 
 
 class RLTrainer:
@@ -115,7 +60,7 @@ class RLTrainer:
         self.config = config
         self.output = Path(config.output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
-        _check(config)
+        check_settings(config)
         torch.manual_seed(config.seed)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         model, self.tokenizer = load_model(config.model, dtype=torch.float32)
@@ -375,28 +320,6 @@ class RLTrainer:
         outcomes = self.config.rollout.judge([samples[0].text for samples in results],
                                              [problem.answer for problem in problems])
         return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)
-
-
-def _check(config: RLConfig) -> None:
-    """Settings that cannot work together, named before anything is loaded."""
-    from rftt.config import ConfigError
-
-    if config.advantage == "gae" and config.critic == "none":
-        raise ConfigError("config.advantage: gae needs a critic (set critic: shared)")
-    if config.advantage in ("grpo", "rloo") and config.rollout.samples_per_prompt < 2:
-        raise ConfigError(f"config.rollout.samples_per_prompt: {config.advantage} needs at least 2 samples per prompt")
-    if config.rollout.kind == "tree" and config.rollout.answer_format == "program":
-        raise ConfigError("config.rollout.answer_format: tree rollouts write functional-token steps, not programs")
-    if config.rollout.kind == "tree" and config.rollout.absolute_tolerance:
-        raise ConfigError("config.rollout.absolute_tolerance: tree rollouts judge answers exactly (set it to 0)")
-    if config.rollout.oversample < 1:
-        raise ConfigError("config.rollout.oversample: must be at least 1")
-    if config.micro_batch_size > config.mini_batch_size:
-        raise ConfigError("config.micro_batch_size: must not exceed mini_batch_size")
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if config.prompts_per_step % processes:
-        raise ConfigError(f"config.prompts_per_step: {config.prompts_per_step} prompts cannot be shared by {processes} "
-                          "processes")
 
 
 def run_rl(config: RLConfig) -> list[dict[str, Any]]:

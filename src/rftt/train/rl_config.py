@@ -1,0 +1,89 @@
+"""The settings of an RL run (`RLConfig`) and the combinations of them that cannot work together."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rftt.data import DatasetSpec
+from rftt.models import DEFAULT_MODEL
+from rftt.precision import Precision
+from rftt.rewards import RewardConfig
+from rftt.train.rollouts import RolloutConfig
+from rftt.train.sft import LoraSettings
+
+
+@dataclass(frozen=True)
+class KLSettings:
+    coefficient: float = 0.01
+    estimator: Literal["k1", "k2", "k3"] = "k1"
+    placement: Literal["reward", "loss"] = "reward"
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    """One RL run; `resume: true` continues from the newest checkpoint in `output_dir/checkpoints`.
+    `log_rollouts`: write every trajectory a step trains on to `output_dir/rollouts.jsonl` (see `RolloutLog`).
+    `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
+    parent's prefix; the cache is emptied by each optimizer step).
+    `precision`: `bf16` runs rollouts and forward passes under bf16 autocast with fp32 weights and optimizer;
+    `native` does so where the hardware computes bf16 natively (`rftt.precision`)."""
+
+    model: str = DEFAULT_MODEL
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
+    dev: DatasetSpec | None = None
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    advantage: Literal["reinforce_pp", "gae", "grpo", "rloo"] = "reinforce_pp"
+    gamma: float = 1.0
+    lam: float = 0.95
+    kl: KLSettings = field(default_factory=KLSettings)
+    clip: float = 0.2
+    loss_aggregation: Literal["token_mean", "sequence_mean"] = "token_mean"
+    critic: Literal["none", "shared"] = "none"
+    value_loss_weight: float = 5.0
+    value_clip: float = 0.2
+    entropy_weight: float = 0.0
+    ppo_epochs: int = 1
+    prompts_per_step: int = 4
+    mini_batch_size: int = 16
+    micro_batch_size: int = 8
+    learning_rate: float = 1e-6
+    scheduler: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: Precision = "fp32"
+    steps: int = 20
+    lora: LoraSettings | None = None
+    seed: int = 0
+    prefix_cache_mib: int = 0
+    eval_every: int = 0
+    eval_max_new_tokens: int = 256
+    log_rollouts: bool = True
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    output_dir: str = "runs/rl"
+    resume: bool = False
+
+
+def check_settings(config: RLConfig) -> None:
+    """Settings that cannot work together, named before anything is loaded."""
+    from rftt.config import ConfigError
+
+    if config.advantage == "gae" and config.critic == "none":
+        raise ConfigError("config.advantage: gae needs a critic (set critic: shared)")
+    if config.advantage in ("grpo", "rloo") and config.rollout.samples_per_prompt < 2:
+        raise ConfigError(f"config.rollout.samples_per_prompt: {config.advantage} needs at least 2 samples per prompt")
+    if config.rollout.kind == "tree" and config.rollout.answer_format == "program":
+        raise ConfigError("config.rollout.answer_format: tree rollouts write functional-token steps, not programs")
+    if config.rollout.kind == "tree" and config.rollout.absolute_tolerance:
+        raise ConfigError("config.rollout.absolute_tolerance: tree rollouts judge answers exactly (set it to 0)")
+    if config.rollout.oversample < 1:
+        raise ConfigError("config.rollout.oversample: must be at least 1")
+    if config.micro_batch_size > config.mini_batch_size:
+        raise ConfigError("config.micro_batch_size: must not exceed mini_batch_size")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if config.prompts_per_step % processes:
+        raise ConfigError(f"config.prompts_per_step: {config.prompts_per_step} prompts cannot be shared by {processes} "
+                          "processes")
