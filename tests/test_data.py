@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from rftt.data import DataError, DatasetSpec, Problem, load_problems
+from rftt.data import PRESETS, DataError, DatasetSpec, Problem, load_problems
 
 
 def write_jsonl(path, rows: list) -> str:
@@ -159,9 +160,40 @@ def test_generated_arithmetic_is_reproducible_and_sized():
     assert first == again and first != other and len(first) == 20
     for problem in first:
         assert problem.source == "reasoning_gym/basic_arithmetic"
-        expression = problem.metadata["expression"]
-        assert str(eval(expression)) == problem.answer  # the generator's own expression, only + and -
-        assert set(expression) <= set("0123456789+-() ")
+        assert str(eval(problem.metadata["expression"])) == problem.answer  # the generator's own expression
+
+
+TWO_TERMS = re.compile(r"^Calculate (\d{1,3}) ([+-]) (\d{1,3})\.$")
+
+
+def test_the_arithmetic_preset_is_exactly_two_non_negative_terms_without_parentheses_or_negation():
+    problems = load_problems("arithmetic", size=2000, seed=1)
+    operators = set()
+    for problem in problems:
+        match = TWO_TERMS.match(problem.question)
+        assert match, problem.question
+        left, operator, right = match.groups()
+        operators.add(operator)
+        assert max(int(left), int(right)) <= 100  # reasoning-gym's "2 digits" reaches 100 (21 of 4,000 terms)
+        assert int(problem.answer) == (int(left) + int(right) if operator == "+" else int(left) - int(right))
+    assert operators == {"+", "-"}
+    assert any(int(problem.answer) < 0 for problem in problems)  # a difference may still be negative
+
+
+def test_the_preset_with_negation_and_parentheses_generates_both():
+    problems = load_problems("arithmetic_with_negation_and_parentheses", size=2000, seed=1)
+    expressions = [problem.metadata["expression"] for problem in problems]
+    assert all(re.fullmatch(r"[-+() 0-9]+", expression) for expression in expressions)
+    assert sum("(" in expression for expression in expressions) > 100
+    assert sum(bool(re.search(r"[-+] -\d|^-|\( -", expression)) for expression in expressions) > 100
+    assert all(len(re.findall(r"\d+", expression)) == 2 for expression in expressions)
+
+
+def test_a_preset_description_lists_every_option_it_is_generated_with():
+    for name, preset in PRESETS.items():
+        for key, value in preset.options.items():
+            assert f"{key}={value!r}" in preset.description, (name, key)
+    assert "no parentheses, no negation" in PRESETS["arithmetic"].description
 
 
 def test_any_reasoning_gym_task_and_its_option_errors():

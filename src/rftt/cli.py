@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
-from rftt.data import DatasetSpec, dataset_names, load_problems
+from rftt.data import PRESETS, DatasetSpec, dataset_names, load_problems
 from rftt.errors import RfttError
 from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
 
@@ -72,6 +72,8 @@ def dataset_spec(arguments: argparse.Namespace) -> DatasetSpec:
 def command_data(arguments: argparse.Namespace) -> int:
     """Print a dataset's problems as JSON lines, and how many rows were skipped."""
     problems = load_problems(dataset_spec(arguments))
+    if arguments.dataset in PRESETS:
+        print(f"{arguments.dataset}: {PRESETS[arguments.dataset].description}", file=sys.stderr)
     for problem in problems[: arguments.show]:
         print(json.dumps(asdict(problem), ensure_ascii=False, default=str))
     print(f"{len(problems)} problems, {len(problems.skipped)} malformed rows skipped", file=sys.stderr)
@@ -350,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole RFTT pipeline on the embedded model, with an HTML report")
     demo.add_argument("--budget", default="default", help="default, or small: the same stages on fewer problems and steps")
-    demo.add_argument("--task", help="any registered dataset (default: arithmetic); benchmarks use train/test")
+    demo.add_argument("--task", help="any registered dataset (default: arithmetic_with_negation_and_parentheses); benchmarks use train/test")
     demo.add_argument("--model", help="start model: name, folder or hub id (default: the embedded model)")
     demo.add_argument("--seed", type=int, help="seed of every stage (the run folder gets a -seedN suffix)")
     demo.add_argument("--output-dir", help="run folder (re-run the same command to continue)")

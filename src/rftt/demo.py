@@ -43,6 +43,8 @@ from rftt.train.rl import RLConfig, run_rl
 from rftt.train.sft import SFTConfig, run_sft
 
 BUDGETS = ("default", "small")
+# The task the demo was built and measured on (README.md, "The demo").
+DEMO_TASK = "arithmetic_with_negation_and_parentheses"
 ABLATION_SUFFIX = "-no-functional-tokens"
 """The run folder of `--no-functional-tokens` is the main run's folder with this suffix (so reports pair them)."""
 STAGES_FILE = "stages.json"
@@ -61,8 +63,8 @@ class DemoConfig:
     `functional_tokens: false` is the ablation: the same pipeline with the step tags kept as ordinary text."""
 
     model: str = DEFAULT_MODEL
-    task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=2000, seed=1))
-    held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=400, seed=100_000))
+    task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=2000, seed=1))
+    held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=400, seed=100_000))
     held_out_problems: int = 200
     dev_problems: int = 50
     search_problems: int = 384

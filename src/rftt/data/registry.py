@@ -22,18 +22,33 @@ DEFAULT_DATASET = "arithmetic"
 
 @dataclass(frozen=True)
 class Preset:
-    """A named, fully specified generated problem set."""
+    """A named, fully specified generated problem set; `summary` says in words what `options` fix."""
 
     name: str
     options: dict[str, Any]
-    description: str
+    summary: str
+
+    @property
+    def description(self) -> str:
+        """The summary and every option the generator is called with, so nothing is hidden by a default."""
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        return f"{self.summary} ({self.name}: {settings})"
 
 
+_TWO_TERM_ARITHMETIC = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ("+", "-"),
+                        "format_style": "simple", "whitespace": "single"}
 PRESETS: dict[str, Preset] = {
     "arithmetic": Preset(
         "reasoning_gym:basic_arithmetic",
-        {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2, "operators": ("+", "-")},
-        "two-term addition and subtraction with 1-2 digit numbers (reasoning-gym basic_arithmetic)",
+        {**_TWO_TERM_ARITHMETIC, "allow_parentheses": False, "allow_negation": False},
+        "two-term addition and subtraction of non-negative numbers up to 100, no parentheses, no negation "
+        "('Calculate 66 - 65.')",
+    ),
+    "arithmetic_with_negation_and_parentheses": Preset(
+        "reasoning_gym:basic_arithmetic",
+        {**_TWO_TERM_ARITHMETIC, "allow_parentheses": True, "allow_negation": True},
+        "two-term addition and subtraction of numbers up to 100 that may be negated and parenthesised "
+        "('Calculate ( -( 8 - -5 ) ).', '80 + -57')",
     ),
 }
 
