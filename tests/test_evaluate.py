@@ -16,7 +16,7 @@ from rftt.evaluate import PROBLEMS_FILE, SUMMARY_FILE, EvalConfig, evaluate
 from rftt.prompts import TemplateError, get_template
 from rftt.voting import answer_key, majority_vote
 
-from conftest import build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
+from conftest import TINY_CHAT_TEMPLATE, build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,10 @@ def test_templates():
         get_template("chat").render("q", tokenizer)
     with pytest.raises(TemplateError, match="unknown prompt template 'cot'"):
         get_template("cot")
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    assert get_template("chat_steps").render("Calculate 4 - 1.", tokenizer) == tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Calculate 4 - 1.\nSolve the problem step by step, then put the final answer in "
+                                     "\\boxed{}."}], add_generation_prompt=True, tokenize=False)
 
 
 def test_majority_vote_counts_equivalent_answers_together():

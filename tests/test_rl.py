@@ -352,3 +352,49 @@ def test_two_processes_train_the_same_weights(tmp_path, checkpoint, data):
     assert result.returncode == 0, result.stderr[-3000:]
     prints = [json.loads((tmp_path / "ddp" / FINGERPRINT_FOLDER / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert prints[0]["weight_sum"] == prints[1]["weight_sum"]
+
+
+def test_a_time_budget_ends_the_run_after_the_step_that_passes_it(tmp_path, checkpoint, data):
+    history = run_rl(recipe_config("grpo_sampled_arithmetic.yaml", checkpoint, data, tmp_path / "run", "steps=5",
+                                   "max_minutes=1.0e-6"))
+    assert [metrics["step"] for metrics in history] == [0]
+    assert (tmp_path / "run" / "final" / "config.json").exists()
+    with pytest.raises(ConfigError, match="config.max_minutes: must be positive"):
+        RLTrainer(recipe_config("grpo_sampled_arithmetic.yaml", checkpoint, data, tmp_path / "x", "max_minutes=0"))
+
+
+@pytest.mark.parametrize("placement", ["loss", "reward"])
+def test_without_a_kl_term_there_is_no_reference_model_and_no_kl_metric(tmp_path, checkpoint, data, placement):
+    trainer = RLTrainer(recipe_config("grpo_sampled_arithmetic.yaml", checkpoint, data, tmp_path / "run", "steps=1",
+                                      "kl.coefficient=0", f"kl.placement={placement}"))
+    assert trainer.reference is None and trainer.old_policy_is_current(4)
+    metrics = trainer.train_step(0)
+    assert "kl" not in metrics and math.isfinite(metrics["policy_loss"]) and math.isfinite(metrics["grad_norm"])
+    with_kl = RLTrainer(recipe_config("grpo_sampled_arithmetic.yaml", checkpoint, data, tmp_path / "kl", "steps=1",
+                                      "kl.coefficient=0.01", f"kl.placement={placement}"))
+    assert with_kl.reference is not None and "kl" in with_kl.train_step(0)
+
+
+def test_the_optimizer_takes_its_betas_and_weight_decay_from_the_config(tmp_path, checkpoint, data):
+    trainer = RLTrainer(recipe_config("grpo_sampled_arithmetic.yaml", checkpoint, data, tmp_path / "run",
+                                      "adam_betas=[0.8, 0.9]", "weight_decay=0.5"))
+    [group] = trainer.optimizer.param_groups
+    assert group["betas"] == (0.8, 0.9) and group["weight_decay"] == 0.5
+
+
+def test_sampled_rollouts_train_on_the_end_of_sequence_token(tmp_path, checkpoint, data):
+    trainer = RLTrainer(recipe_config("grpo_sampled_arithmetic.yaml", checkpoint, data, tmp_path / "run",
+                                      "rollout.max_new_tokens=64"))
+    eos = trainer.tokenizer.eos_token_id
+
+    def likelier_end(module, inputs, logits):  # about 5% a token, so most responses stop on it
+        logits[..., eos] += 3.0
+        return logits
+
+    trainer.policy.lm_head.register_forward_hook(likelier_end)
+    batch = trainer.rollout(trainer.local_problems(0), 0)
+    stopped = [response for response in batch.response_ids if response and response[-1] == eos]
+    assert stopped, "no response ended with the end-of-sequence token"
+    sequences = build_sequences(batch.prompt_ids, batch.response_ids, trainer.tokenizer.pad_token_id)
+    for row, response in enumerate(batch.response_ids):
+        assert int(sequences.response_mask[row].sum()) == len(response)  # the EOS is a trained token

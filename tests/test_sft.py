@@ -6,16 +6,26 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
-from rftt.config import load_config
+from rftt.config import ConfigError, load_config
 from rftt.data import DataError
 from rftt.models import load_model, recorded_step_tags
 from rftt.tokens import FunctionalTokens, Move, Step, TextTags, render_steps
 from rftt.train.sft import FINAL_FOLDER, FINGERPRINT_FOLDER, LOG_FILE, SFTConfig, run_sft
-from rftt.train.sft_data import IGNORE_INDEX, DataReport, SFTCollator, SFTDataConfig, SFTExample, pack, tokenize
+from rftt.train.sft_data import (
+    IGNORE_INDEX,
+    DataReport,
+    SFTCollator,
+    SFTDataConfig,
+    SFTExample,
+    load_examples,
+    pack,
+    tokenize,
+)
 
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
 
@@ -257,3 +267,58 @@ def test_resume_skips_a_checkpoint_whose_save_was_cut_short(tmp_path):
             (folder / "trainer_state.json").write_text("{}")
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-20")
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def eval_record(index: int, completions: list[str], correct: list[bool]) -> dict:
+    """A problem's line of an `rftt eval --method maj@k` problems.jsonl."""
+    return {"id": f"p{index}", "question": f"Calculate {index} + 1.", "prompt": "...", "gold": str(index + 1),
+            "completions": completions, "sample_correct": correct}
+
+
+def test_a_sampled_warm_up_learns_distinct_correct_samples_with_a_box(tmp_path):
+    path = tmp_path / "problems.jsonl"
+    records = [eval_record(1, ["1 + 1 = 2. \\boxed{2}", "1 + 1 = 2. \\boxed{2}", "1 + 1 = 2", "3", "\\boxed{2} again"],
+                           [True, True, True, False, True]),
+               eval_record(2, ["2 + 1 = 4 \\boxed{4}", "no"], [False, False])]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    config = SFTDataConfig(source="samples", style="sampled", path=str(path), samples_per_problem=2)
+    report = DataReport()
+    examples = load_examples(config, report)
+    assert [(example.question, example.response, example.group) for example in examples] == [
+        ("Calculate 1 + 1.", "1 + 1 = 2. \\boxed{2}", "p1"), ("Calculate 1 + 1.", "1 + 1 = 2 \\boxed{2}", "p1")]
+    assert report.examples == 2 and config.template_name() == "chat_steps"
+    wide = load_examples(SFTDataConfig(source="samples", style="sampled", path=str(path), samples_per_problem=5),
+                         DataReport())
+    assert [example.response for example in wide][-1] == "\\boxed{2} again"
+
+
+def test_sampled_records_that_are_not_eval_records_are_named(tmp_path):
+    path = tmp_path / "problems.jsonl"
+    bad = {"id": "p3", "question": "q", "gold": "1", "completions": ["a", "b"], "sample_correct": [True]}
+    path.write_text(json.dumps(eval_record(1, ["\\boxed{2}"], [True])) + "\n" + json.dumps(bad) + "\n")
+    config = SFTDataConfig(source="samples", style="sampled", path=str(path))
+    with pytest.raises(DataError, match=r"problems.jsonl line 2: field 'completions': expected the lists"):
+        load_examples(config, DataReport())
+    report = DataReport()
+    assert len(load_examples(replace(config, skip_bad=True), report)) == 1 and len(report.skipped) == 1
+    with pytest.raises(ConfigError, match="config.data.style"):
+        SFTDataConfig(source="samples", style="cot", path=str(path))
+    with pytest.raises(DataError, match="field 'data.path': missing: name an `rftt eval` problems.jsonl"):
+        load_examples(SFTDataConfig(source="samples", style="sampled"), DataReport())
+
+
+def test_an_eval_runs_samples_become_a_warm_up(tmp_path, checkpoint):
+    from rftt.evaluate import EvalConfig, evaluate
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text("".join(json.dumps({"question": f"Calculate {i} + 1.", "answer": str(i + 1)}) + "\n"
+                                for i in range(3)))
+    evaluate(load_config(EvalConfig, overrides=[
+        f"model={checkpoint}", "dataset={name: json, path: " + str(problems) + "}", "method=maj@2",
+        "template=chat_steps", "max_new_tokens=6", f"output_dir={tmp_path / 'sample'}"]), progress=False)
+    samples = tmp_path / "sample" / "problems.jsonl"
+    records = [json.loads(line) for line in samples.read_text().splitlines()]
+    samples.write_text("".join(json.dumps(dict(record, sample_correct=[True, False])) + "\n" for record in records))
+    summary = run_sft(sft_config(checkpoint, str(samples), tmp_path / "run", "max_steps=1", "data.source=samples",
+                                 "data.style=sampled", "data.max_length=256", "functional_tokens=false"))
+    assert summary["examples"] == 3 and summary["steps"] == 1

@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole RFTT pipeline on the embedded model, with an HTML report")
     demo.add_argument("--budget", default="default", help="default, or small: the same stages on fewer problems and steps")
-    demo.add_argument("--task", help="any registered dataset (default: arithmetic_with_negation_and_parentheses); benchmarks use train/test")
+    demo.add_argument("--task", help="any registered dataset (default: arithmetic_with_negation_and_parentheses); "
+                           "benchmarks use train/test")
     demo.add_argument("--model", help="start model: name, folder or hub id (default: the embedded model)")
     demo.add_argument("--seed", type=int, help="seed of every stage (the run folder gets a -seedN suffix)")
     demo.add_argument("--output-dir", help="run folder (re-run the same command to continue)")

@@ -135,6 +135,7 @@ def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: 
         compared = {"majority_answer": majority.answer, "majority_correct": majority.correct}
     return {
         "id": problem.id,
+        "question": problem.question,
         "prompt": prompt,
         "gold": problem.answer,
         "completions": [completion.text for completion in completions],
@@ -214,7 +215,7 @@ def _tree_record(tree: Tree, prompt: str, rollout_counts: Sequence[int], seconds
         by_rollouts[str(count)] = {"answer": vote.answer, "correct": vote.correct}
     final = by_rollouts[str(max(rollout_counts))]
     return {
-        "id": tree.problem_id, "prompt": prompt, "gold": tree.gold,
+        "id": tree.problem_id, "question": tree.question, "prompt": prompt, "gold": tree.gold,
         "completions": [render_steps(tree.steps(node)) for node in terminals],
         "finish_reasons": ["stop" if node.terminal_reason in ANSWERED_REASONS else "length" for node in terminals],
         "completion_tokens": [tree.trace_tokens(node) for node in terminals],

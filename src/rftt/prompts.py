@@ -1,6 +1,8 @@
 """Named prompt templates: how a question becomes the text a model continues.
 
 - `chat`: the model's chat template, the question plus an instruction to box the answer;
+- `chat_steps`: the chat template, the question plus "Solve the problem step by step, then put the
+  final answer in \\boxed{}." (the reference TRL glue's prompt, ../shared/DESIGN.md);
 - `functional`: the chat template with the bare question (a model taught functional
   tokens starts its answer with a move, no instruction needed);
 - `reft`: ReFT's natural-language format, `Question:\\n{q}\\nAnswer reasoning:\\n`;
@@ -17,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from rftt.errors import RfttError
 
 BOX_INSTRUCTION = "Put your final answer within \\boxed{}."
+STEPS_INSTRUCTION = "Solve the problem step by step, then put the final answer in \\boxed{}."
 REFT_TEMPLATE = "Question:\n{question}\nAnswer reasoning:\n"
 
 
@@ -50,6 +53,10 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
     for template in (
         PromptTemplate("chat", lambda question, tokenizer: _chat(tokenizer, f"{question}\n{BOX_INSTRUCTION}", "chat"),
                        "chat template, question + 'put your final answer within \\boxed{}'"),
+        PromptTemplate("chat_steps",
+                       lambda question, tokenizer: _chat(tokenizer, f"{question}\n{STEPS_INSTRUCTION}", "chat_steps"),
+                       "chat template, question + 'Solve the problem step by step, then put the final answer in "
+                       "\\boxed{}'"),
         PromptTemplate("functional", lambda question, tokenizer: _chat(tokenizer, question, "functional"),
                        "chat template, bare question (for models taught functional tokens)"),
         PromptTemplate("reft", lambda question, tokenizer: REFT_TEMPLATE.format(question=question),

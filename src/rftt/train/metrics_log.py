@@ -40,10 +40,10 @@ def scalars(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def step_metrics(step: int, batch: TrajectoryBatch, rewards: torch.Tensor, kl: torch.Tensor,
+def step_metrics(step: int, batch: TrajectoryBatch, rewards: torch.Tensor, kl: torch.Tensor | None,
                  mask: torch.Tensor) -> dict[str, Any]:
-    """What a step's rollouts were like: reward, accuracy, answers stated, KL, length, groups without reward
-    variance (trained and rolled out), moves used."""
+    """What a step's rollouts were like: reward, accuracy, answers stated, KL (absent for a run without a KL
+    term), length, groups without reward variance (trained and rolled out), moves used."""
     groups: dict[int, list[float]] = {}
     for group, total in zip(batch.groups, rewards.sum(dim=1).tolist()):
         groups.setdefault(group, []).append(total)
@@ -51,7 +51,8 @@ def step_metrics(step: int, batch: TrajectoryBatch, rewards: torch.Tensor, kl: t
         "step": step, "reward": float(rewards.sum(dim=1).mean()),
         "accuracy": sum(outcome.correct for outcome in batch.outcomes) / len(batch),
         "answered": sum(outcome.extracted is not None for outcome in batch.outcomes) / len(batch),
-        "kl": float(masked_mean(kl, mask)), "response_length": float(mask.sum(dim=1).mean()),
+        **({"kl": float(masked_mean(kl, mask))} if kl is not None else {}),
+        "response_length": float(mask.sum(dim=1).mean()),
         "zero_variance_groups": sum(max(v) == min(v) for v in groups.values()) / len(groups),
         "informative_rolled_out_groups": batch.informative_groups / max(batch.rolled_out_groups, 1),
         "rolled_out_accuracy": batch.rolled_out_accuracy,

@@ -66,12 +66,14 @@ class RLTrainer:
         model, self.tokenizer = load_model(config.model, dtype=torch.float32)
         self.tokens = self._step_tags()
         self.policy = apply_lora(model, config.lora, []) if config.lora else model
-        self.reference = ReferenceModel(self.policy, uses_lora=config.lora is not None)
+        self.reference = ReferenceModel(self.policy, uses_lora=config.lora is not None) if config.kl.coefficient \
+            else None  # without a KL term nothing reads the reference model: no copy, no forward pass
         self.value_head = ValueHead(hidden_size(model)) if config.critic == "shared" else None
         parameters = [parameter for parameter in self.policy.parameters() if parameter.requires_grad]
         if self.value_head is not None:
             parameters += list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=(0.9, 0.95))
+        self.optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, betas=config.adam_betas,
+                                           weight_decay=config.weight_decay)
         self.trained_policy, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
         self.trained_value_head = self.accelerator.prepare(self.value_head) if self.value_head is not None else None
         local_samples = config.prompts_per_step // self.accelerator.num_processes * config.rollout.samples_per_prompt
@@ -153,10 +155,13 @@ class RLTrainer:
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining steps; returns the metrics of each."""
         history = []
+        started = time.perf_counter()
         if self.start_step == 0 and self.config.eval_every and self.dev_problems:
             self.evaluate_before_training()
         for step in range(self.start_step, self.config.steps):
             history.append(self.train_step(step))
+            if self.out_of_time(started):
+                break
         write_fingerprint(self.policy, self.output, self.ranks[0])
         if self.accelerator.is_main_process:
             save_model_folder(self.output / "final", self.policy, self.tokenizer, self.tokens, self.value_head,
@@ -164,6 +169,15 @@ class RLTrainer:
         if self.log is not None:
             self.log.close()
         return history
+
+    def out_of_time(self, started: float) -> bool:
+        """Whether `max_minutes` have passed since `fit` started (processes stop together, as soon as any one's clock is past it)."""
+        if self.config.max_minutes is None:
+            return False
+        over = torch.tensor([float(time.perf_counter() - started >= self.config.max_minutes * 60)])
+        if self.ranks[1] > 1:
+            over = self.accelerator.reduce(over.to(self.accelerator.device), reduction="max").cpu()
+        return bool(over.item())
 
     def evaluate_before_training(self) -> None:
         """The dev accuracy of the starting model, logged as step -1, so a curve starts from where RL began."""
@@ -187,16 +201,17 @@ class RLTrainer:
         with timer.phase("logprobs"), self.autocast():
             old = (ResponseForward(torch.zeros(sequences.response_mask.shape), None, None) if old_is_current
                    else forward_in_chunks(self.policy, sequences, config.micro_batch_size, self.value_head))
-            with self.reference.active() as reference:
-                reference_logprobs = forward_in_chunks(reference, sequences, config.micro_batch_size).logprobs
+            reference_logprobs = self.reference_logprobs(sequences)
         with timer.phase("advantages"):
-            kl = None if old_is_current else self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
-            shaped = rewards - config.kl.coefficient * kl if config.kl.placement == "reward" else rewards
+            kl = None if old_is_current or reference_logprobs is None \
+                else self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
+            shaped = rewards - config.kl.coefficient * kl if config.kl.placement == "reward" and kl is not None \
+                else rewards
             advantages, returns = self.advantages(shaped, sequences.response_mask, old.values, batch.groups)
         with timer.phase("update"):
             update_metrics = self.update(sequences, old, reference_logprobs, advantages, returns, step,
                                          fill_old=old_is_current)
-        if kl is None:  # the update wrote the old log-probs
+        if kl is None and reference_logprobs is not None:  # the update wrote the old log-probs
             kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
         with timer.phase("sync"):
             pass  # the hf engine generates with the very model being trained
@@ -241,6 +256,13 @@ class RLTrainer:
             values=everything[2] if values is not None else None, group_ids=all_groups)
         return self.local_rows(advantages, rows, width), self.local_rows(returns, rows, width)
 
+    def reference_logprobs(self, sequences) -> torch.Tensor | None:
+        """The reference model's log-probs of the responses, or None for a run without a KL term."""
+        if self.reference is None:
+            return None
+        with self.reference.active() as reference:
+            return forward_in_chunks(reference, sequences, self.config.micro_batch_size).logprobs
+
     def _kl(self, logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
         from rftt.algos import KL_ESTIMATORS
 
@@ -251,7 +273,7 @@ class RLTrainer:
         log-probs: then they are the update's own, detached (as TRL does), and their forward pass is skipped."""
         config = self.config
         return (config.ppo_epochs == 1 and rows <= config.mini_batch_size and self.value_head is None
-                and config.kl.placement != "reward")
+                and (config.kl.placement != "reward" or self.reference is None))
 
     def update(self, sequences, old, reference_logprobs, advantages, returns, step: int,
                fill_old: bool = False) -> dict[str, float]:
@@ -300,7 +322,7 @@ class RLTrainer:
         stats = {**stats, "policy_loss": float(loss.detach()), "entropy": float(current.entropy.detach())}
         if config.entropy_weight:
             loss = loss - config.entropy_weight * current.entropy
-        if config.kl.placement == "loss":
+        if config.kl.placement == "loss" and self.reference is not None:
             kl_term = masked_mean(self._kl(current.logprobs, these(reference_logprobs)), mask)
             loss = loss + config.kl.coefficient * kl_term
         if self.value_head is not None and current.values is not None:

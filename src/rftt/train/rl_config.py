@@ -28,7 +28,9 @@ class RLConfig:
     `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
     parent's prefix; the cache is emptied by each optimizer step).
     `precision`: `bf16` runs rollouts and forward passes under bf16 autocast with fp32 weights and optimizer;
-    `native` does so where the hardware computes bf16 natively (`rftt.precision`)."""
+    `native` does so where the hardware computes bf16 natively (`rftt.precision`).
+    `max_minutes`: stop after the first step that ends this many minutes after the run (or its resumption)
+    started, and save `final` as after the last step: RL within a wall-clock budget."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
@@ -53,8 +55,11 @@ class RLConfig:
     scheduler: Literal["constant", "cosine", "linear"] = "constant"
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
     precision: Precision = "fp32"
     steps: int = 20
+    max_minutes: float | None = None
     lora: LoraSettings | None = None
     seed: int = 0
     prefix_cache_mib: int = 0
@@ -81,6 +86,8 @@ def check_settings(config: RLConfig) -> None:
         raise ConfigError("config.rollout.absolute_tolerance: tree rollouts judge answers exactly (set it to 0)")
     if config.rollout.oversample < 1:
         raise ConfigError("config.rollout.oversample: must be at least 1")
+    if config.max_minutes is not None and config.max_minutes <= 0:
+        raise ConfigError("config.max_minutes: must be positive (or unset for no time budget)")
     if config.micro_batch_size > config.mini_batch_size:
         raise ConfigError("config.micro_batch_size: must not exceed mini_batch_size")
     processes = int(os.environ.get("WORLD_SIZE", "1"))

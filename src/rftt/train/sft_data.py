@@ -1,11 +1,13 @@
-"""SFT examples: (prompt, response) pairs from an `rftt search` SFT file or a dataset's gold solutions,
-tokenized with the loss on the response only, optionally packed several to a row.
+"""SFT examples: (prompt, response) pairs from an `rftt search` SFT file, a dataset's gold solutions or the
+correct samples of an `rftt eval --method maj@k` run (rejection sampling), tokenized with the loss on the
+response only, optionally packed several to a row.
 
 Styles: `functional` (search records: steps in functional tokens), `cot` (ReFT: the gold
 chain of thought ending "Therefore, the answer is: X"), `program` (ReFT: the gold
-`def solution():` program). A record without a response, a step with an unknown
-functional token, or an over-long example is named (file, line, field) and, as
-configured, fails the run or is skipped and counted.
+`def solution():` program), `sampled` (a model's own correct samples, as written; one that states no
+boxed answer gets ` \\boxed{answer}` appended, so the format it learns is the one it is scored on).
+A record without a response, a step with an unknown functional token, or an over-long example is
+named (file, line, field) and, as configured, fails the run or is skipped and counted.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import torch
 
+from rftt.config import ConfigError
 from rftt.data import DataError, DatasetSpec, load_problems
 from rftt.data.files import read_rows
 from rftt.data.records import Row
@@ -23,17 +26,19 @@ from rftt.tokens import Move, Step, render_steps
 
 IGNORE_INDEX = -100
 REFT_ANSWER_SUFFIX = "Therefore, the answer is: {answer}"
-DEFAULT_TEMPLATES = {"functional": "functional", "cot": "reft", "program": "reft"}
+DEFAULT_TEMPLATES = {"functional": "functional", "cot": "reft", "program": "reft", "sampled": "chat_steps"}
+BOXED = "\\boxed{"
 
 
 @dataclass(frozen=True)
 class SFTDataConfig:
     """Where SFT examples come from and how they become token sequences."""
 
-    source: Literal["search", "dataset"] = "search"
+    source: Literal["search", "dataset", "samples"] = "search"
     path: str | None = None
     dataset: DatasetSpec | None = None
-    style: Literal["functional", "cot", "program"] = "functional"
+    style: Literal["functional", "cot", "program", "sampled"] = "functional"
+    samples_per_problem: int = 2
     template: str | None = None
     kinds: tuple[str, ...] = ("correct", "reflection")
     max_length: int = 1024
@@ -42,6 +47,13 @@ class SFTDataConfig:
     skip_bad: bool = False
     dev_fraction: float = 0.05
     dev_max: int = 200
+
+    def __post_init__(self) -> None:
+        if (self.source == "samples") != (self.style == "sampled"):
+            raise ConfigError("config.data.style: samples (source: samples) are learned as written: "
+                              "use source: samples with style: sampled, and style: sampled only with them")
+        if self.samples_per_problem < 1:
+            raise ConfigError("config.data.samples_per_problem: must be at least 1")
 
     def template_name(self) -> str:
         return self.template or DEFAULT_TEMPLATES[self.style]
@@ -96,24 +108,50 @@ def _gold_response(solution: str, answer: str, style: str) -> str:
     return f"{solution.strip()}\n{REFT_ANSWER_SUFFIX.format(answer=answer)}"
 
 
+def _sampled_examples(row: Row, limit: int) -> list[SFTExample]:
+    """An `rftt eval` record's distinct correct samples (at most `limit`), a box appended where none is."""
+    question, gold = row.text("question"), row.text("gold")
+    completions, correct = row.data.get("completions"), row.data.get("sample_correct")
+    if not isinstance(completions, list) or not isinstance(correct, list) or len(completions) != len(correct):
+        raise row.error("completions", "expected the lists `completions` and `sample_correct` of equal length "
+                                       "(an `rftt eval` problems.jsonl)")
+    responses: list[str] = []
+    for text, right in zip(completions, correct):
+        response = text if BOXED in text else f"{text.rstrip()} {BOXED}{gold}}}"
+        if right and response not in responses and len(responses) < limit:
+            responses.append(response)
+    identifier = row.text("id")
+    return [SFTExample(f"{identifier}#{index}", question, response, identifier)
+            for index, response in enumerate(responses)]
+
+
+def _file_examples(config: SFTDataConfig, report: DataReport,
+                   examples_of: Callable[[Row], Sequence[SFTExample]]) -> list[SFTExample]:
+    """Examples from each record of `config.path`; a bad record raises, or with `skip_bad` is counted."""
+    examples: list[SFTExample] = []
+    for item in read_rows(config.path):
+        try:
+            if isinstance(item, DataError):
+                raise item
+            examples.extend(examples_of(item))
+        except DataError as error:
+            if not config.skip_bad:
+                raise
+            report.skipped.append(str(error))
+    return examples
+
+
 def load_examples(config: SFTDataConfig, report: DataReport) -> list[SFTExample]:
     """All usable examples; bad records raise (or, with `skip_bad`, are counted in `report`)."""
     examples: list[SFTExample] = []
+    if config.source in ("search", "samples") and config.path is None:
+        wanted = "an `rftt search` sft.jsonl file" if config.source == "search" else "an `rftt eval` problems.jsonl"
+        raise DataError("sft data", None, "data.path", f"missing: name {wanted}")
     if config.source == "search":
-        if config.path is None:
-            raise DataError("sft data", None, "data.path", "missing: name an `rftt search` sft.jsonl file")
-        for item in read_rows(config.path):
-            try:
-                if isinstance(item, DataError):
-                    raise item
-                example = _search_example(item, config.kinds)
-            except DataError as error:
-                if not config.skip_bad:
-                    raise
-                report.skipped.append(str(error))
-                continue
-            if example is not None:
-                examples.append(example)
+        examples = _file_examples(config, report, lambda row: [example for example in
+                                                               [_search_example(row, config.kinds)] if example])
+    elif config.source == "samples":
+        examples = _file_examples(config, report, lambda row: _sampled_examples(row, config.samples_per_problem))
     else:
         if config.dataset is None:
             raise DataError("sft data", None, "data.dataset", "missing: name a dataset with gold solutions")
