@@ -160,6 +160,8 @@ def run_glue(task: str, seed: int, precision: str, minutes: float, snapshot_minu
     mark = time.perf_counter()
     result["sft_steps"] = supervised_fine_tune(model, tokenizer, samples, seed, precision)
     seconds["sft"] = time.perf_counter() - mark
+    model.save_pretrained(folder / "sft")  # the warm-up, so RL of another framework can start from it
+    tokenizer.save_pretrained(folder / "sft")
     result["after_sft"] = held_out_accuracy(model, tokenizer, held_out, folder / "eval-sft.jsonl", precision)
     print(f"after SFT: {result['after_sft']['accuracy']:.1%} ({result['kept_samples']} samples kept)", flush=True)
     grpo = grpo_until(model, tokenizer, train[SAMPLING_PROBLEMS:], minutes, snapshot_minutes, folder / "grpo",

@@ -38,11 +38,13 @@ EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 DEFAULT_MINUTES = 31.0  # the reference glue's wall time: 475 s sampling, 200 s SFT, 20 min GRPO
 
 
-def glue_seconds(task: str, precision: str, seed: int) -> float | None:
-    """The wall time of the glue run with the same task, precision and seed, if there is one."""
+def glue_seconds(task: str, precision: str, seed: int, stage: str | None = None) -> float | None:
+    """The wall time of the glue run with the same task, precision and seed (of one `stage`, or all), if any."""
     path = RESULTS / "demo_vs_trl.json"
     run = json.loads(path.read_text())["runs"].get(f"{task}-{precision}-seed{seed}") if path.exists() else None
-    return run["pipeline_seconds"] if run else None
+    if run is None:
+        return None
+    return run["stage_seconds"][stage] if stage else run["pipeline_seconds"]
 
 
 def score(model_folder: Path, held_out, output: Path, precision: str) -> dict[str, Any]:
@@ -54,6 +56,20 @@ def run_pipeline(pipeline: str, task: str, seed: int, precision: str, budget_sec
                  folder: Path) -> dict[str, Any]:
     """Sampling, SFT and RL from the shipped recipes; RL gets what is left of `budget_seconds`."""
     _, held_out = reference_splits(task)
+    warm_up = warm_up_pipeline(task, seed, precision, folder)
+    after_sft = score(folder / "sft" / "final", held_out, folder / "eval-sft.jsonl", precision)
+    print(f"after SFT: {after_sft['accuracy']:.1%}", flush=True)
+    left = budget_seconds - sum(warm_up["stage_seconds"].values())
+    rl = rl_stage(pipeline, task, seed, precision, folder / "sft" / "final", left, held_out, folder)
+    return {**warm_up, **rl, "pipeline": pipeline, "task": task, "seed": seed, "precision": precision,
+            "budget_seconds": round(budget_seconds, 1), "after_sft": after_sft,
+            "rl_minus_sft": paired_change(folder / "eval-sft.jsonl", folder / "eval-rl.jsonl"),
+            "stage_seconds": {**warm_up["stage_seconds"], **rl["stage_seconds"]},
+            "pipeline_seconds": round(sum(warm_up["stage_seconds"].values()) + rl["stage_seconds"]["rl"], 1)}
+
+
+def warm_up_pipeline(task: str, seed: int, precision: str, folder: Path) -> dict[str, Any]:
+    """Rejection sampling (`rftt eval`) and SFT on the correct samples (`rftt sft`), timed."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     sampling = load_config(EvalConfig, RECIPES / "eval_sample_arithmetic.yaml", [
@@ -66,26 +82,37 @@ def run_pipeline(pipeline: str, task: str, seed: int, precision: str, budget_sec
         f"output_dir={folder / 'sft'}"])
     sft_summary = run_sft(sft)
     seconds["sft"] = time.perf_counter() - mark
-    after_sft = score(folder / "sft" / "final", held_out, folder / "eval-sft.jsonl", precision)
-    print(f"after SFT: {after_sft['accuracy']:.1%}", flush=True)
-    left = budget_seconds - seconds["rejection_sampling"] - seconds["sft"]
+    return {"sample_accuracy": sampled["sample_accuracy"], "sft_examples": sft_summary["examples"],
+            "sft_steps": sft_summary["steps"], "stage_seconds": {name: round(value, 1) for name, value in seconds.items()}}
+
+
+def rl_stage(pipeline: str, task: str, seed: int, precision: str, start: Path, seconds: float, held_out,
+             folder: Path) -> dict[str, Any]:
+    """`rftt rl` from `start` for `seconds` of wall time, then the held-out score of its final model."""
     rl = load_config(RLConfig, RECIPES / RL_RECIPES[pipeline], [
-        f"dataset.name={task}", f"model={folder / 'sft' / 'final'}", f"seed={seed}", f"precision={precision}",
-        f"max_minutes={max(left, 1.0) / 60}", f"output_dir={folder / 'rl'}"])
-    mark = time.perf_counter()
+        f"dataset.name={task}", f"model={start}", f"seed={seed}", f"precision={precision}",
+        f"max_minutes={max(seconds, 60.0) / 60}", f"output_dir={folder / 'rl'}"])
+    started = time.perf_counter()
     history = run_rl(rl)
-    seconds["rl"] = time.perf_counter() - mark
-    after_rl = score(folder / "rl" / "final", held_out, folder / "eval-rl.jsonl", precision)
-    return {"pipeline": pipeline, "task": task, "seed": seed, "precision": precision,
-            "budget_seconds": round(budget_seconds, 1), "sample_accuracy": sampled["sample_accuracy"],
-            "sft_examples": sft_summary["examples"], "sft_steps": sft_summary["steps"], "rl_steps": len(history),
+    rl_seconds = time.perf_counter() - started
+    return {"rl_steps": len(history), "after_rl": score(folder / "rl" / "final", held_out, folder / "eval-rl.jsonl",
+                                                       precision),
             "rl_history": [{key: step.get(key) for key in ("step", "reward", "accuracy", "response_length",
                                                            "zero_variance_groups", "grad_norm", "step_seconds")}
                            for step in history],
-            "after_sft": after_sft, "after_rl": after_rl,
+            "stage_seconds": {"rl": round(rl_seconds, 1)}}
+
+
+def rl_from(pipeline: str, task: str, seed: int, precision: str, start: Path, seconds: float,
+            folder: Path) -> dict[str, Any]:
+    """RL alone from a given warm-up (the glue's), for `seconds`: the two RL loops on the very same start."""
+    _, held_out = reference_splits(task)
+    after_sft = score(start, held_out, folder / "eval-sft.jsonl", precision)
+    rl = rl_stage(pipeline, task, seed, precision, start, seconds, held_out, folder)
+    return {**rl, "pipeline": f"{pipeline} from {start}", "task": task, "seed": seed, "precision": precision,
+            "budget_seconds": round(seconds, 1), "after_sft": after_sft,
             "rl_minus_sft": paired_change(folder / "eval-sft.jsonl", folder / "eval-rl.jsonl"),
-            "stage_seconds": {name: round(value, 1) for name, value in seconds.items()},
-            "pipeline_seconds": round(sum(seconds.values()), 1)}
+            "pipeline_seconds": rl["stage_seconds"]["rl"]}
 
 
 def table() -> str:
@@ -117,17 +144,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="fp32", choices=sorted(EVAL_DTYPES))
     parser.add_argument("--minutes", type=float, help="the pipeline's wall budget (default: the glue run's)")
+    parser.add_argument("--start", help="RL only, from this warm-up folder (for example the glue's sft folder), "
+                                        "for the glue's GRPO seconds unless --minutes")
     parser.add_argument("--runs", default="runs/bench-rl-parity")
     parser.add_argument("--table", action="store_true", help="only print the table of the runs so far")
     arguments = parser.parse_args()
     if not arguments.table:
         label = f"{arguments.pipeline}-{arguments.task}-{arguments.precision}-seed{arguments.seed}"
+        label += "-from-glue-warm-up" if arguments.start else ""
+        stage = "grpo" if arguments.start else None
         budget = arguments.minutes * 60 if arguments.minutes else \
-            glue_seconds(arguments.task, arguments.precision, arguments.seed) or DEFAULT_MINUTES * 60
+            glue_seconds(arguments.task, arguments.precision, arguments.seed, stage) or DEFAULT_MINUTES * 60
         folder = Path(arguments.runs) / label
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        result = run_pipeline(arguments.pipeline, arguments.task, arguments.seed, arguments.precision, budget, folder)
+        result = rl_from(arguments.pipeline, arguments.task, arguments.seed, arguments.precision,
+                         Path(arguments.start), budget, folder) if arguments.start else \
+            run_pipeline(arguments.pipeline, arguments.task, arguments.seed, arguments.precision, budget, folder)
         result["peak_memory_mib"] = round(peak_memory_mib(), 1)
         path = RESULTS / "rl_parity.json"
         runs = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}

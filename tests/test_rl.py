@@ -398,3 +398,14 @@ def test_sampled_rollouts_train_on_the_end_of_sequence_token(tmp_path, checkpoin
     sequences = build_sequences(batch.prompt_ids, batch.response_ids, trainer.tokenizer.pad_token_id)
     for row, response in enumerate(batch.response_ids):
         assert int(sequences.response_mask[row].sum()) == len(response)  # the EOS is a trained token
+
+
+def test_the_logged_entropy_builds_no_graph_unless_it_is_trained(checkpoint):
+    from rftt.models import load_model
+
+    model, tokenizer = load_model(str(checkpoint), dtype=torch.float32)
+    batch = build_sequences([[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]], tokenizer.pad_token_id)
+    logged = forward_responses(model, batch, with_entropy=True)
+    trained = forward_responses(model, batch, with_entropy=True, entropy_gradient=True)
+    assert logged.logprobs.requires_grad and not logged.entropy.requires_grad and trained.entropy.requires_grad
+    assert float(logged.entropy) == pytest.approx(float(trained.entropy))

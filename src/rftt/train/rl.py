@@ -307,7 +307,8 @@ class RLTrainer:
               fill_old: bool) -> tuple[torch.Tensor, dict]:
         config, width = self.config, rows_batch.width  # these rows' responses: the last `width` columns
         with self.autocast():
-            current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True)
+            current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True,
+                                        entropy_gradient=bool(config.entropy_weight))
         device = current.logprobs.device
 
         def these(tensor: torch.Tensor) -> torch.Tensor:

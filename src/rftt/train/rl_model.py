@@ -95,9 +95,10 @@ class ResponseForward:
 
 
 def forward_responses(model: nn.Module, batch: SequenceBatch, value_head: nn.Module | None = None,
-                      with_entropy: bool = False) -> ResponseForward:
+                      with_entropy: bool = False, entropy_gradient: bool = False) -> ResponseForward:
     """Log-probs of each response token (and the critic's values, and the mean entropy) in one forward pass,
-    on the model's device (the batch's bookkeeping may stay on the CPU)."""
+    on the model's device (the batch's bookkeeping may stay on the CPU). The entropy carries a gradient only
+    with `entropy_gradient` (an entropy bonus); otherwise it is computed for the log alone, off the graph."""
     batch, width = batch.to(next(model.parameters()).device), batch.width
     output = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                    logits_to_keep=width + 1, output_hidden_states=value_head is not None, use_cache=False)
@@ -107,7 +108,8 @@ def forward_responses(model: nn.Module, batch: SequenceBatch, value_head: nn.Mod
     values = None
     if value_head is not None:
         values = value_head(output.hidden_states[-1][:, -(width + 1) : -1]) * batch.response_mask
-    entropy = entropy_from_logits(logits, batch.response_mask) if with_entropy else None
+    entropy = entropy_from_logits(logits if entropy_gradient else logits.detach(), batch.response_mask) \
+        if with_entropy else None
     return ResponseForward(logprobs, values, entropy)
 
 
