@@ -277,8 +277,8 @@ def eval_record(index: int, completions: list[str], correct: list[bool]) -> dict
 
 def test_a_sampled_warm_up_learns_distinct_correct_samples_with_a_box(tmp_path):
     path = tmp_path / "problems.jsonl"
-    records = [eval_record(1, ["1 + 1 = 2. \\boxed{2}", "1 + 1 = 2. \\boxed{2}", "1 + 1 = 2", "3", "\\boxed{2} again"],
-                           [True, True, True, False, True]),
+    records = [eval_record(1, ["1 + 1 = 2. \\boxed{2}", "1 + 1 = 2. \\boxed{2}", "1 + 1 = 2", "3", "\\boxed{2} again",
+                               "Put it in \\boxed{ }: 2"], [True, True, True, False, True, True]),
                eval_record(2, ["2 + 1 = 4 \\boxed{4}", "no"], [False, False])]
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
     config = SFTDataConfig(source="samples", style="sampled", path=str(path), samples_per_problem=2)
@@ -289,7 +289,7 @@ def test_a_sampled_warm_up_learns_distinct_correct_samples_with_a_box(tmp_path):
     assert report.examples == 2 and config.template_name() == "chat_steps"
     wide = load_examples(SFTDataConfig(source="samples", style="sampled", path=str(path), samples_per_problem=5),
                          DataReport())
-    assert [example.response for example in wide][-1] == "\\boxed{2} again"
+    assert [example.response for example in wide][-2:] == ["\\boxed{2} again", "Put it in \\boxed{ }: 2 \\boxed{2}"]
 
 
 def test_sampled_records_that_are_not_eval_records_are_named(tmp_path):

@@ -23,11 +23,11 @@ from rftt.data.files import read_rows
 from rftt.data.records import Row
 from rftt.prompts import get_template
 from rftt.tokens import Move, Step, render_steps
+from rftt.verify.extract import last_boxed
 
 IGNORE_INDEX = -100
 REFT_ANSWER_SUFFIX = "Therefore, the answer is: {answer}"
 DEFAULT_TEMPLATES = {"functional": "functional", "cot": "reft", "program": "reft", "sampled": "chat_steps"}
-BOXED = "\\boxed{"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,8 @@ def _gold_response(solution: str, answer: str, style: str) -> str:
 
 
 def _sampled_examples(row: Row, limit: int) -> list[SFTExample]:
-    """An `rftt eval` record's distinct correct samples (at most `limit`), a box appended where none is."""
+    """An `rftt eval` record's distinct correct samples (at most `limit`), a box appended where none holds an
+    answer (a sample judged right by its last number may still carry an empty `\\boxed{}`)."""
     question, gold = row.text("question"), row.text("gold")
     completions, correct = row.data.get("completions"), row.data.get("sample_correct")
     if not isinstance(completions, list) or not isinstance(correct, list) or len(completions) != len(correct):
@@ -117,7 +118,7 @@ def _sampled_examples(row: Row, limit: int) -> list[SFTExample]:
                                        "(an `rftt eval` problems.jsonl)")
     responses: list[str] = []
     for text, right in zip(completions, correct):
-        response = text if BOXED in text else f"{text.rstrip()} {BOXED}{gold}}}"
+        response = text if (last_boxed(text) or "").strip() else f"{text.rstrip()} \\boxed{{{gold}}}"
         if right and response not in responses and len(responses) < limit:
             responses.append(response)
     identifier = row.text("id")

@@ -32,8 +32,8 @@ def extract_answer(text: str, *, last_number_fallback: bool = True, multiple_cho
         return None
     output_step = _last_output_step(text)
     if output_step is not None:
-        return _last_boxed(output_step) or _answer_phrase(output_step) or output_step.strip() or None
-    for finder in (_last_boxed, _gsm8k_answer, _answer_phrase):
+        return last_boxed(output_step) or _answer_phrase(output_step) or output_step.strip() or None
+    for finder in (last_boxed, _gsm8k_answer, _answer_phrase):
         answer = finder(text)
         if answer:
             return answer
@@ -51,7 +51,7 @@ def _last_output_step(text: str) -> str | None:
     return outputs[-1] if outputs else None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces matched; None if unclosed."""
     start = max(text.rfind(command + "{") for command in _BOXED_COMMANDS)
     if start < 0:
