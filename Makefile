@@ -41,6 +41,9 @@ bench: setup
 	$(BIN)/python bench/sandbox_throughput.py --data $(RFTT_DATA)
 	$(BIN)/python bench/eval_embedded.py --data $(RFTT_DATA) --voting-max-new-tokens 256
 	$(BIN)/python bench/demo_vs_trl.py
+	$(BIN)/python bench/rl_parity.py --pipeline grpo
+	$(BIN)/python bench/rl_parity.py --pipeline grpo --start runs/bench-glue/arithmetic-fp32-seed0/sft
+	$(BIN)/python bench/rl_parity.py --pipeline reft
 	RFTT_DATA=$(RFTT_DATA) $(BIN)/python bench/reft_svamp.py
 
 clean:
