@@ -116,15 +116,23 @@ def rl_from(pipeline: str, task: str, seed: int, precision: str, start: Path, se
 
 
 def table() -> str:
-    """Every glue and rftt run so far: accuracy after each stage with its interval, and wall seconds."""
-    rows = ["| pipeline | task | precision | seed | after warm-up | after RL | RL - warm-up (SE) | RL steps | "
-            "pipeline s |", "|---|---|---|---|---|---|---|---|---|"]
+    """Every glue and rftt run so far: accuracy after each stage with its interval, wall seconds, and (where both
+    runs' per-problem records are here) the paired difference after RL against the glue run of the same seed."""
+    runs = []
     for name in ("demo_vs_trl", "rl_parity"):
         path = RESULTS / f"{name}.json"
-        for run in (json.loads(path.read_text())["runs"].values() if path.exists() else []):
-            rows.append(f"| {run['pipeline']} | {run['task']} | {run['precision']} | {run['seed']} | "
-                        f"{_accuracy(run['after_sft'])} | {_accuracy(run['after_rl'])} | "
-                        f"{_change(run['rl_minus_sft'])} | {run['rl_steps']} | {run['pipeline_seconds']:.0f} |")
+        runs += list(json.loads(path.read_text())["runs"].values()) if path.exists() else []
+    glue = {(run["task"], run["precision"], run["seed"]): run for run in runs if run["pipeline"] == "trl glue"}
+    rows = ["| pipeline | task | precision | seed | after warm-up | after RL | RL - warm-up (SE) | RL steps | "
+            "pipeline s | after RL - glue (SE) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        reference = glue.get((run["task"], run["precision"], run["seed"]))
+        records = [Path(item["after_rl"]["records"]) for item in (reference, run) if item is not None]
+        against = _change(paired_change(*records)) if run is not reference and len(records) == 2 and \
+            all(path.exists() for path in records) else ""
+        rows.append(f"| {run['pipeline']} | {run['task']} | {run['precision']} | {run['seed']} | "
+                    f"{_accuracy(run['after_sft'])} | {_accuracy(run['after_rl'])} | "
+                    f"{_change(run['rl_minus_sft'])} | {run['rl_steps']} | {run['pipeline_seconds']:.0f} | {against} |")
     return "\n".join(rows)
 
 
