@@ -79,10 +79,11 @@ class DataReport:
     dropped_overlong: int = 0
 
 
-def _search_example(row: Row, kinds: Sequence[str]) -> SFTExample | None:
+def _search_examples(row: Row, kinds: Sequence[str]) -> list[SFTExample]:
+    """A search record's path as an example, or none when its kind is not wanted."""
     kind = row.optional_text("kind") or "correct"
     if kind not in kinds:
-        return None
+        return []
     question = row.text("question")
     steps = row.data.get("steps") if isinstance(row.data, dict) else None
     if not isinstance(steps, list) or not steps:
@@ -99,7 +100,7 @@ def _search_example(row: Row, kinds: Sequence[str]) -> SFTExample | None:
                                                     f"valid moves: {valid}") from None
         parsed.append(Step(move, step["content"]))
     identifier = row.optional_text("id") or f"line-{row.line}"
-    return SFTExample(identifier, question, render_steps(parsed), row.optional_text("problem_id") or identifier)
+    return [SFTExample(identifier, question, render_steps(parsed), row.optional_text("problem_id") or identifier)]
 
 
 def _gold_response(solution: str, answer: str, style: str) -> str:
@@ -149,8 +150,7 @@ def load_examples(config: SFTDataConfig, report: DataReport) -> list[SFTExample]
         wanted = "an `rftt search` sft.jsonl file" if config.source == "search" else "an `rftt eval` problems.jsonl"
         raise DataError("sft data", None, "data.path", f"missing: name {wanted}")
     if config.source == "search":
-        examples = _file_examples(config, report, lambda row: [example for example in
-                                                               [_search_example(row, config.kinds)] if example])
+        examples = _file_examples(config, report, lambda row: _search_examples(row, config.kinds))
     elif config.source == "samples":
         examples = _file_examples(config, report, lambda row: _sampled_examples(row, config.samples_per_problem))
     else:
