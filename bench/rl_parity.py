@@ -35,6 +35,8 @@ from common import RESULTS, cpu_flags, peak_memory_mib, write_results
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 RL_RECIPES = {"grpo": "grpo_sampled_arithmetic.yaml", "reft": "reft_sampled_arithmetic.yaml"}
 EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+CURVE_BLOCK = 5
+CURVE_METRICS = ("accuracy", "response_length", "entropy", "kl", "grad_norm", "value_grad_norm", "step_seconds")
 DEFAULT_MINUTES = 31.0  # the reference glue's wall time: 475 s sampling, 200 s SFT, 20 min GRPO
 
 
@@ -97,10 +99,19 @@ def rl_stage(pipeline: str, task: str, seed: int, precision: str, start: Path, s
     rl_seconds = time.perf_counter() - started
     return {"rl_steps": len(history), "after_rl": score(folder / "rl" / "final", held_out, folder / "eval-rl.jsonl",
                                                        precision),
-            "rl_history": [{key: step.get(key) for key in ("step", "reward", "accuracy", "response_length",
-                                                           "zero_variance_groups", "grad_norm", "step_seconds")}
-                           for step in history],
+            "rl_curve": learning_curve(history),
             "stage_seconds": {"rl": round(rl_seconds, 1)}}
+
+
+def learning_curve(history: list[dict[str, Any]], block: int = CURVE_BLOCK) -> list[dict[str, float]]:
+    """The RL steps' metrics averaged over blocks of `block` steps (the run folder's metrics.jsonl has each step)."""
+    curve = []
+    for first in range(0, len(history), block):
+        steps = history[first : first + block]
+        curve.append({"steps": f"{steps[0]['step']}-{steps[-1]['step']}", **{
+            key: round(sum(step[key] for step in steps) / len(steps), 3)
+            for key in CURVE_METRICS if all(key in step for step in steps)}})
+    return curve
 
 
 def rl_from(pipeline: str, task: str, seed: int, precision: str, start: Path, seconds: float,
@@ -127,9 +138,9 @@ def table() -> str:
             "pipeline s | after RL - glue (SE) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         reference = glue.get((run["task"], run["precision"], run["seed"]))
-        records = [Path(item["after_rl"]["records"]) for item in (reference, run) if item is not None]
-        against = _change(paired_change(*records)) if run is not reference and len(records) == 2 and \
-            all(path.exists() for path in records) else ""
+        records = [item["after_rl"]["records"] for item in (reference, run) if item is not None]
+        against = _change(paired_change(*map(Path, records))) if run is not reference and len(records) == 2 and \
+            all(path and Path(path).exists() for path in records) else ""
         rows.append(f"| {run['pipeline']} | {run['task']} | {run['precision']} | {run['seed']} | "
                     f"{_accuracy(run['after_sft'])} | {_accuracy(run['after_rl'])} | "
                     f"{_change(run['rl_minus_sft'])} | {run['rl_steps']} | {run['pipeline_seconds']:.0f} | {against} |")
@@ -154,12 +165,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, help="the pipeline's wall budget (default: the glue run's)")
     parser.add_argument("--start", help="RL only, from this warm-up folder (for example the glue's sft folder), "
                                         "for the glue's GRPO seconds unless --minutes")
+    parser.add_argument("--start-name", default="glue-warm-up", help="how the run's label names --start")
     parser.add_argument("--runs", default="runs/bench-rl-parity")
     parser.add_argument("--table", action="store_true", help="only print the table of the runs so far")
     arguments = parser.parse_args()
     if not arguments.table:
         label = f"{arguments.pipeline}-{arguments.task}-{arguments.precision}-seed{arguments.seed}"
-        label += "-from-glue-warm-up" if arguments.start else ""
+        label += f"-from-{arguments.start_name}" if arguments.start else ""
         stage = "grpo" if arguments.start else None
         budget = arguments.minutes * 60 if arguments.minutes else \
             glue_seconds(arguments.task, arguments.precision, arguments.seed, stage) or DEFAULT_MINUTES * 60

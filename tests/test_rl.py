@@ -19,6 +19,7 @@ from rftt.tokens import add_functional_tokens
 from rftt.train.metrics_log import LOG_FILE, ROLLOUT_FILE, TENSORBOARD_FOLDER, scalars
 from rftt.train.rl import RLConfig, RLTrainer, problems_for_step, run_rl
 from rftt.train.rl_model import build_sequences, forward_responses
+from rftt.train.rl_steps import step_fits_budget
 from rftt.train.sft import FINGERPRINT_FOLDER
 from rftt.verify import Outcome
 
@@ -354,7 +355,30 @@ def test_two_processes_train_the_same_weights(tmp_path, checkpoint, data):
     assert prints[0]["weight_sum"] == prints[1]["weight_sum"]
 
 
-def test_a_time_budget_ends_the_run_after_the_step_that_passes_it(tmp_path, checkpoint, data):
+def test_a_large_value_head_gradient_does_not_shrink_the_policy_gradient(tmp_path, checkpoint, data):
+    trainer = RLTrainer(recipe_config("reft_gsm8k.yaml", checkpoint, data, tmp_path / "run"))
+    policy = trainer.clipped_groups["grad_norm"]
+    for parameter in policy:
+        parameter.grad = torch.full_like(parameter, 1e-4)
+    for parameter in trainer.value_head.parameters():
+        parameter.grad = torch.full_like(parameter, 1e3)
+    policy_norm = torch.cat([parameter.grad.flatten() for parameter in policy]).norm()
+    assert policy_norm < trainer.config.max_grad_norm
+    norms = trainer.clip_gradients()
+    assert norms["grad_norm"] == pytest.approx(float(policy_norm), rel=1e-4)
+    assert norms["value_grad_norm"] > 1e3
+    assert all(torch.all(parameter.grad == 1e-4) for parameter in policy)  # one clip of both would scale these
+    value_grads = torch.cat([parameter.grad.flatten() for parameter in trainer.value_head.parameters()])
+    assert float(value_grads.norm()) == pytest.approx(trainer.config.max_grad_norm, rel=1e-3)
+
+
+def test_a_step_runs_only_if_at_the_mean_step_time_it_ends_within_the_budget():
+    assert step_fits_budget(elapsed=50.0, steps=2, budget_seconds=80.0)
+    assert not step_fits_budget(elapsed=50.0, steps=2, budget_seconds=70.0)  # 50 + 25 > 70: stop before, not after
+    assert not step_fits_budget(elapsed=30.0, steps=1, budget_seconds=59.0)
+
+
+def test_a_time_budget_smaller_than_a_step_ends_the_run_after_its_first_step(tmp_path, checkpoint, data):
     history = run_rl(recipe_config("grpo_sampled_arithmetic.yaml", checkpoint, data, tmp_path / "run", "steps=5",
                                    "max_minutes=1.0e-6"))
     assert [metrics["step"] for metrics in history] == [0]

@@ -29,8 +29,10 @@ class RLConfig:
     parent's prefix; the cache is emptied by each optimizer step).
     `precision`: `bf16` runs rollouts and forward passes under bf16 autocast with fp32 weights and optimizer;
     `native` does so where the hardware computes bf16 natively (`rftt.precision`).
-    `max_minutes`: stop after the first step that ends this many minutes after the run (or its resumption)
-    started, and save `final` as after the last step: RL within a wall-clock budget."""
+    `max_minutes`: stop before a step that, at the mean step time so far, would end more than this many minutes
+    after the run (or its resumption) started, and save `final` as after the last step: RL within a wall-clock
+    budget (the first step always runs).
+    `max_grad_norm`: the policy's gradient and the value head's are each clipped to it, as two models' would be."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))

@@ -42,3 +42,9 @@ def problems_for_step(problems: Sequence[Problem], step: int, count: int, seed: 
 
 def step_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
+
+
+def step_fits_budget(elapsed: float, steps: int, budget_seconds: float) -> bool:
+    """Whether one more step, taking the mean time of the `steps` done in `elapsed` seconds, ends within the budget:
+    a wall-clock budget is a bound, so the run stops before the step that would cross it, not after."""
+    return elapsed + elapsed / max(steps, 1) <= budget_seconds
