@@ -28,6 +28,9 @@ test: setup
 lint: setup
 	$(BIN)/ruff check src tests bench
 
+# ReFT's runs start from rftt's seed-1 warm-up, the one both of its seeds share.
+REFT_START = --start runs/bench-rl-parity/grpo-arithmetic-fp32-seed1/sft/final --start-name rftt-seed1-warm-up
+
 # Every benchmark, in turn (hours on a 2-core CPU); each writes bench/results/NAME.json.
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -40,10 +43,13 @@ bench: setup
 	$(BIN)/python bench/rl_vs_trl.py
 	$(BIN)/python bench/sandbox_throughput.py --data $(RFTT_DATA)
 	$(BIN)/python bench/eval_embedded.py --data $(RFTT_DATA) --voting-max-new-tokens 256
-	$(BIN)/python bench/demo_vs_trl.py
-	$(BIN)/python bench/rl_parity.py --pipeline grpo
-	$(BIN)/python bench/rl_parity.py --pipeline grpo --start runs/bench-glue/arithmetic-fp32-seed0/sft
-	$(BIN)/python bench/rl_parity.py --pipeline reft
+	$(BIN)/python bench/demo_vs_trl.py --seed 0
+	$(BIN)/python bench/demo_vs_trl.py --seed 1
+	$(BIN)/python bench/rl_parity.py --pipeline grpo --seed 0
+	$(BIN)/python bench/rl_parity.py --pipeline grpo --seed 1 --minutes 31
+	$(BIN)/python bench/rl_parity.py --pipeline grpo --seed 0 --start runs/bench-glue/arithmetic-fp32-seed0/sft
+	$(BIN)/python bench/rl_parity.py --pipeline reft --seed 0 --minutes 20.4 $(REFT_START)
+	$(BIN)/python bench/rl_parity.py --pipeline reft --seed 1 --minutes 20.4 $(REFT_START)
 	RFTT_DATA=$(RFTT_DATA) $(BIN)/python bench/reft_svamp.py
 
 clean:

@@ -138,9 +138,9 @@ def table() -> str:
             "pipeline s | after RL - glue (SE) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         reference = glue.get((run["task"], run["precision"], run["seed"]))
-        records = [item["after_rl"]["records"] for item in (reference, run) if item is not None]
-        against = _change(paired_change(*map(Path, records))) if run is not reference and len(records) == 2 and \
-            all(path and Path(path).exists() for path in records) else ""
+        records = [Path(item["after_rl"]["records"]) for item in (reference, run) if item and item["after_rl"]["records"]]
+        against = _change(paired_change(*records)) if run is not reference and len(records) == 2 and \
+            all(path.exists() for path in records) else ""
         rows.append(f"| {run['pipeline']} | {run['task']} | {run['precision']} | {run['seed']} | "
                     f"{_accuracy(run['after_sft'])} | {_accuracy(run['after_rl'])} | "
                     f"{_change(run['rl_minus_sft'])} | {run['rl_steps']} | {run['pipeline_seconds']:.0f} | {against} |")
