@@ -11,11 +11,13 @@ from typing import Sequence
 
 import pytest
 import torch
+import yaml
 
 from rftt.cli import main
 from rftt.config import ConfigError
 from rftt.data import Problem
-from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, split_off_dev, task_flags
+from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, task_flags
+from rftt.demo_problems import split_off_dev
 from rftt.jsonl import read_records
 from rftt.report import last_step_rollouts, write_report
 from rftt.tokens import FUNCTIONAL_TOKENS_FILE
@@ -82,13 +84,14 @@ def finished_run(tmp_path_factory):
 def test_every_stage_runs_and_every_artefact_exists(finished_run):
     _, summary, run = finished_run
     stages = json.loads((run / STAGES_FILE).read_text())
-    assert list(stages) == ["problems", "baseline", "search", "sft", "eval-sft", "rl", "eval-rl", "eval-rl-tree"]
+    assert list(stages) == ["calibration", "problems", "baseline", "search", "sft", "eval-sft", "rl", "eval-rl",
+                            "eval-rl-tree"]
     assert all(stage["done"] and stage["seconds"] > 0 for stage in stages.values())
     for name in ("report.html", "summary.json", "plots/accuracy.png", "plots/rl.png", "plots/rollouts.png",
                  "problems/train.jsonl", "problems/dev.jsonl", "problems/held_out.jsonl", "sft/final/config.json",
                  "rl/final/config.json", "search/trees.jsonl"):
         assert (run / name).exists(), name
-    for name in list(stages)[1:]:
+    for name in list(stages)[2:]:
         assert (run / name / "recipe.yaml").exists() and f"--config {run / name / 'recipe.yaml'}" in stages[name]["command"]
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and page.count("<iframe srcdoc=") == 2
@@ -100,6 +103,28 @@ def test_every_stage_runs_and_every_artefact_exists(finished_run):
     assert all(row["gold"] == ANSWER and row["question"].startswith("What is") for row in shown)
     assert "What step 1 trained on" in page
     assert all("dev_accuracy" in point for point in summary["rl_curve"])
+
+
+def test_the_budget_plans_every_stage_and_bounds_rl_by_the_time_left(finished_run):
+    config, summary, run = finished_run
+    stages = json.loads((run / STAGES_FILE).read_text())
+    plan = stages["calibration"]["summary"]["plan"]
+    assert plan["held_out_problems"] == 6 and plan["search_problems"] == 3  # a fast machine: the recipe's sizes
+    assert all(summary["stages"][name]["planned_seconds"] > 0 for name in ("baseline", "search", "sft", "rl"))
+    rl_recipe = yaml.safe_load((run / "rl" / "recipe.yaml").read_text())
+    spent = sum(stages[name]["seconds"] for name in list(stages)[: list(stages).index("rl")])
+    after_rl = sum(plan["seconds"][name] for name in ("eval-rl", "eval-rl-tree", "report"))
+    assert rl_recipe["max_minutes"] == pytest.approx((config.budget.minutes * 60 - spent - after_rl) / 60, abs=0.01)
+    assert "planned" in (run / "report.html").read_text()
+
+
+def test_accuracy_is_split_by_kind_of_problem(finished_run):
+    _, summary, run = finished_run
+    kinds = summary["by_kind"]
+    assert set(kinds) == {"addition"}  # every question is "What is a + b?" with the answer 7
+    assert kinds["addition"]["eval-rl"]["correct"] == summary["accuracy"]["eval-rl"]["correct"]
+    overall, addition = summary["gains"]["eval-sft -> eval-rl"], kinds["addition"]["eval-sft -> eval-rl"]
+    assert all(addition[key] == overall[key] for key in ("difference", "standard_error", "gained", "lost"))
 
 
 def test_summary_numbers_agree_with_the_per_problem_files(finished_run):
@@ -246,7 +271,7 @@ def test_a_run_from_another_takes_its_finished_stages_up_to_the_first_changed_on
                                from_run=str(run))
     stages = json.loads((variant / STAGES_FILE).read_text())
     copied = [name for name, record in stages.items() if record.get("reused_from") == str(run)]
-    assert copied == ["problems", "baseline", "search", "sft", "eval-sft"]
+    assert copied == ["calibration", "problems", "baseline", "search", "sft", "eval-sft"]
     assert all(stages[name]["done"] for name in ("rl", "eval-rl", "eval-rl-tree"))
     assert stages["rl"]["summary"]["steps_run"] == 1 and len(read_records(variant / "rl" / "metrics.jsonl")) == 2
     assert variant_summary["accuracy"]["eval-sft"] == summary["accuracy"]["eval-sft"]

@@ -37,6 +37,13 @@ def test_a_cpu_is_bf16_native_only_with_bf16_instructions(cpu_flags, flags, nati
     assert uses_bf16("bf16", "cpu") and not uses_bf16("fp32", "cpu")
 
 
+def test_the_environment_switch_turns_a_bf16_cpu_into_an_fp32_one(cpu_flags, monkeypatch):
+    monkeypatch.setenv(precision.NATIVE_BF16_SWITCH, "0")
+    cpu_flags(FLAGS_WITHOUT_BF16 + " avx512_bf16")
+    assert not cpu_has_native_bf16()
+    assert load_dtype("native", "cpu") == "float32" and uses_bf16("bf16", "cpu")
+
+
 def test_without_a_cpuinfo_file_nothing_is_native(monkeypatch, tmp_path):
     monkeypatch.setattr(precision, "CPU_INFO", tmp_path / "absent")
     cpu_has_native_bf16.cache_clear()

@@ -232,6 +232,8 @@ def demo_flags(arguments: argparse.Namespace) -> dict[str, Any]:
         flags["output_dir"] = f"{budget_recipe(arguments.budget)['output_dir']}{seed}{ablation}"
     if arguments.no_functional_tokens:
         flags["functional_tokens"] = False
+    if arguments.minutes is not None:
+        flags["budget"] = {"minutes": arguments.minutes if arguments.minutes > 0 else None}
     return flags
 
 
@@ -355,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--task", help="any registered dataset (default: arithmetic_with_negation_and_parentheses); "
                            "benchmarks use train/test")
     demo.add_argument("--model", help="start model: name, folder or hub id (default: the embedded model)")
+    demo.add_argument("--minutes", type=float,
+                      help="wall-time budget: stages are sized to it on this machine (default 25; 0: the recipe's "
+                           "sizes as they are)")
     demo.add_argument("--seed", type=int, help="seed of every stage (the run folder gets a -seedN suffix)")
     demo.add_argument("--output-dir", help="run folder (re-run the same command to continue)")
     demo.add_argument("--no-functional-tokens", action="store_true",

@@ -2,6 +2,8 @@
 
 Stages, each in its own folder of the run and each resumable on its own:
 
+0. `calibration`: this machine's generation and training speed, and the stage sizes that fit `budget.minutes`
+   (`rftt.demo_budget`);
 1. `problems`: training problems, a dev split carved from them, and held-out problems
    (held-out questions that also occur in training are dropped), written as JSONL so that
    every later stage can be re-run alone with the command the report gives;
@@ -24,7 +26,6 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -33,10 +34,11 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from rftt.config import ConfigError, load_config, to_dict, with_defaults, with_resolved_paths
-from rftt.data import DatasetSpec, Problem, load_problems
+from rftt.data import DatasetSpec
 from rftt.data.benchmarks import BENCHMARKS
+from rftt.demo_budget import BudgetConfig, DemoPlan, calibrate, planned_config, rl_minutes
+from rftt.demo_problems import make_problem_files
 from rftt.evaluate import EvalConfig, evaluate
-from rftt.jsonl import append_records
 from rftt.models import DEFAULT_MODEL
 from rftt.search.runner import SearchRunConfig, run_search
 from rftt.train.rl import RLConfig, run_rl
@@ -52,8 +54,10 @@ CONFIG_FILE = "demo_config.json"
 PROBLEM_FOLDER = "problems"
 DEMO_PATHS = ("model", "task.path", "held_out.path", "output_dir")
 """Settings that name local files; a run folder compares them resolved, so a rerun from elsewhere continues."""
-PROBLEM_SETTINGS = ("task", "held_out", "held_out_problems", "dev_problems")
+PROBLEM_SETTINGS = ("task", "held_out", "held_out_problems", "dev_problems", "budget")
 """The settings the `problems` stage reads (every later stage has its own recipe to compare)."""
+PLAN_SETTINGS = ("budget", "model", "held_out_problems", "search_problems", "tree_problems")
+"""The settings the `calibration` stage's plan depends on (beside sft.epochs and rl.steps, which cap it)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,13 @@ class DemoConfig:
     task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=2000, seed=1))
     held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=400, seed=100_000))
     held_out_problems: int = 200
+    baseline_problems: int | None = None   # the start model is scored on the first N held-out problems (None: all)
     dev_problems: int = 50
     search_problems: int = 384
     tree_problems: int = 50
     seed: int = 0
     functional_tokens: bool = True
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     search: SearchRunConfig = field(default_factory=SearchRunConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     rl: RLConfig = field(default_factory=RLConfig)
@@ -121,6 +127,13 @@ class StageBook:
         self.path = path
         self.stages: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
 
+    def done(self, name: str) -> bool:
+        return bool(self.stages.get(name, {}).get("done"))
+
+    def spent(self) -> float:
+        """Wall seconds of every stage so far (copied stages count as measured where they ran)."""
+        return sum(record["seconds"] for record in self.stages.values())
+
     def run(self, name: str, command: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The stage's summary: saved if it is done, else from running `work` (its time is kept even if killed)."""
         record = self.stages.setdefault(name, {"done": False, "seconds": 0.0})
@@ -143,56 +156,6 @@ class StageBook:
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(self.stages, indent=2, default=str) + "\n")
         temporary.replace(self.path)
-
-
-def _problem_records(problems: Sequence[Problem]) -> list[dict[str, Any]]:
-    return [{"id": problem.id, "question": problem.question, "answer": problem.answer} for problem in problems]
-
-
-def _question_text(problem: Problem) -> str:
-    """A problem's question with its white space normalised, as the splits compare questions."""
-    return " ".join(problem.question.split())
-
-
-def split_off_dev(task: Sequence[Problem], count: int) -> tuple[list[Problem], list[Problem], int]:
-    """Training problems, the dev split, and how many problems of the dev split's stretch stayed in training.
-    Dev is the last `count` problems whose question occurs once in the task, so that no dev question is also a
-    training question (small digit ranges repeat; a repeated one would make dev accuracy partly recall)."""
-    occurrences = Counter(_question_text(problem) for problem in task)
-    dev_rows = [row for row in reversed(range(len(task))) if occurrences[_question_text(task[row])] == 1][:count]
-    if len(dev_rows) < count:
-        raise ConfigError(f"config.dev_problems: only {len(dev_rows)} of the task's {len(task)} questions occur once; "
-                          f"{count} are needed (raise task.size)")
-    chosen = set(dev_rows)
-    train = [problem for row, problem in enumerate(task) if row not in chosen]
-    dev = [task[row] for row in sorted(dev_rows)]
-    return train, dev, len(task) - min(dev_rows, default=len(task)) - count
-
-
-def make_problem_files(config: DemoConfig, folder: Path) -> dict[str, Any]:
-    """train/dev/held-out JSONL files: dev is carved from the end of the task's problems, and neither dev nor
-    held-out shares a question with training."""
-    folder.mkdir(parents=True, exist_ok=True)
-    task = list(load_problems(config.task))
-    if len(task) <= config.dev_problems + config.search_problems:
-        raise ConfigError(f"config.task: {len(task)} problems cannot give {config.search_problems} search problems "
-                          f"and {config.dev_problems} dev problems")
-    train, dev, kept_in_training = split_off_dev(task, config.dev_problems)
-    seen = {_question_text(problem) for problem in task}
-    candidates = list(load_problems(config.held_out))
-    held_out = [problem for problem in candidates if _question_text(problem) not in seen]
-    duplicates = len(candidates) - len(held_out)
-    if len(held_out) < config.held_out_problems:
-        raise ConfigError(f"config.held_out: only {len(held_out)} of {len(candidates)} problems are not training "
-                          f"questions; {config.held_out_problems} are needed (raise held_out.size)")
-    held_out = held_out[: config.held_out_problems]
-    for name, problems in (("train", train), ("dev", dev), ("held_out", held_out)):
-        path = folder / f"{name}.jsonl"
-        path.unlink(missing_ok=True)
-        append_records(path, _problem_records(problems))
-    return {"train": len(train), "dev": len(dev), "repeated_questions_kept_in_training": kept_in_training,
-            "held_out": len(held_out), "held_out_candidates": len(candidates),
-            "held_out_dropped_as_training_questions": duplicates}
 
 
 def paired_run(run: Path, functional_tokens: bool) -> Path:
@@ -248,7 +211,8 @@ def plan_stages(config: DemoConfig) -> StagePlan:
     rl = replace(config.rl, model=sft_model, seed=config.seed, output_dir=str(run / "rl"), resume=True,
                  dataset=problem_file(run, "train"), dev=problem_file(run, "dev") if config.rl.eval_every else None)
     return StagePlan(
-        baseline=replace(evaluation, model=config.model, output_dir=str(run / "baseline")),
+        baseline=replace(evaluation, model=config.model, output_dir=str(run / "baseline"),
+                         dataset=problem_file(run, "held_out", config.baseline_problems)),
         search=search, sft=sft,
         eval_sft=replace(trained, model=sft_model, output_dir=str(run / "eval-sft")),
         rl=rl,
@@ -316,7 +280,8 @@ def reuse_finished_stages(source: Path, config: DemoConfig, stages: Sequence[tup
     finished = json.loads((source / STAGES_FILE).read_text())
     source_folder = os.path.normpath(yaml.safe_load((source / "demo.yaml").read_text())["output_dir"])
     run_folder = os.path.normpath(config.output_dir)
-    same = {"problems": not set(settings_changed(source, to_dict(config))) & set(PROBLEM_SETTINGS)}
+    changed = set(settings_changed(source, to_dict(config)))
+    same = {"problems": not changed & set(PROBLEM_SETTINGS)}
     same |= {name: _same_stage_settings(source, name, stage, source_folder, run_folder)
              for name, stage, _ in stages}
     reused: dict[str, dict[str, Any]] = {}
@@ -325,8 +290,26 @@ def reuse_finished_stages(source: Path, config: DemoConfig, stages: Sequence[tup
             break
         shutil.copytree(source / name, run / name, dirs_exist_ok=True)
         reused[name] = {**finished[name], "reused_from": str(source)}
-    (run / STAGES_FILE).write_text(json.dumps(reused, indent=2, default=str) + "\n")
+    _add_stages(run, reused)
     return list(reused)
+
+
+def reuse_plan(source: Path, config: DemoConfig) -> bool:
+    """Take the `calibration` stage (the plan) of the run `source` when the settings it depends on are the same, so
+    that a variant of a run is sized as that run was; returns whether it did."""
+    if not (source / STAGES_FILE).exists() or not (source / CONFIG_FILE).exists():
+        raise ConfigError(f"--from-run: {source} holds no demo run (no {STAGES_FILE} or {CONFIG_FILE})")
+    calibration = json.loads((source / STAGES_FILE).read_text()).get("calibration", {})
+    if not calibration.get("done") or set(settings_changed(source, to_dict(config))) & set(PLAN_SETTINGS):
+        return False
+    _add_stages(Path(config.output_dir), {"calibration": {**calibration, "reused_from": str(source)}})
+    return True
+
+
+def _add_stages(run: Path, records: dict[str, dict[str, Any]]) -> None:
+    path = run / STAGES_FILE
+    stages = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**stages, **records}, indent=2, default=str) + "\n")
 
 
 def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
@@ -338,17 +321,32 @@ def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
     run.mkdir(parents=True, exist_ok=True)
     _check_same_demo(run, config)
     (run / "demo.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    stages = pipeline(plan_stages(config))
-    if from_run is not None and not (run / STAGES_FILE).exists():
-        reused = reuse_finished_stages(Path(from_run), config, stages)
-        print(f"from {from_run}: {', '.join(reused) or 'no stage'} (same settings, finished)", flush=True)
+    fresh = from_run is not None and not (run / STAGES_FILE).exists()
+    if fresh:
+        reuse_plan(Path(from_run), config)
     book = StageBook(run / STAGES_FILE)
+    plan = _plan(config, book, f"rftt demo --config {run / 'demo.yaml'}")
+    planned = planned_config(config, plan)
+    stages = pipeline(plan_stages(planned))
+    if fresh:
+        reused = reuse_finished_stages(Path(from_run), planned, stages)
+        print(f"from {from_run}: {', '.join(reused) or 'no stage'} (same settings, finished)", flush=True)
+        book = StageBook(run / STAGES_FILE)
     book.run("problems", f"rftt demo --config {run / 'demo.yaml'}",
-             lambda: make_problem_files(config, run / PROBLEM_FOLDER))
+             lambda: make_problem_files(planned, run / PROBLEM_FOLDER))
     for name, stage, command in stages:
-        recipe = write_recipe(stage, run / name)
+        if name == "rl" and plan is not None and not book.done(name):
+            stage = replace(stage, max_minutes=round(rl_minutes(config.budget, plan, book.spent()), 2))
+        recipe = run / name / "recipe.yaml" if book.done(name) else write_recipe(stage, run / name)
         book.run(name, f"rftt {command} --config {recipe}", _stage_work(stage))
-    return write_report(run, config, book.stages)
+    return write_report(run, planned, book.stages, plan)
+
+
+def _plan(config: DemoConfig, book: StageBook, command: str) -> DemoPlan | None:
+    """The stage sizes for `budget.minutes` on this machine (measured once per run folder); None without a budget."""
+    if config.budget.minutes is None:
+        return None
+    return DemoPlan.from_dict(book.run("calibration", command, lambda: calibrate(config))["plan"])
 
 
 def _stage_work(stage: Any) -> Callable[[], dict[str, Any]]:

@@ -7,6 +7,7 @@ under autocast. README.md ("Precision") has the speed-ups measured on a CPU with
 
 from __future__ import annotations
 
+import os
 import platform
 from contextlib import nullcontext
 from functools import lru_cache
@@ -19,11 +20,16 @@ Precision = Literal["fp32", "bf16", "native"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "native")
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPU_INFO = Path("/proc/cpuinfo")
+NATIVE_BF16_SWITCH = "RFTT_NATIVE_BF16"
+"""Set to 0 to treat this CPU as one without bf16 instructions: `native` then resolves to fp32 everywhere."""
 
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); read from /proc/cpuinfo, so False off Linux."""
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); read from /proc/cpuinfo, so False off Linux,
+    and False when the environment sets RFTT_NATIVE_BF16=0 (to measure what a CPU without them would do)."""
+    if os.environ.get(NATIVE_BF16_SWITCH, "1").strip() == "0":
+        return False
     if platform.system() != "Linux" or not CPU_INFO.is_file():
         return False
     for line in CPU_INFO.read_text().splitlines():

@@ -17,62 +17,27 @@ from typing import Any, Sequence
 
 from rftt.config import to_dict
 from rftt.data import load_problems
+from rftt.demo_budget import DemoPlan
 from rftt.jsonl import read_records
 from rftt.search.tree import Tree
 from rftt.search.viewer import MOVE_COLOURS, render_tree_page
-from rftt.stats import paired_difference, wilson_interval
+from rftt.stage_accuracy import (
+    EVAL_STAGES,
+    KIND_HEADER,
+    TREE_STAGE,
+    eval_rows,
+    gains_by_kind,
+    kind_rows,
+    stage_gains,
+    tree_diagnostics,
+)
 from rftt.tokens import Move, parse_steps
 from rftt.train.metrics_log import ROLLOUT_FILE
 
+TREE_DIAGNOSTICS = ("weighted_vote", "majority_vote", "terminals_agree", "pass_at_n")
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.json"
 PLOT_FOLDER = "plots"
-EVAL_STAGES = {"baseline": "start model", "eval-sft": "after SFT warm-up", "eval-rl": "after RL"}
-TREE_STAGE = "eval-rl-tree"
-GAIN_PAIRS = (("baseline", "eval-sft"), ("eval-sft", "eval-rl"))
-
-
-def accuracy_row(label: str, correct: int, problems: int, extracted: int | None = None) -> dict[str, Any]:
-    """Accuracy with its 95% interval and, when known, the share of answers stated and accuracy among them."""
-    low, high = wilson_interval(correct, problems)
-    row = {"stage": label, "problems": problems, "correct": correct, "accuracy": correct / problems if problems else 0.0,
-           "interval": [low, high]}
-    if extracted is not None:
-        row.update(extraction_rate=extracted / problems if problems else 0.0,
-                   accuracy_among_extracted=correct / extracted if extracted else 0.0)
-    return row
-
-
-def eval_rows(run: Path) -> dict[str, dict[str, Any]]:
-    """Greedy rows per eval stage, counted from its per-problem records; tree rows per rollout count."""
-    rows = {}
-    for stage, label in EVAL_STAGES.items():
-        records = read_records(run / stage / "problems.jsonl")
-        if records:
-            rows[stage] = accuracy_row(label, sum(record["correct"] for record in records), len(records),
-                                       sum(record["answer"] is not None for record in records))
-    tree_records = read_records(run / TREE_STAGE / "problems.jsonl")
-    for count in (tree_records[0]["by_rollouts"] if tree_records else []):
-        outcomes = [record["by_rollouts"][count] for record in tree_records]
-        rows[f"tree-{count}"] = accuracy_row(f"after RL, tree search, {count} rollouts",
-                                             sum(outcome["correct"] for outcome in outcomes), len(outcomes),
-                                             sum(outcome["answer"] is not None for outcome in outcomes))
-    return rows
-
-
-def stage_gains(run: Path) -> dict[str, dict[str, Any]]:
-    """For each stage against the one before it, the paired change of greedy accuracy on the same problems."""
-    outcomes = {stage: {record["id"]: bool(record["correct"]) for record in read_records(run / stage / "problems.jsonl")}
-                for stage in EVAL_STAGES}
-    gains = {}
-    for before, after in GAIN_PAIRS:
-        shared = [problem for problem in outcomes[before] if problem in outcomes[after]]
-        if shared:
-            gains[f"{before} -> {after}"] = {"from": EVAL_STAGES[before], "to": EVAL_STAGES[after], **paired_difference(
-                [outcomes[before][problem] for problem in shared], [outcomes[after][problem] for problem in shared])}
-    return gains
-
-
 def move_usage(run: Path) -> dict[str, dict[str, float]]:
     """Mean number of steps of each move per answer, for every eval stage (functional tokens as written)."""
     usage = {}
@@ -155,9 +120,11 @@ def _plots(run: Path, rows: dict[str, dict[str, Any]], curve: Sequence[dict[str,
             left.plot(*zip(*dev), marker="o", label="dev accuracy (greedy)")
         left.set_xlabel("RL step")
         left.legend(fontsize=7)
-        right.plot(steps, [point["kl"] for point in trained], color="#b85450")
+        key, label = ("kl", "KL to the reference") if all("kl" in point for point in trained) else \
+            ("response_length", "response length (tokens)")  # without a KL term there is no reference to compare
+        right.plot(steps, [point.get(key) for point in trained], color="#b85450")
         right.set_xlabel("RL step")
-        right.set_ylabel("KL to the reference")
+        right.set_ylabel(label)
         paths["rl"] = _save(figure, folder / "rl.png")
     tree = [row for name, row in rows.items() if name.startswith("tree-")]
     if tree:
@@ -186,19 +153,25 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Everything the report shows, as data."""
+def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]],
+                  plan: DemoPlan | None = None) -> dict[str, Any]:
+    """Everything the report shows, as data; with a budget's plan, each stage's planned seconds beside its own."""
+    planned = plan.seconds if plan is not None else {}
     return {
         "config": to_dict(config),
         "accuracy": eval_rows(run),
         "gains": stage_gains(run),
+        "by_kind": gains_by_kind(run),
+        "tree_search": tree_diagnostics(run),
         "search": search_summary(run),
         "rl_curve": rl_curve(run),
         "rl_rollouts": last_step_rollouts(run, config.example_rollouts),
         "moves_per_answer": move_usage(run),
-        "stages": {name: {"seconds": round(record["seconds"], 1), "command": record.get("command"),
-                          "done": record["done"], "reused_from": record.get("reused_from")}
+        "stages": {name: {"seconds": round(record["seconds"], 1), "planned_seconds": planned.get(name),
+                          "command": record.get("command"), "done": record["done"],
+                          "reused_from": record.get("reused_from")}
                    for name, record in stages.items()},
+        "plan": plan.to_dict() if plan is not None else None,
         "total_seconds": round(sum(record["seconds"] for record in stages.values()), 1),
         "paired_run": paired_run_accuracy(run, config),
     }
@@ -227,6 +200,10 @@ def _copied_from(stage: dict[str, Any]) -> str:
     return f" (copied from {stage['reused_from']}, seconds as measured there)" if stage.get("reused_from") else ""
 
 
+def _planned(stage: dict[str, Any]) -> str:
+    return f" (planned {stage['planned_seconds']:.1f} s)" if stage.get("planned_seconds") is not None else ""
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The accuracy table and the wall time of each stage, for the terminal."""
     lines = [f"{'stage':<40}{'accuracy':>10}  {'95% interval':<15}{'answered':>9}{'acc|answered':>14}"]
@@ -238,7 +215,12 @@ def format_table(summary: dict[str, Any]) -> str:
     lines += [f"{gain['to']:<40}{gain['difference']:>+10.1%}  standard error {gain['standard_error']:.1%}, "
               f"{gain['gained']} problems gained, {gain['lost']} lost" for gain in summary["gains"].values()]
     lines.append("")
-    lines += [f"{name:<16}{stage['seconds']:>8.1f} s{_copied_from(stage)}" for name, stage in summary["stages"].items()]
+    lines += ["  ".join(f"{cell:<16}" for cell in row) for row in [KIND_HEADER, *kind_rows(summary)]]
+    lines += [f"tree search, {count} rollouts: " + ", ".join(f"{key} {value:.1%}" for key, value in values.items())
+              for count, values in summary["tree_search"].items()]
+    lines.append("")
+    lines += [f"{name:<16}{stage['seconds']:>8.1f} s{_planned(stage)}{_copied_from(stage)}"
+              for name, stage in summary["stages"].items()]
     lines.append(f"{'total':<16}{summary['total_seconds']:>8.1f} s")
     return "\n".join(lines)
 
@@ -273,8 +255,9 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
     moves = _table(["stage", *[move.value for move in Move]],
                    [[stage, *[f"{usage[move.value]:.2f}" for move in Move]]
                     for stage, usage in summary["moves_per_answer"].items()])
-    stages = _table(["stage", "wall seconds", "command to re-run it alone"],
-                    [[name, stage["seconds"], (stage["command"] or "") + _copied_from(stage)]
+    stages = _table(["stage", "wall seconds", "planned seconds", "command to re-run it alone"],
+                    [[name, stage["seconds"], stage.get("planned_seconds") or "",
+                      (stage["command"] or "") + _copied_from(stage)]
                      for name, stage in summary["stages"].items()])
     search = _table(["", "value"], [[key, f"{value:.2f}" if isinstance(value, float) else value]
                                     for key, value in summary["search"].items()])
@@ -282,6 +265,9 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
                    [[f"{gain['from']} -> {gain['to']}", f"{gain['difference']:+.1%}", f"{gain['standard_error']:.1%}",
                      gain["gained"], gain["lost"]] for gain in summary["gains"].values()])
     pair = _paired_table(summary)
+    kinds = _table(KIND_HEADER, kind_rows(summary))
+    tree_search = _table(["rollouts", *TREE_DIAGNOSTICS], [[count, *[f"{values[key]:.1%}" for key in TREE_DIAGNOSTICS]]
+                                                          for count, values in summary["tree_search"].items()])
     rollouts = _rollouts_section(summary["rl_rollouts"])
     legend = " ".join(f'<span class="move" style="background:{MOVE_COLOURS[move]}">{move.value}</span>' for move in Move)
     frames = "".join(f"<h3>{html.escape(tree.question)}</h3><iframe srcdoc=\"{html.escape(render_tree_page(tree))}\">"
@@ -296,9 +282,13 @@ def render_page(summary: dict[str, Any], plots: dict[str, Path], trees: Sequence
 "answers stated" counts answers given in the taught format (<code>\\boxed{{}}</code> or an <code>&lt;output&gt;</code>
 step), which separates format from skill.</p>
 <h2>Accuracy per stage</h2>{accuracy}
-<p>Each stage against the one before it, on the same problems:</p>{gains}{figures.get('accuracy', '')}{pair}
+<p>Each stage against the one before it, on the same problems:</p>{gains}
+<p>By kind of problem (a problem may be of several kinds):</p>{kinds}{figures.get('accuracy', '')}{pair}
 <h2>RL: reward and KL per step</h2>{figures.get('rl', '<p>no RL steps yet</p>')}{rollouts}
 <h2>Accuracy against inference-time rollouts</h2>{figures.get('rollouts', '<p>not run</p>')}
+<p>What the search had to work with: the weighted vote reported above, a plain majority vote of the same terminals,
+the share of problems whose answered terminals all agree (no vote can change those), and pass@N (some terminal
+correct: the ceiling of any vote).</p>{tree_search}
 <h2>Functional tokens: steps of each move per answer</h2>{moves}
 <h2>Phase-1 search</h2>{search}
 <h2>Example phase-1 trees</h2><p>{legend}</p>{frames}
@@ -341,9 +331,10 @@ def _accuracy_cell(row: dict[str, Any] | None) -> str:
     return f"{row['accuracy']:.1%} ({row['interval'][0]:.1%} - {row['interval'][1]:.1%})"
 
 
-def write_report(run: Path, config: Any, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def write_report(run: Path, config: Any, stages: dict[str, dict[str, Any]],
+                 plan: DemoPlan | None = None) -> dict[str, Any]:
     """Write summary.json, the plots and report.html into the run folder; print the table; return the summary."""
-    summary = build_summary(run, config, stages)
+    summary = build_summary(run, config, stages, plan)
     plots = _plots(run, summary["accuracy"], summary["rl_curve"])
     summary["plots"] = {name: str(path.relative_to(run)) for name, path in plots.items()}
     (run / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
