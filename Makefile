@@ -51,6 +51,11 @@ bench: setup
 	$(BIN)/python bench/rl_parity.py --pipeline reft --seed 0 --minutes 20.4 $(REFT_START)
 	$(BIN)/python bench/rl_parity.py --pipeline reft --seed 1 --minutes 20.4 $(REFT_START)
 	RFTT_DATA=$(RFTT_DATA) $(BIN)/python bench/reft_svamp.py
+	$(BIN)/python bench/demo.py --seed 0 --fp32
+	$(BIN)/python bench/demo.py --seed 1 --fp32
+	$(BIN)/python bench/demo.py --seed 0 --fp32 --no-functional-tokens --from-run runs/bench-demo/fp32-seed0
+	$(BIN)/python bench/demo.py --seed 1 --fp32 --no-functional-tokens --from-run runs/bench-demo/fp32-seed1
+	$(BIN)/python bench/demo.py --seed 0
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -24,8 +24,9 @@ REFERENCE_PROBLEMS = 200
 GLUE_SNAPSHOT = "10min"  # the glue's GRPO snapshot whose pipeline time is nearest the demo's 25 minutes
 
 
-def run(arguments: argparse.Namespace) -> dict[str, Any]:
-    """Run (or continue) the demo in this process and collect its figures."""
+def run(arguments: argparse.Namespace, previous: dict[str, Any]) -> dict[str, Any]:
+    """Run (or continue) the demo in this process and collect its figures. A run that was already finished only
+    has its figures refreshed: its process seconds and peak memory stay those `previous` measured."""
     if arguments.fp32:
         os.environ["RFTT_NATIVE_BF16"] = "0"  # before rftt reads the CPU's flags
     from rftt.demo import demo_config, run_demo
@@ -35,13 +36,24 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {"seed": arguments.seed, "output_dir": str(Path(arguments.runs) / label)}
     if arguments.no_functional_tokens:
         flags["functional_tokens"] = False
+    folder = Path(flags["output_dir"])
+    finished = _finished(folder)
     started = time.perf_counter()
     summary = run_demo(demo_config(recipe=arguments.config, overrides=arguments.set, flags=flags),
                        from_run=arguments.from_run)
-    folder = Path(flags["output_dir"])
-    return {label: {**figures(folder, summary), "wall_seconds_this_process": round(time.perf_counter() - started, 1),
-                    "peak_memory_mib": peak_memory_mib(), "cpu_flags": cpu_flags(), "config": arguments.config,
-                    "set": arguments.set, "from_run": arguments.from_run}}
+    measured = {"wall_seconds_this_process": round(time.perf_counter() - started, 1),
+                "peak_memory_mib": peak_memory_mib(), "cpu_flags": cpu_flags()}
+    if finished and label in previous:
+        measured = {key: previous[label][key] for key in measured}
+    return {label: {**figures(folder, summary), **measured, "config": arguments.config, "set": arguments.set,
+                    "from_run": arguments.from_run}}
+
+
+def _finished(folder: Path) -> bool:
+    """Whether the demo in `folder` ran every stage already (its report is all a rerun would make)."""
+    path = folder / "stages.json"
+    stages = json.loads(path.read_text()) if path.exists() else {}
+    return bool(stages.get("eval-rl-tree", {}).get("done"))
 
 
 def figures(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -54,12 +66,17 @@ def figures(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
     reference = {stage: sum(record["correct"] for record in records) / len(records)
                  for stage, records in first.items() if records}
     pairs = [(before["correct"], after["correct"]) for before, after in zip(first["eval-sft"], first["eval-rl"])]
+    greedy = {record["id"]: record["correct"] for record in first["eval-rl"]}
+    trees = [record for record in read_records(folder / "eval-rl-tree" / "problems.jsonl") if record["id"] in greedy]
     return {
         "accuracy": {name: {key: row[key] for key in ("accuracy", "interval", "correct", "problems")}
                      for name, row in summary["accuracy"].items()},
         "gains": summary["gains"], "by_kind": summary["by_kind"], "tree_search": summary["tree_search"],
         "reference_200": reference,
         "reference_200_rl_minus_sft": paired_difference([b for b, _ in pairs], [a for _, a in pairs]),
+        "tree_minus_greedy": {count: paired_difference([greedy[record["id"]] for record in trees],
+                                                       [record["by_rollouts"][count]["correct"] for record in trees])
+                              for count in (trees[0]["by_rollouts"] if trees else [])},
         "stages": {name: {"seconds": stage["seconds"], "planned_seconds": stage["planned_seconds"],
                           "reused_from": stage["reused_from"]} for name, stage in summary["stages"].items()},
         "total_seconds": summary["total_seconds"], "plan": summary["plan"],
@@ -113,7 +130,7 @@ def main() -> None:
     path = RESULTS / "demo.json"
     previous = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     if not arguments.table:
-        previous["runs"].update(run(arguments))
+        previous["runs"].update(run(arguments, previous["runs"]))
         write_results("demo", {"runs": previous["runs"]})
     print(table(previous["runs"]))
 

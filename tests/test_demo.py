@@ -114,7 +114,8 @@ def test_the_budget_plans_every_stage_and_bounds_rl_by_the_time_left(finished_ru
     rl_recipe = yaml.safe_load((run / "rl" / "recipe.yaml").read_text())
     spent = sum(stages[name]["seconds"] for name in list(stages)[: list(stages).index("rl")])
     after_rl = sum(plan["seconds"][name] for name in ("eval-rl", "eval-rl-tree", "report"))
-    assert rl_recipe["max_minutes"] == pytest.approx((config.budget.minutes * 60 - spent - after_rl) / 60, abs=0.01)
+    planned = config.budget.minutes * 60 * (1 - config.budget.reserve)
+    assert rl_recipe["max_minutes"] == pytest.approx((planned - spent - after_rl) / 60, abs=0.01)
     assert "planned" in (run / "report.html").read_text()
 
 
@@ -261,6 +262,15 @@ def test_the_ablation_flag_names_its_run_folder_after_the_main_run():
     assert flags == {"seed": 2, "output_dir": "runs/demo-small-seed2-no-functional-tokens", "functional_tokens": False}
     main_run = demo_flags(build_parser().parse_args(["demo", "--budget", "small", "--seed", "2"]))["output_dir"]
     assert paired_run(Path(main_run), True) == Path(flags["output_dir"])
+
+
+def test_the_minutes_flag_sets_the_budget_and_zero_runs_the_recipes_sizes():
+    from rftt.cli import build_parser, demo_flags
+
+    def budget(*arguments: str):
+        return demo_config(flags=demo_flags(build_parser().parse_args(["demo", *arguments]))).budget.minutes
+
+    assert budget() == 25 and budget("--minutes", "12.5") == 12.5 and budget("--minutes", "0") is None
 
 
 def test_a_run_from_another_takes_its_finished_stages_up_to_the_first_changed_one(finished_run, tmp_path):

@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole RFTT pipeline on the embedded model, with an HTML report")
     demo.add_argument("--budget", default="default", help="default, or small: the same stages on fewer problems and steps")
-    demo.add_argument("--task", help="any registered dataset (default: arithmetic_with_negation_and_parentheses); "
+    demo.add_argument("--task", help="any registered dataset (default: arithmetic, the reference task); "
                            "benchmarks use train/test")
     demo.add_argument("--model", help="start model: name, folder or hub id (default: the embedded model)")
     demo.add_argument("--minutes", type=float,

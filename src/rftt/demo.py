@@ -46,7 +46,7 @@ from rftt.train.sft import SFTConfig, run_sft
 
 BUDGETS = ("default", "small")
 # The task the demo was built and measured on (README.md, "The demo").
-DEMO_TASK = "arithmetic_with_negation_and_parentheses"
+DEMO_TASK = "arithmetic"
 ABLATION_SUFFIX = "-no-functional-tokens"
 """The run folder of `--no-functional-tokens` is the main run's folder with this suffix (so reports pair them)."""
 STAGES_FILE = "stages.json"
@@ -68,7 +68,7 @@ class DemoConfig:
 
     model: str = DEFAULT_MODEL
     task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=2000, seed=1))
-    held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=400, seed=100_000))
+    held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=450, seed=100_000))
     held_out_problems: int = 200
     baseline_problems: int | None = None   # the start model is scored on the first N held-out problems (None: all)
     dev_problems: int = 50
@@ -336,7 +336,8 @@ def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
              lambda: make_problem_files(planned, run / PROBLEM_FOLDER))
     for name, stage, command in stages:
         if name == "rl" and plan is not None and not book.done(name):
-            stage = replace(stage, max_minutes=round(rl_minutes(config.budget, plan, book.spent()), 2))
+            taken = {stage_name: record["seconds"] for stage_name, record in book.stages.items()}
+            stage = replace(stage, max_minutes=round(rl_minutes(config.budget, plan, book.spent(), taken), 2))
         recipe = run / name / "recipe.yaml" if book.done(name) else write_recipe(stage, run / name)
         book.run(name, f"rftt {command} --config {recipe}", _stage_work(stage))
     return write_report(run, planned, book.stages, plan)

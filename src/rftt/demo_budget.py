@@ -65,9 +65,11 @@ class StageShares:
 
 @dataclass(frozen=True)
 class BudgetConfig:
-    """`minutes: null` runs the recipe's sizes as they are (and RL for `rl.steps`)."""
+    """`minutes: null` runs the recipe's sizes as they are (and RL for `rl.steps`). `reserve` is the fraction of
+    the minutes left out of the plan, for stages that run over theirs (timings vary by a few percent)."""
 
     minutes: float | None = 25.0
+    reserve: float = 0.03
     shares: StageShares = field(default_factory=StageShares)
     minimum_held_out: int = 100
     minimum_search: int = 32
@@ -91,7 +93,7 @@ class RecipeSizes:
     held_out_problems: int
     baseline_problems: int | None
     search_problems: int
-    sft_epochs: int
+    sft_epochs: float
     tree_problems: int
     rl_steps: int
 
@@ -102,7 +104,7 @@ class DemoPlan:
 
     held_out_problems: int
     search_problems: int
-    sft_epochs: int
+    sft_epochs: float
     tree_problems: int
     rl_steps: int
     seconds: dict[str, float]
@@ -136,10 +138,8 @@ def _held_out_fitting(sizes: RecipeSizes, baseline_each: float, trained_each: fl
 
 def plan_budget(budget: BudgetConfig, sizes: RecipeSizes, speed: MachineSpeed, spent: float = 0.0) -> DemoPlan:
     """Stage sizes that fit `budget.minutes` on a machine of `speed`, `spent` seconds already gone (the probes)."""
-    if budget.minutes is None:
-        raise ConfigError("budget.minutes: no budget to plan for")
     costs, shares = budget.reference, budget.shares
-    total, start = budget.minutes * 60 - spent, costs.stage_start
+    total, start = planned_seconds(budget) - spent, costs.stage_start
 
     def generating(per_item: float) -> float:
         return per_item * speed.generation
@@ -149,7 +149,7 @@ def plan_budget(budget: BudgetConfig, sizes: RecipeSizes, speed: MachineSpeed, s
     baseline = held_out if sizes.baseline_problems is None else min(held_out, sizes.baseline_problems)
     search = _fitting(sizes.search_problems, generating(costs.search_per_problem), shares.search * total - start)
     example_epoch = costs.sft_per_example * speed.training * max(1.0, search * costs.sft_examples_per_problem)
-    epochs = max(1, _fitting(sizes.sft_epochs, example_epoch, shares.sft * total - start))
+    epochs = min(sizes.sft_epochs, max(1, math.floor((shares.sft * total - start) / example_epoch)))
     tree = _fitting(sizes.tree_problems, generating(costs.tree_per_problem), shares.tree * total - start)
     seconds = {
         "baseline": start + baseline * generating(costs.baseline_per_problem),
@@ -182,11 +182,25 @@ def _check_large_enough(budget: BudgetConfig, sizes: RecipeSizes, plan: DemoPlan
                           f"its speed) pay for only {', '.join(short)}; give more minutes (--minutes)")
 
 
-def rl_minutes(budget: BudgetConfig, plan: DemoPlan, spent: float) -> float:
-    """RL's wall-time bound when it starts: the budget minus the seconds spent and those planned after RL."""
-    assert budget.minutes is not None
-    left = budget.minutes * 60 - spent - sum(plan.seconds[name] for name in AFTER_RL)
-    return max(left, 0.0) / 60
+def rl_minutes(budget: BudgetConfig, plan: DemoPlan, spent: float, taken: Mapping[str, float] | None = None) -> float:
+    """RL's wall-time bound when it starts: the budget minus the seconds spent and those planned after RL. The
+    evaluations after RL are planned at the pace `eval-sft` really took (`taken`: seconds per finished stage) when
+    that was slower than planned, since they generate from the same kind of model (never faster: a quick stage
+    does not lend RL the margin)."""
+    slowdown = 1.0
+    if taken and "eval-sft" in taken and plan.seconds.get("eval-sft"):
+        slowdown = max(1.0, taken["eval-sft"] / plan.seconds["eval-sft"])
+    after = sum(plan.seconds[name] * (slowdown if name != "report" else 1.0) for name in AFTER_RL)
+    return max(planned_seconds(budget) - spent - after, 0.0) / 60
+
+
+def planned_seconds(budget: BudgetConfig) -> float:
+    """The seconds the stages are planned to fill: the budget less its reserve."""
+    if budget.minutes is None:
+        raise ConfigError("budget.minutes: no budget to plan for")
+    if not 0 <= budget.reserve < 1:
+        raise ConfigError(f"budget.reserve: {budget.reserve} is not a fraction in [0, 1)")
+    return budget.minutes * 60 * (1 - budget.reserve)
 
 
 def measure_speed(model_name: str, generation_dtype: str, training_precision: Precision,
@@ -273,6 +287,6 @@ def format_plan(plan: DemoPlan, probes: Mapping[str, float]) -> str:
     lines = [f"this machine: generation {plan.speed.generation:.2f}x and training {plan.speed.training:.2f}x the "
              f"reference machine's seconds (probes {probes['generation_probe']} s, {probes['training_probe']} s)",
              f"plan: {plan.held_out_problems} held-out problems, {plan.search_problems} searched, "
-             f"{plan.sft_epochs} SFT epochs, about {plan.rl_steps} RL steps, tree search on {plan.tree_problems}"]
+             f"{plan.sft_epochs:g} SFT epochs, about {plan.rl_steps} RL steps, tree search on {plan.tree_problems}"]
     lines += [f"  {name:<14}{seconds:>8.1f} s planned" for name, seconds in plan.seconds.items()]
     return "\n".join(lines)
