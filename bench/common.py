@@ -24,7 +24,8 @@ def write_results(name: str, figures: dict) -> Path:
         "benchmark": name,
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": _cpus()},
+        "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpu_model": cpu_model(),
+                    "cpus": _cpus()},
         **figures,
     }
     path = RESULTS / f"{name}.json"
@@ -36,6 +37,15 @@ def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    """The CPU's model name (a timing holds for one CPU; flags alone do not tell an AMD EPYC from a Xeon)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
 
 
 def cpu_flags() -> list[str]:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, cpu_flags, peak_memory_mib, write_results
+from common import RESULTS, cpu_flags, cpu_model, peak_memory_mib, write_results
 
 REFERENCE_PROBLEMS = 200
 GLUE_SNAPSHOT = "10min"  # the glue's GRPO snapshot whose pipeline time is nearest the demo's 25 minutes
@@ -42,9 +42,9 @@ def run(arguments: argparse.Namespace, previous: dict[str, Any]) -> dict[str, An
     summary = run_demo(demo_config(recipe=arguments.config, overrides=arguments.set, flags=flags),
                        from_run=arguments.from_run)
     measured = {"wall_seconds_this_process": round(time.perf_counter() - started, 1),
-                "peak_memory_mib": peak_memory_mib(), "cpu_flags": cpu_flags()}
+                "peak_memory_mib": peak_memory_mib(), "cpu_flags": cpu_flags(), "cpu_model": cpu_model()}
     if finished and label in previous:
-        measured = {key: previous[label][key] for key in measured}
+        measured = {key: previous[label].get(key) for key in measured}
     return {label: {**figures(folder, summary), **measured, "config": arguments.config, "set": arguments.set,
                     "from_run": arguments.from_run}}
 

@@ -193,7 +193,8 @@ def test_chunks_of_similar_length_give_the_full_batchs_logprobs_and_gradient(che
     batch = build_sequences(prompts, responses, pad_id=1)
     with torch.no_grad():
         whole = forward_responses(model, batch).logprobs
-    torch.testing.assert_close(forward_in_chunks(model, batch, 2).logprobs, whole, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(forward_in_chunks(model, batch, by_length(batch, torch.arange(4), 2)).logprobs, whole,
+                               atol=1e-5, rtol=1e-5)
     chunks = by_length(batch, torch.arange(4), 2)
     assert [chunk.tolist() for chunk in chunks] == [[3, 0], [1, 2]]
     short = batch.rows(chunks[0])
@@ -433,3 +434,27 @@ def test_the_logged_entropy_builds_no_graph_unless_it_is_trained(checkpoint):
     trained = forward_responses(model, batch, with_entropy=True, entropy_gradient=True)
     assert logged.logprobs.requires_grad and not logged.entropy.requires_grad and trained.entropy.requires_grad
     assert float(logged.entropy) == pytest.approx(float(trained.entropy))
+
+
+@pytest.mark.parametrize("recipe", ["rftt_arithmetic.yaml", "reft_gsm8k.yaml", "grpo_arithmetic.yaml"])
+def test_a_packed_step_has_the_unpacked_steps_gradient(tmp_path, checkpoint, data, recipe):
+    """Tree rollouts with old and reference passes, a critic, sampled groups: packing changes no gradient (an
+    entropy bonus gives every recipe a gradient where the tiny model's rewards, all equal, give none)."""
+    first_gradients = {}
+    for packing in (False, True):
+        trainer = RLTrainer(recipe_config(recipe, checkpoint, data, tmp_path / str(packing), "steps=1",
+                                          "entropy_weight=0.01", f"tree_packing={str(packing).lower()}"))
+        assert (trainer.forward.attention is not None) == packing
+        recorded, clip = [], trainer.clip_gradients
+
+        def recording(trainer=trainer, recorded=recorded, clip=clip):
+            recorded.append(torch.cat([parameter.grad.flatten() for group in trainer.clipped_groups.values()
+                                       for parameter in group if parameter.grad is not None]))
+            return clip()
+
+        trainer.clip_gradients = recording
+        trainer.train_step(0)
+        first_gradients[packing] = recorded[0]
+    unpacked, packed = first_gradients[False], first_gradients[True]
+    assert unpacked.norm() > 0
+    assert float((packed - unpacked).norm() / unpacked.norm()) < 1e-5

@@ -35,7 +35,8 @@ class Rows:
     limit: torch.Tensor  # each row's max_new_tokens
 
 
-def _common_length(first: Sequence[int], second: Sequence[int]) -> int:
+def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
     length = 0
     for a, b in zip(first, second):
         if a != b:
@@ -55,7 +56,7 @@ def shared_prefix_groups(prompts: Sequence[Sequence[int]], minimum: int) -> list
         own = len(prompts[index]) - 1
         if groups:
             length, members = groups[-1]
-            shared = min(length, own, _common_length(prompts[members[0]], prompts[index]))
+            shared = min(length, own, common_prefix_length(prompts[members[0]], prompts[index]))
             if shared >= minimum:
                 groups[-1] = (shared, members + [index])
                 continue

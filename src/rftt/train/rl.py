@@ -30,15 +30,15 @@ from rftt.prompts import get_template
 from rftt.rewards import outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
 from rftt.train.metrics_log import MetricsLog, RolloutLog, step_metrics, trajectory_records
+from rftt.train.packing import TrainingForward
 from rftt.train.rl_config import RLConfig, check_settings
 from rftt.train.rl_model import (
     ReferenceModel,
     ResponseForward,
+    SequenceBatch,
     ValueHead,
     build_sequences,
-    by_length,
     forward_in_chunks,
-    forward_responses,
     hidden_size,
     micro_batch_share,
 )
@@ -84,6 +84,7 @@ class RLTrainer:
         local_samples = config.prompts_per_step // self.accelerator.num_processes * config.rollout.samples_per_prompt
         updates = config.steps * config.ppo_epochs * math.ceil(local_samples / config.mini_batch_size)
         self.scheduler = get_scheduler(config.scheduler, self.optimizer, int(config.warmup_ratio * updates), updates)
+        self.forward = TrainingForward.for_model(self.policy, config.micro_batch_size, config.tree_packing)
         self.engine = HFEngine(self.policy, self.tokenizer, prefix_cache_mib=config.prefix_cache_mib)
         self.problems = list(load_problems(config.dataset))
         self.dev_problems = list(load_problems(config.dev)) if config.dev else []
@@ -200,25 +201,7 @@ class RLTrainer:
         config, timer = self.config, PhaseTimer()
         with timer.phase("rollout"):
             batch = self.rollout(self.local_problems(step), step)
-        with timer.phase("reward"):
-            sequences = build_sequences(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
-            rewards = self.rewards(batch, sequences.width) * sequences.response_mask
-        old_is_current = self.old_policy_is_current(len(batch))
-        with timer.phase("logprobs"), self.autocast():
-            old = (ResponseForward(torch.zeros(sequences.response_mask.shape), None, None) if old_is_current
-                   else forward_in_chunks(self.policy, sequences, config.micro_batch_size, self.value_head))
-            reference_logprobs = self.reference_logprobs(sequences)
-        with timer.phase("advantages"):
-            kl = None if old_is_current or reference_logprobs is None \
-                else self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
-            shaped = rewards - config.kl.coefficient * kl if config.kl.placement == "reward" and kl is not None \
-                else rewards
-            advantages, returns = self.advantages(shaped, sequences.response_mask, old.values, batch.groups)
-        with timer.phase("update"):
-            update_metrics = self.update(sequences, old, reference_logprobs, advantages, returns, step,
-                                         fill_old=old_is_current)
-        if kl is None and reference_logprobs is not None:  # the update wrote the old log-probs
-            kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
+        sequences, rewards, advantages, kl, update_metrics = self.learn(batch, step, timer)
         with timer.phase("sync"):
             pass  # the hf engine generates with the very model being trained
         metrics = {**step_metrics(step, batch, rewards, kl, sequences.response_mask),
@@ -238,6 +221,32 @@ class RLTrainer:
         if self.log is not None:
             self.log.write(metrics)
         return metrics
+
+    def learn(self, batch: TrajectoryBatch, step: int, timer: PhaseTimer
+              ) -> tuple[SequenceBatch, torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, float]]:
+        """From a step's trajectories to its update: reward -> log-probs -> advantages -> update, each phase timed.
+        Returns the sequences, token rewards, advantages, KL (None without a KL term) and the update's metrics."""
+        config = self.config
+        with timer.phase("reward"):
+            sequences = build_sequences(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
+            rewards = self.rewards(batch, sequences.width) * sequences.response_mask
+        old_is_current = self.old_policy_is_current(len(batch))
+        with timer.phase("logprobs"), self.autocast():
+            old = (ResponseForward(torch.zeros(sequences.response_mask.shape), None, None) if old_is_current
+                   else self.forward_without_gradients(self.policy, sequences, self.value_head))
+            reference_logprobs = self.reference_logprobs(sequences)
+        with timer.phase("advantages"):
+            kl = None if old_is_current or reference_logprobs is None \
+                else self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
+            shaped = rewards - config.kl.coefficient * kl if config.kl.placement == "reward" and kl is not None \
+                else rewards
+            advantages, returns = self.advantages(shaped, sequences.response_mask, old.values, batch.groups)
+        with timer.phase("update"):
+            update_metrics = self.update(sequences, old, reference_logprobs, advantages, returns, step,
+                                         fill_old=old_is_current)
+        if kl is None and reference_logprobs is not None:  # the update wrote the old log-probs
+            kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
+        return sequences, rewards, advantages, kl, update_metrics
 
     def log_rollouts(self, step: int, batch: TrajectoryBatch, rewards: torch.Tensor, advantages: torch.Tensor,
                      mask: torch.Tensor) -> None:
@@ -267,7 +276,13 @@ class RLTrainer:
         if self.reference is None:
             return None
         with self.reference.active() as reference:
-            return forward_in_chunks(reference, sequences, self.config.micro_batch_size).logprobs
+            return self.forward_without_gradients(reference, sequences).logprobs
+
+    def forward_without_gradients(self, model: torch.nn.Module, sequences: SequenceBatch,
+                                  value_head: torch.nn.Module | None = None) -> ResponseForward:
+        """The old policy's or the reference's log-probs (and values) of the whole batch, micro-batch by micro-batch."""
+        chunks = self.forward.micro_batches(sequences, torch.arange(sequences.input_ids.shape[0]))
+        return forward_in_chunks(model, sequences, chunks, value_head, forward=self.forward)
 
     def _kl(self, logprobs: torch.Tensor, reference_logprobs: torch.Tensor) -> torch.Tensor:
         from rftt.algos import KL_ESTIMATORS
@@ -295,7 +310,7 @@ class RLTrainer:
             for start in range(0, samples, config.mini_batch_size):
                 mini = order[start : start + config.mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
-                for rows in by_length(sequences, mini, config.micro_batch_size):
+                for rows in self.forward.micro_batches(sequences, mini):
                     loss, stats = self._loss(sequences.rows(rows), old, reference_logprobs, advantages, returns, rows,
                                              fill_old)
                     self.accelerator.backward(loss * micro_batch_share(sequences.response_mask, rows, mini,
@@ -317,8 +332,8 @@ class RLTrainer:
               fill_old: bool) -> tuple[torch.Tensor, dict]:
         config, width = self.config, rows_batch.width  # these rows' responses: the last `width` columns
         with self.autocast():
-            current = forward_responses(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True,
-                                        entropy_gradient=bool(config.entropy_weight))
+            current = self.forward(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True,
+                                   entropy_gradient=bool(config.entropy_weight))
         device = current.logprobs.device
 
         def these(tensor: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,9 @@ class RLConfig:
     `max_minutes`: stop before a step that, at the mean step time so far, would end more than this many minutes
     after the run (or its resumption) started, and save `final` as after the last step: RL within a wall-clock
     budget (the first step always runs).
-    `max_grad_norm`: the policy's gradient and the value head's are each clipped to it, as two models' would be."""
+    `max_grad_norm`: the policy's gradient and the value head's are each clipped to it, as two models' would be.
+    `tree_packing`: the log-prob passes and the update pack each micro-batch's trajectories into one row, every
+    token they share computed once (`rftt.train.packing`); used where exact for the model's attention."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
@@ -65,6 +67,7 @@ class RLConfig:
     lora: LoraSettings | None = None
     seed: int = 0
     prefix_cache_mib: int = 0
+    tree_packing: bool = True
     eval_every: int = 0
     eval_max_new_tokens: int = 256
     log_rollouts: bool = True

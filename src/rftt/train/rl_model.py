@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -127,15 +127,17 @@ def micro_batch_share(response_mask: torch.Tensor, rows: torch.Tensor, mini: tor
     return len(rows) / len(mini)
 
 
-def forward_in_chunks(model: nn.Module, batch: SequenceBatch, size: int,
-                      value_head: nn.Module | None = None) -> ResponseForward:
-    """`forward_responses` without gradients, `size` rows of similar length at a time, as full-width tensors."""
+def forward_in_chunks(model: nn.Module, batch: SequenceBatch, chunks: Sequence[torch.Tensor],
+                      value_head: nn.Module | None = None,
+                      forward: Callable[..., ResponseForward] = forward_responses) -> ResponseForward:
+    """`forward` (`forward_responses` or the packed one) without gradients, one chunk of rows at a time (from
+    `by_length` or `by_prefix`), as full-width tensors."""
     rows = batch.input_ids.shape[0]
     logprobs = torch.zeros((rows, batch.width))
     values = torch.zeros((rows, batch.width)) if value_head is not None else None
     with torch.no_grad():
-        for chunk in by_length(batch, torch.arange(rows), size):
-            result = forward_responses(model, batch.rows(chunk), value_head)
+        for chunk in chunks:
+            result = forward(model, batch.rows(chunk), value_head)
             width = result.logprobs.shape[1]
             logprobs[chunk, -width:] = result.logprobs.to(logprobs.device)
             if values is not None and result.values is not None:
