@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import json
 import os
 import tempfile
 import threading
@@ -31,12 +32,12 @@ import yaml
 
 from rftt.config import load_config, to_dict
 from rftt.demo import demo_config
-from rftt.train.packing import TrainingForward, batch_sequences, by_prefix, pack_sequences
+from rftt.train.packing import TrainingForward, batch_sequences, pack_sequences
 from rftt.train.rl import RLConfig, RLTrainer
 from rftt.train.rl_model import build_sequences
 from rftt.train.rl_steps import PhaseTimer
 
-from common import cpu_flags, cpu_model, peak_memory_mib, write_results
+from common import RESULTS, cpu_flags, cpu_model, peak_memory_mib, write_results
 
 KINDS = {
     "demo": [],
@@ -75,7 +76,7 @@ class PeakResident:
         self._thread.join()
 
 
-def rl_config(model: str, kind: str, precision: str, output: Path) -> RLConfig:
+def rl_config(model: str, kind: str, precision: str, output: Path, overrides: list[str]) -> RLConfig:
     """The demo's RL settings for `kind`, from `model`, in `precision`."""
     output.mkdir(parents=True, exist_ok=True)
     recipe = output / "rl.yaml"
@@ -83,15 +84,14 @@ def rl_config(model: str, kind: str, precision: str, output: Path) -> RLConfig:
     recipe.write_text(yaml.safe_dump(settings))
     return load_config(RLConfig, recipe, [f"model={model}", f"precision={precision}", "dev=null", "eval_every=0",
                                           "save_every=0", "log_rollouts=false", f"output_dir={output}",
-                                          *KINDS[kind]])
+                                          *KINDS[kind], *overrides])
 
 
-def sharing(trainer: RLTrainer, batch: Any) -> dict[str, float]:
+def sharing(trainer: RLTrainer, packed_forward: TrainingForward, batch: Any) -> dict[str, float]:
     """Unique over all tokens: the whole step in one prefix tree, and in the micro-batches packing makes."""
     sequences = build_sequences(batch.prompt_ids, batch.response_ids, trainer.tokenizer.pad_token_id)
     tokens = batch_sequences(sequences)
-    chunks = by_prefix(sequences, torch.arange(len(tokens)), trainer.config.micro_batch_size
-                       * int(sequences.lengths().max()))
+    chunks = packed_forward.micro_batches(sequences, torch.arange(len(tokens)))
     packed = sum(pack_sequences([tokens[row] for row in chunk.tolist()]).length for chunk in chunks)
     return {"whole_step": round(pack_sequences(tokens).sharing_ratio(), 3),
             "micro_batches": round(packed / sum(len(sequence) for sequence in tokens), 3),
@@ -99,9 +99,9 @@ def sharing(trainer: RLTrainer, batch: Any) -> dict[str, float]:
             "packed_micro_batches": len(chunks)}
 
 
-def measure(model: str, kind: str, precision: str, repeats: int, output: Path) -> dict[str, Any]:
+def measure(model: str, kind: str, precision: str, repeats: int, output: Path, overrides: list[str]) -> dict[str, Any]:
     """One step's rollouts, then the log-prob and update phases in each mode from the same starting state."""
-    trainer = RLTrainer(rl_config(model, kind, precision, output))
+    trainer = RLTrainer(rl_config(model, kind, precision, output, overrides))
     packed_forward = trainer.forward
     assert packed_forward.attention is not None, "packing is off for this model"
     started = time.perf_counter()
@@ -127,7 +127,8 @@ def measure(model: str, kind: str, precision: str, repeats: int, output: Path) -
     best = {mode: {phase: min(run[phase] for run in runs[mode]) for phase in ("logprobs", "update")}
             for mode in MODES}
     return {
-        "sharing": sharing(trainer, batch),
+        "settings": overrides,
+        "sharing": sharing(trainer, packed_forward, batch),
         "rollout_seconds": round(rollout_seconds, 2),
         "seconds": {mode: {phase: round(value, 2) for phase, value in best[mode].items()} for mode in MODES},
         "speedup": {phase: round(best["unpacked"][phase] / best["packed"][phase], 2) if best["packed"][phase] > 0.05
@@ -147,7 +148,7 @@ def table(results: dict[str, Any]) -> str:
               "step s unpacked -> packed", "peak rise MiB unpacked / packed"]
     rows = []
     for label, result in results.items():
-        precision, kind = label.split("-")
+        precision, kind = label.split("-", 1)
         seconds, speedup = result["seconds"], result["speedup"]
 
         def phase(name: str) -> str:
@@ -169,13 +170,17 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an RL setting, e.g. packed_tokens=1024")
+    parser.add_argument("--label", default="", help="a suffix for these results' labels (a variant's)")
     arguments = parser.parse_args()
-    results = {}
+    path = RESULTS / "tree_packing.json"
+    results = json.loads(path.read_text())["results"] if path.exists() else {}
     with tempfile.TemporaryDirectory() as folder:
         for precision in arguments.precisions:
             for kind in arguments.kinds:
-                results[f"{precision}-{kind}"] = measure(arguments.model, kind, precision, arguments.repeats,
-                                                         Path(folder) / f"{precision}-{kind}")
+                label = f"{precision}-{kind}" + (f"-{arguments.label}" if arguments.label else "")
+                results[label] = measure(arguments.model, kind, precision, arguments.repeats, Path(folder) / label,
+                                         arguments.set)
                 print(table(results), flush=True)
     write_results("tree_packing", {"model": arguments.model, "results": results, "peak_memory_mib": peak_memory_mib(),
                                    "cpu_model": cpu_model(), "cpu_flags": cpu_flags()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rftt.train.packing import by_prefix, forward_packed, pack_sequences, packing_unsupported
+from rftt.train.packing import TrainingForward, by_prefix, forward_packed, pack_sequences, packing_unsupported
 from rftt.train.rl_model import ValueHead, build_sequences, forward_responses
 
 from conftest import build_tiny_model
@@ -110,3 +110,13 @@ def test_packing_is_refused_where_it_would_not_be_exact():
     assert packing_unsupported(model) is None
     model.config._attn_implementation = "flash_attention_2"
     assert "flash_attention_2" in packing_unsupported(model)
+
+
+def test_the_packed_token_budget_sets_the_micro_batches():
+    batch = build_sequences([[1, 2, 3, 4]] * 4, [[5], [6], [7], [8]], pad_id=PAD)
+    default = TrainingForward(micro_batch_size=2, attention="sdpa")  # 2 x 5 tokens: the shared prompt and 6 more
+    assert [len(chunk) for chunk in default.micro_batches(batch, torch.arange(4))] == [4]
+    small = TrainingForward(micro_batch_size=2, attention="sdpa", packed_tokens=6)
+    assert [len(chunk) for chunk in small.micro_batches(batch, torch.arange(4))] == [2, 2]
+    padded = TrainingForward(micro_batch_size=2)
+    assert [len(chunk) for chunk in padded.micro_batches(batch, torch.arange(4))] == [2, 2]

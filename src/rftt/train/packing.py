@@ -183,19 +183,22 @@ def by_prefix(batch: SequenceBatch, rows: torch.Tensor, budget: int) -> list[tor
 @dataclass(frozen=True)
 class TrainingForward:
     """How RL runs its forward passes: packed micro-batches (`attention` set: the model's attention
-    implementation) or padded ones, one row per trajectory, of similar length (`attention` None)."""
+    implementation) or padded ones, one row per trajectory, of similar length (`attention` None).
+    `packed_tokens`: unique tokens per packed micro-batch (None: `micro_batch_size` of the step's longest sequence)."""
 
     micro_batch_size: int
     attention: str | None = None
+    packed_tokens: int | None = None
 
     @classmethod
-    def for_model(cls, model: Any, micro_batch_size: int, packing: bool) -> "TrainingForward":
+    def for_model(cls, model: Any, micro_batch_size: int, packing: bool,
+                  packed_tokens: int | None = None) -> "TrainingForward":
         """Packed where asked for and exact for `model`; otherwise padded, saying why when packing was asked for."""
         reason = packing_unsupported(model) if packing else None
         if reason is not None:
             print(f"tree_packing: off for this model ({reason})")
         attention = attention_implementation(model) if packing and reason is None else None
-        return cls(micro_batch_size, attention)
+        return cls(micro_batch_size, attention, packed_tokens)
 
     def __call__(self, model: nn.Module, batch: SequenceBatch, value_head: nn.Module | None = None,
                  **options: bool) -> ResponseForward:
@@ -204,8 +207,8 @@ class TrainingForward:
         return forward_packed(model, batch, value_head, attention=self.attention, **options)
 
     def micro_batches(self, batch: SequenceBatch, rows: torch.Tensor) -> list[torch.Tensor]:
-        """Packed: rows sharing prefixes, at most the tokens of `micro_batch_size` of the batch's longest sequence
-        per micro-batch; padded: `micro_batch_size` rows of similar length."""
+        """Packed: rows sharing prefixes, at most `packed_tokens` unique tokens per micro-batch; padded:
+        `micro_batch_size` rows of similar length."""
         if self.attention is None:
             return by_length(batch, rows, self.micro_batch_size)
-        return by_prefix(batch, rows, self.micro_batch_size * int(batch.lengths().max()))
+        return by_prefix(batch, rows, self.packed_tokens or self.micro_batch_size * int(batch.lengths().max()))

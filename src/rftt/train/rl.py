@@ -84,7 +84,8 @@ class RLTrainer:
         local_samples = config.prompts_per_step // self.accelerator.num_processes * config.rollout.samples_per_prompt
         updates = config.steps * config.ppo_epochs * math.ceil(local_samples / config.mini_batch_size)
         self.scheduler = get_scheduler(config.scheduler, self.optimizer, int(config.warmup_ratio * updates), updates)
-        self.forward = TrainingForward.for_model(self.policy, config.micro_batch_size, config.tree_packing)
+        self.forward = TrainingForward.for_model(self.policy, config.micro_batch_size, config.tree_packing,
+                                               config.packed_tokens)
         self.engine = HFEngine(self.policy, self.tokenizer, prefix_cache_mib=config.prefix_cache_mib)
         self.problems = list(load_problems(config.dataset))
         self.dev_problems = list(load_problems(config.dev)) if config.dev else []

@@ -34,7 +34,9 @@ class RLConfig:
     budget (the first step always runs).
     `max_grad_norm`: the policy's gradient and the value head's are each clipped to it, as two models' would be.
     `tree_packing`: the log-prob passes and the update pack each micro-batch's trajectories into one row, every
-    token they share computed once (`rftt.train.packing`); used where exact for the model's attention."""
+    token they share computed once (`rftt.train.packing`); used where exact for the model's attention.
+    `packed_tokens`: unique tokens per packed micro-batch (unset: `micro_batch_size` times the step's longest
+    sequence); a smaller row spends less on its dense attention mask, a larger one shares more."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
@@ -68,6 +70,7 @@ class RLConfig:
     seed: int = 0
     prefix_cache_mib: int = 0
     tree_packing: bool = True
+    packed_tokens: int | None = None
     eval_every: int = 0
     eval_max_new_tokens: int = 256
     log_rollouts: bool = True
