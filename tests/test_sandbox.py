@@ -236,3 +236,59 @@ def test_majority_vote_over_program_answers_counts_returned_values_only():
     assert [outcome.extracted for outcome in outcomes][3:] == [None, None, None]
     vote = majority_vote([outcome.extracted for outcome in outcomes], [outcome.correct for outcome in outcomes])
     assert vote.correct and float(vote.answer) == 5
+
+
+HIERARCHY = ("def solution():\n"
+             "    warnings = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'catch_warnings'][0]\n"
+             "    builtins = warnings()._module.__builtins__\n"
+             "    os = builtins['__import__']('os')\n")
+"""The start of a program that reaches the real `__import__`, `os` and `open` through the class hierarchy."""
+SECRET = "rftt-sandbox-secret-7a1c"
+
+
+@pytest.fixture(scope="module")
+def secret_executor(tmp_path_factory):
+    """An executor started while the parent's environment holds a secret, and a readable file that holds one."""
+    secret_file = tmp_path_factory.mktemp("secret") / "secret.txt"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o644)
+    os.environ["RFTT_SANDBOX_TEST_SECRET"] = SECRET
+    try:
+        with ProgramExecutor(workers=1, limits=LIMITS) as pool:
+            yield pool, str(secret_file)
+    finally:
+        del os.environ["RFTT_SANDBOX_TEST_SECRET"]
+
+
+@pytest.mark.parametrize("body", [
+    "    return len(os.listdir('/'))\n",
+    "    return len(os.scandir('/').__next__().name)\n",
+    "    return builtins['open'](SECRET_FILE).read()\n",
+    "    return builtins['__import__']('io').open(SECRET_FILE).read()\n",
+    "    return os.read(os.open(SECRET_FILE, os.O_RDONLY), 100)\n",
+    "    return builtins['open']('/proc/self/environ', 'rb').read()\n",
+    "    return os.environ['RFTT_SANDBOX_TEST_SECRET']\n",
+    "    return builtins['__import__']('posix').environ[b'RFTT_SANDBOX_TEST_SECRET']\n",
+])
+def test_the_class_hierarchy_reaches_no_file_no_directory_and_no_environment(secret_executor, body):
+    executor, secret_file = secret_executor
+    result = executor.run(HIERARCHY.replace("def solution", f"SECRET_FILE = {secret_file!r}\ndef solution") + body)
+    assert not result.ok and result.reason in ("forbidden", "error", "no_value"), result
+    assert result.value is None and SECRET not in result.message and SECRET not in result.stdout
+    if platform.machine() == "x86_64":
+        assert result.isolation["no_file_opens"] and result.isolation["empty_environment"]
+    assert executor.run("def solution():\n    return 6 * 7\n").value == "42"  # the worker is still usable
+
+
+def test_a_program_sees_an_empty_environment(secret_executor):
+    executor, _ = secret_executor
+    result = executor.run(HIERARCHY + "    return repr(dict(os.environ)) + repr(builtins['__import__']('posix').environ)\n")
+    assert (result.ok, result.value) == (True, "{}{}"), result
+
+
+def test_every_allowed_module_imports_under_the_lock(executor):
+    from rftt.verify.sandbox_child import ALLOWED_IMPORTS
+
+    imports = "".join(f"import {name}\n" for name in sorted(ALLOWED_IMPORTS))
+    result = executor.run(imports + "def solution():\n    return sympy.Rational(1, 3) + fractions.Fraction(1, 6)\n")
+    assert (result.ok, result.value) == (True, "1/2"), result

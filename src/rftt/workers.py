@@ -83,10 +83,13 @@ def serve_tasks(connection: Connection, handle: Callable[[Any], Any]) -> None:
 
 
 class WorkerPool:
-    """`size` workers started by `command(socket_fd)`; `run(payloads, timeout)` answers them all, in order."""
+    """`size` workers started by `command(socket_fd)` (with `environment`, or this process's when None);
+    `run(payloads, timeout)` answers them all, in order."""
 
-    def __init__(self, command: Callable[[int], list[str]], size: int, name: str):
+    def __init__(self, command: Callable[[int], list[str]], size: int, name: str,
+                 environment: dict[str, str] | None = None):
         self.command = command
+        self.environment = environment
         self.size = size
         self.name = name
         self._workers: list[_Worker] = []
@@ -100,7 +103,7 @@ class WorkerPool:
 
     def _start_worker(self) -> _Worker:
         ours, theirs = socket.socketpair()
-        process = subprocess.Popen(self.command(theirs.fileno()), pass_fds=(theirs.fileno(),))
+        process = subprocess.Popen(self.command(theirs.fileno()), pass_fds=(theirs.fileno(),), env=self.environment)
         theirs.close()
         return _Worker(process, Connection(ours.detach()))
 

@@ -1,8 +1,9 @@
 """Run model-written Python programs safely: `ProgramExecutor.run_many(programs)`.
 
 Each program runs in its own freshly forked process (from a warm worker that has the
-allowed libraries imported), locked down by `rftt.verify.sandbox_child`: no file opened for
-writing, no sockets (and no network at all where the kernel grants a network namespace), no
+allowed libraries imported; workers start with only the interpreter's environment variables),
+locked down by `rftt.verify.sandbox_child`: no file or directory opened at all (no reads either),
+an empty environment, no sockets (and no network at all where the kernel grants a network namespace), no
 subprocesses, no inherited descriptors, refused by a seccomp filter in the kernel and by an
 audit hook in Python, an import allow-list, and limits on wall-clock time, CPU time, memory,
 processes, printed output and the returned value. The throw-away directory and every process
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Sequence
 
+from rftt.verify.sandbox_child import ALLOWED_IMPORTS
 from rftt.workers import WorkerPool, die_with_parent, serve_tasks
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -32,7 +34,8 @@ DEFAULT_OUTPUT_BYTES = 64 * 2**10
 _WORKER_MARGIN_SECONDS = 5.0
 _RESULT_OVERHEAD_BYTES = 4096
 OUTPUT_FILE = "stdout.txt"
-_PRELOADED = ("math", "fractions", "decimal", "statistics", "itertools", "collections", "sympy", "numpy")
+INTERPRETER_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL", "LC_CTYPE")
+"""The only environment variables a sandbox worker starts with: what the interpreter needs to start and import."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ def _result(received: bytes | None, status: int, past_deadline: bool, payload: d
 def worker_main() -> None:
     """A warm worker: allowed libraries imported once, every program forked from here."""
     die_with_parent()
-    for module in _PRELOADED:
+    for module in sorted(ALLOWED_IMPORTS):  # before the lock: the filter refuses every file open, imports' too
         try:
             __import__(module)
         except ImportError:
@@ -157,11 +160,14 @@ class ProgramExecutor:
 
     def __init__(self, workers: int | None = None, limits: SandboxLimits = SandboxLimits()):
         self.limits = limits
+        self.warned = False
         self.base = tempfile.mkdtemp(prefix="rftt-sandbox-")
         os.chmod(self.base, 0o711)
         command = [sys.executable, "-c", "from rftt.verify.sandbox import worker_main; worker_main()"]
         self.workers = workers or max(1, min(4, os.cpu_count() or 1))
-        self.pool = WorkerPool(lambda socket_fd: [*command, str(socket_fd), self.base], self.workers, "sandbox")
+        environment = {name: os.environ[name] for name in INTERPRETER_VARIABLES if name in os.environ}
+        self.pool = WorkerPool(lambda socket_fd: [*command, str(socket_fd), self.base], self.workers, "sandbox",
+                               environment)
 
     def __enter__(self) -> "ProgramExecutor":
         return self
@@ -176,6 +182,9 @@ class ProgramExecutor:
                     for code in programs]
         results = []
         for task in self.pool.run(payloads, self.limits.timeout_seconds + _WORKER_MARGIN_SECONDS):
+            if task.status == "done" and not task.value.get("isolation", {}).get("no_file_opens", True):
+                self._warn_once("this kernel or machine refuses no file opens to sandboxed programs (no seccomp "
+                                "filter): they can read what the worker's user can read; run them in a container")
             if task.status == "done":
                 value = task.value
                 results.append(ExecutionResult(value.get("ok", False), value.get("value"), value.get("reason", "ok"),
@@ -185,6 +194,11 @@ class ProgramExecutor:
                 results.append(ExecutionResult(False, None, "timeout" if task.status == "timeout" else "error",
                                                f"the sandbox worker {task.status}"))
         return results
+
+    def _warn_once(self, message: str) -> None:
+        if not self.warned:
+            print(f"sandbox: {message}", file=sys.stderr)
+            self.warned = True
 
     def run(self, program: str, entry: str = "solution") -> ExecutionResult:
         return self.run_many([program], entry)[0]

@@ -4,11 +4,12 @@ Layers, strongest available first (what was applied is reported with every resul
 - a private network namespace (no network at all) when the kernel lets us create one;
 - an unprivileged user (`nobody`) when started as root, so a process-count limit holds
   (root ignores RLIMIT_NPROC) and the file system allows only what `nobody` may do;
+- an empty environment (the worker started with only the interpreter's variables);
 - no inherited file descriptors but stdin (/dev/null), the capped output file and the result pipe,
   and death with the worker that forked it;
 - resource limits: address space, CPU seconds, file size (which also caps printed output),
   open files, processes, no core dumps;
-- a seccomp filter (x86-64): the kernel refuses writing opens, file changes, sockets, fork,
+- a seccomp filter (x86-64): the kernel refuses every open (reads too), file changes, sockets, fork,
   exec, signals and the rest listed in `rftt.verify.seccomp`, whatever the program does to
   the interpreter (the layer below is inside the program's reach);
 - inside Python, an audit hook that refuses every file opened for writing, sockets, subprocesses,
@@ -70,6 +71,15 @@ def _drop_privileges(workdir: str) -> bool:
     os.setgid(nobody.pw_gid)
     os.setuid(nobody.pw_uid)
     return True
+
+
+def _empty_environment() -> bool:
+    """Forget every environment variable: the mapping `os` reads and the interpreter's own copy of it."""
+    import posix
+
+    os.environ.clear()  # unsets each in the C library's environment as well
+    posix.environ.clear()
+    return not os.environ and not posix.environ
 
 
 def _limit(limits: dict[str, int]) -> None:
@@ -145,13 +155,14 @@ def run(code: str, entry: str, workdir: str, limits: dict[str, int], result_fd: 
     """Lock this (forked) process down, run `code`, call `entry()`, write the outcome as JSON to `result_fd`
     (printed output goes to `output_fd`)."""
     isolation = {"network_namespace": _new_network_namespace(), "unprivileged_user": False, "resource_limits": True,
-                 "seccomp": False, "audit_hook": True, "import_allow_list": True}
+                 "seccomp": False, "no_file_opens": False, "empty_environment": _empty_environment(),
+                 "audit_hook": True, "import_allow_list": True}
     os.chdir(workdir)
     _keep_only_sandbox_descriptors(result_fd, output_fd)
     isolation["unprivileged_user"] = _drop_privileges(workdir)
     die_with_parent()  # after the user change, which clears the parent-death signal
     _limit(limits)
-    isolation["seccomp"] = install_filter()  # last: the calls above are among those it refuses
+    isolation["seccomp"] = isolation["no_file_opens"] = install_filter()  # last: it refuses calls made above
     result: dict[str, Any] = {"isolation": isolation}
     try:
         namespace: dict[str, Any] = {"__name__": "__sandbox__", "__builtins__": dict(vars(builtins))}

@@ -4,10 +4,12 @@ An audit hook runs inside the program's own interpreter, so a program that can w
 memory (numpy's array interface, crafted bytecode) or start an interpreter without the hook
 (sub-interpreters) gets past it. This filter is installed last in the forked child and holds
 for every thread and interpreter of the process. It is an allow-list: the system calls a
-Python computation needs (memory, reading files, time, threads, signals to itself, writing
-to the descriptors it already holds), with the arguments of open, clone, ioctl, fcntl and
-prctl checked (no writing opens, no new processes, no ownership or lock changes); anything
-else, including calls newer kernels add, fails with EPERM. Only x86-64 is covered (other
+Python computation needs (memory, time, threads, signals to itself, reading and writing the
+descriptors it already holds), with the arguments of clone, ioctl, fcntl and prctl checked (no
+new processes, no ownership or lock changes); anything else fails with EPERM, opening any file
+or directory included (open, openat; openat2 and clone3 answer ENOSYS so the C library falls
+back to the calls the filter reads), and calls newer kernels add. The sandbox imports every
+allowed module before it installs the filter, so no program needs to open a file. Only x86-64 is covered (other
 machines report `seccomp: false` in each result's isolation). Classic BPF, written by hand,
 so it needs no library.
 """
@@ -32,7 +34,7 @@ _BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_JSET_K, _BPF_RET_K = 0x20, 0x15, 0x3
 _NUMBER_OFFSET, _ARCH_OFFSET, _ARGUMENTS_OFFSET = 0, 4, 16
 _CLONE_THREAD = 0x00010000
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-"""Open flags that write (or create or truncate): refused here and by the sandbox's audit hook."""
+"""Open flags that write (or create or truncate): refused by the sandbox's audit hook (the filter refuses every open)."""
 
 # x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl) a computation may use as they come.
 _ALLOWED = {
@@ -56,8 +58,8 @@ _ALLOWED = {
     "faccessat2": 439,
 }
 _NOT_IMPLEMENTED = {"clone3": 435, "openat2": 437}
-"""Refused with ENOSYS, so the C library falls back to `clone` and `openat`, whose arguments the filter can read."""
-_OPEN, _OPENAT, _CLONE, _IOCTL, _FCNTL, _PRCTL = 2, 257, 56, 16, 72, 157
+"""Refused with ENOSYS, so the C library falls back to `clone` (whose flags the filter reads) and `openat` (refused)."""
+_CLONE, _IOCTL, _FCNTL, _PRCTL = 56, 16, 72, 157
 _IOCTL_REQUESTS = {"TCGETS": 0x5401, "TIOCGWINSZ": 0x5413, "FIONREAD": 0x541B, "FIONBIO": 0x5421,
                    "FIONCLEX": 0x5450, "FIOCLEX": 0x5451}
 """Terminal queries (isatty) and descriptor flags; any other request fails with ENOTTY."""
@@ -101,18 +103,13 @@ def _filter() -> bytes:
     program.add(_BPF_RET_K, _SECCOMP_RET_KILL_PROCESS)  # a 32-bit system call table: refuse everything
     program.add(_BPF_LD_W_ABS, _NUMBER_OFFSET)
     program.add(_BPF_JGE_K, _X32_SYSCALL_BIT, "deny")
-    for number, checked in ((_OPEN, "open"), (_OPENAT, "openat"), (_CLONE, "clone"), (_IOCTL, "ioctl"),
-                            (_FCNTL, "fcntl"), (_PRCTL, "prctl")):
+    for number, checked in ((_CLONE, "clone"), (_IOCTL, "ioctl"), (_FCNTL, "fcntl"), (_PRCTL, "prctl")):
         program.add(_BPF_JEQ_K, number, checked)
     for number in _NOT_IMPLEMENTED.values():
         program.add(_BPF_JEQ_K, number, "not_implemented")
     for number in _ALLOWED.values():
         program.add(_BPF_JEQ_K, number, "allow")
     program.add(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno.EPERM)
-    for name, argument in (("open", 1), ("openat", 2)):
-        program.label(name)
-        program.add(_BPF_LD_W_ABS, _ARGUMENTS_OFFSET + 8 * argument)  # the flags' low 32 bits
-        program.add(_BPF_JSET_K, WRITE_FLAGS, "deny", "allow")
     program.label("clone")
     program.add(_BPF_LD_W_ABS, _ARGUMENTS_OFFSET)  # clone's flags: a new thread is allowed, a new process is not
     program.add(_BPF_JSET_K, _CLONE_THREAD, "allow", "deny")
