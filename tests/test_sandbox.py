@@ -292,3 +292,13 @@ def test_every_allowed_module_imports_under_the_lock(executor):
     imports = "".join(f"import {name}\n" for name in sorted(ALLOWED_IMPORTS))
     result = executor.run(imports + "def solution():\n    return sympy.Rational(1, 3) + fractions.Fraction(1, 6)\n")
     assert (result.ok, result.value) == (True, "1/2"), result
+
+
+def test_sympy_parts_imported_on_first_use_work_under_the_lock(executor):
+    """sympy's solve imports sympy.tensor when first called: the worker's warm-up loads such parts before the lock."""
+    result = executor.run("import sympy\ndef solution():\n    x, n = sympy.symbols('x n')\n"
+                          "    return (max(sympy.solve(x**2 - 4, x)) + sympy.integrate(x, (x, 0, 2))\n"
+                          "            + sympy.limit(sympy.sin(x) / x, x, 0) + sympy.summation(n, (n, 1, 3))\n"
+                          "            + sympy.Matrix([[2, 0], [0, 2]]).inv()[0, 0]\n"
+                          "            + sympy.simplify(sympy.cos(x)**2 + sympy.sin(x)**2))\n")
+    assert (result.ok, result.value) == (True, "25/2"), result

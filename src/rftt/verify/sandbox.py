@@ -13,6 +13,8 @@ output_limit, forbidden, no_value, error. Each result also says which isolation 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import select
@@ -21,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Sequence
@@ -34,6 +37,20 @@ DEFAULT_OUTPUT_BYTES = 64 * 2**10
 _WORKER_MARGIN_SECONDS = 5.0
 _RESULT_OVERHEAD_BYTES = 4096
 OUTPUT_FILE = "stdout.txt"
+SYMPY_WARM_UP = """
+import sympy
+x, n = sympy.symbols("x n")
+sympy.solve(x**2 - 4, x); sympy.solveset(x**2 - 4, x); sympy.nsolve(x**2 - 2, x, 1); sympy.linsolve([x - 1], [x])
+sympy.integrate(sympy.sin(x), (x, 0, 1)); sympy.diff(sympy.exp(x) * x, x); sympy.limit(sympy.sin(x) / x, x, 0)
+sympy.series(sympy.cos(x), x, 0, 4); sympy.summation(n**2, (n, 1, 10)); sympy.product(n, (n, 1, 5))
+sympy.simplify(sympy.sin(x)**2 + sympy.cos(x)**2); sympy.factor(x**2 - 1); sympy.expand((x + 1)**3)
+sympy.nsimplify(0.5); sympy.Rational(1, 3) + 1; sympy.N(sympy.pi, 20); sympy.sqrt(8); sympy.log(8, 2)
+sympy.Matrix([[1, 2], [3, 4]]).det(); sympy.Matrix([[1, 2], [3, 4]]).inv(); sympy.factorint(360); sympy.isprime(97)
+sympy.primerange(1, 20); sympy.binomial(5, 2); sympy.gcd(12, 18); sympy.lcm(4, 6); sympy.divisors(12)
+sympy.Poly(x**2 + 1, x).all_coeffs(); sympy.apart(1 / (x**2 - 1)); sympy.trigsimp(sympy.sin(x) * sympy.cos(x))
+sympy.Eq(x, 1); sympy.Piecewise((x, x > 0), (0, True)); sympy.floor(2.5); sympy.Abs(-x); sympy.latex(x)
+"""
+"""sympy calls run once in each worker before any program: what they import on first use is then loaded."""
 INTERPRETER_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "LANG", "LC_ALL", "LC_CTYPE")
 """The only environment variables a sandbox worker starts with: what the interpreter needs to start and import."""
 
@@ -143,6 +160,17 @@ def _result(received: bytes | None, status: int, past_deadline: bool, payload: d
     return {"ok": False, "reason": "error", "message": f"the program ended without a result (status {status})"}
 
 
+def _warm_up_libraries() -> None:
+    """Run sympy's common operations once, so that the parts it imports on first use (its `solve` imports
+    `sympy.tensor`) are loaded before the filter refuses every file open."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            exec(SYMPY_WARM_UP, {})
+        except Exception:  # sympy missing or changed: programs that need the part will say `forbidden`
+            pass
+
+
 def worker_main() -> None:
     """A warm worker: allowed libraries imported once, every program forked from here."""
     die_with_parent()
@@ -151,6 +179,7 @@ def worker_main() -> None:
             __import__(module)
         except ImportError:
             pass
+    _warm_up_libraries()
     base = sys.argv[2]
     serve_tasks(Connection(int(sys.argv[1])), lambda payload: execute(payload, base))
 
