@@ -56,6 +56,9 @@ bench: setup
 	$(BIN)/python bench/demo.py --seed 0 --fp32 --no-functional-tokens --from-run runs/bench-demo/fp32-seed0
 	$(BIN)/python bench/demo.py --seed 1 --fp32 --no-functional-tokens --from-run runs/bench-demo/fp32-seed1
 	$(BIN)/python bench/demo.py --seed 0
+	$(BIN)/python bench/demo.py --seed 1
+	$(BIN)/python bench/tree_packing.py --model runs/bench-demo/native-seed0/sft/final
+	$(BIN)/python bench/tree_packing.py --model runs/bench-demo/native-seed0/sft/final --kinds tree --set packed_tokens=1024 --label packed-tokens-1024
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
