@@ -17,8 +17,9 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_results(name: str, figures: dict) -> Path:
-    """Write a benchmark's figures, with the command and machine that made them, to results/NAME.json."""
+def write_results(name: str, figures: dict, indent: int | None = 2) -> Path:
+    """Write a benchmark's figures, with the command and machine that made them, to results/NAME.json
+    (`indent=None`: one line per run of `figures["runs"]`, for benchmarks that keep many runs)."""
     RESULTS.mkdir(exist_ok=True)
     record = {
         "benchmark": name,
@@ -29,7 +30,12 @@ def write_results(name: str, figures: dict) -> Path:
         **figures,
     }
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    if indent is None and isinstance(record.get("runs"), dict):
+        lines = [f"  {json.dumps(label)}: {json.dumps(run, separators=(',', ':'))}" for label, run in record["runs"].items()]
+        head = json.dumps({key: value for key, value in record.items() if key != "runs"}, indent=2)[:-2]
+        path.write_text(head + ',\n  "runs": {\n' + ",\n".join(f"  {line}" for line in lines) + "\n  }\n}\n")
+    else:
+        path.write_text(json.dumps(record, indent=indent) + "\n")
     return path
 
 

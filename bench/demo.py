@@ -84,6 +84,25 @@ def figures(folder: Path, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def compact(value: Any) -> Any:
+    """Figures as stored: floats to 4 decimals."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [compact(item) for item in value]
+    if isinstance(value, dict):
+        return {key: compact(item) for key, item in value.items()}
+    return value
+
+
+def stored(figures_: dict[str, Any]) -> dict[str, Any]:
+    """A run's figures as stored: compact, and per kind of problem only counts and changes (each row's interval
+    and stage name follow from them)."""
+    by_kind = {kind: {stage: {key: value for key, value in row.items() if key not in ("interval", "stage")}
+                      for stage, row in stages.items()} for kind, stages in figures_.get("by_kind", {}).items()}
+    return compact({**figures_, "by_kind": by_kind})
+
+
 def glue_rows() -> list[list[str]]:
     """The faithful TRL glue's figures on the reference 200 (bench/demo_vs_trl.py)."""
     path = RESULTS / "demo_vs_trl.json"
@@ -131,7 +150,8 @@ def main() -> None:
     previous = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     if not arguments.table:
         previous["runs"].update(run(arguments, previous["runs"]))
-        write_results("demo", {"runs": previous["runs"]})
+        write_results("demo", {"runs": {label: stored(figures_) for label, figures_ in previous["runs"].items()}},
+                      indent=None)
     print(table(previous["runs"]))
 
 
