@@ -149,7 +149,7 @@ def packing_unsupported(model: Any) -> str | None:
     """Why packing would not be exact for this model (its attention ignores a custom mask, or a sliding window
     would change what a token sees), or None where it is exact."""
     config = model.config
-    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    implementation = attention_implementation(model)
     if implementation not in MASKED_ATTENTION:
         return f"attention implementation {implementation!r} does not take a custom 4D mask"
     if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):

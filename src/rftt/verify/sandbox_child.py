@@ -31,7 +31,7 @@ import resource
 import sys
 from typing import Any
 
-from rftt.verify.seccomp import WRITE_FLAGS, install_filter
+from rftt.verify.seccomp import install_filter
 from rftt.workers import die_with_parent
 
 ALLOWED_IMPORTS = frozenset({
@@ -46,6 +46,9 @@ _FORBIDDEN_EVENT_PREFIXES = ("socket.", "subprocess.", "os.system", "os.exec", "
                              "os.removexattr", "shutil.", "ctypes.", "pty.", "signal.", "gc.", "sys._getframe",
                              "sys._current_frames", "sys.settrace", "sys.setprofile", "code.__new__", "webbrowser.",
                              "urllib.", "ftplib.", "http.", "smtplib.")
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+"""Open flags that write (or create or truncate): the audit hook refuses them with a clear message (below it, the
+seccomp filter refuses every open)."""
 RESULT_FD = 3
 """The result pipe's descriptor in the child; every descriptor above it is closed."""
 
