@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from rftt.cli import main
 
 
@@ -44,6 +46,10 @@ def test_verify_exit_status_follows_the_verdict(capsys):
     assert json.loads(capsys.readouterr().out)["extracted"] == "203"
     assert main(["verify", "def solution():\n    return 0.3333 / 2\n", "0.165", "--program"]) == 1
     assert main(["verify", "def solution():\n    return 0.3333 / 2\n", "0.165", "--program", "--tolerance", "0.01"]) == 0
+    assert main(["verify", "so 7", "We add them. The answer is 7", "--gold-format", "latex"]) == 0
+    with pytest.raises(SystemExit):
+        main(["verify", "so 7", "7", "--gold-format", "tex"])
+    assert "invalid choice: 'tex'" in capsys.readouterr().err
 
 
 def test_the_installed_command_runs():

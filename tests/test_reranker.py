@@ -60,7 +60,7 @@ def test_rerank_at_k_in_eval(tmp_path, checkpoint):
     train_reranker(RerankerConfig(model=str(checkpoint), data=data, epochs=1, output_dir=str(tmp_path / "reranker")))
     problems = tmp_path / "test.jsonl"
     problems.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(3)))
-    base = {"model": str(checkpoint), "template": "plain", "method": "rerank@3", "max_new_tokens": 32,
+    base = {"model": str(checkpoint), "template": "plain", "method": "rerank@3", "max_new_tokens": 32, "last_number_fallback": True,
             "reranker": str(tmp_path / "reranker" / "final"), "output_dir": str(tmp_path / "eval"),
             "dataset": {"name": "json", "path": str(problems)}}
     summary = evaluate(load_config(EvalConfig, base=base), progress=False)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 from rftt.data import PRESETS, DatasetSpec, dataset_names, load_problems
 from rftt.errors import RfttError
 from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
+from rftt.verify.outcome import GOLD_FORMATS
 
 DATASET_FLAGS = {"dataset": "name", "path": "path", "split": "split", "limit": "limit", "size": "size", "seed": "seed",
                  "skip_bad": "skip_bad"}
@@ -85,10 +86,12 @@ def command_data(arguments: argparse.Namespace) -> int:
 def command_verify(arguments: argparse.Namespace) -> int:
     """Judge one prediction (a stated answer, or with --program a `def solution():` run in the sandbox)
     against a gold answer and print the Outcome as JSON."""
+    from rftt.verify import Gold
     from rftt.verify.judge import judge
 
-    outcome = judge([arguments.prediction], [arguments.gold], answer_format="program" if arguments.program else "text",
-                    absolute_tolerance=arguments.tolerance, last_number_fallback=not arguments.no_last_number)[0]
+    outcome = judge([arguments.prediction], [Gold(arguments.gold, arguments.gold_format)],
+                    answer_format="program" if arguments.program else "text", absolute_tolerance=arguments.tolerance,
+                    last_number_fallback=not arguments.no_last_number)[0]
     print(json.dumps(asdict(outcome)))
     return 0 if outcome.correct else 1
 
@@ -303,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--program", action="store_true",
                         help="the prediction is a `def solution():` program: run it in the sandbox, judge its value")
     verify.add_argument("--tolerance", type=float, default=0.0, help="absolute tolerance for numbers (SVAMP: 0.01)")
+    verify.add_argument("--gold-format", choices=GOLD_FORMATS, default="auto",
+                        help="value: the whole gold is the answer; latex: LaTeX text the answer is found in")
     verify.set_defaults(handler=command_verify)
 
     for name, handler, text in (("model", command_model, "load (and on first use convert) a model and describe it"),

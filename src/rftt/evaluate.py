@@ -36,6 +36,7 @@ from rftt.stats import wilson_interval
 from rftt.tokens import Move, render_steps
 from rftt.train.reranker import load_reranker, rerank, score
 from rftt.verify.judge import AnswerFormat, judge
+from rftt.verify.outcome import PIPELINE_LAST_NUMBER_FALLBACK
 from rftt.voting import Vote, majority_vote, weighted_vote
 
 PROBLEMS_FILE = "problems.jsonl"
@@ -49,8 +50,9 @@ RUN_PATHS = ("model", "dataset.path")
 @dataclass(frozen=True)
 class EvalConfig:
     """One evaluation run. `output_dir` holds its files; re-running the same config resumes it.
-    `last_number_fallback: false` counts only answers the model states (`\\boxed{}`, `<output>`, "the answer
-    is"), so the extraction rate measures format and accuracy among extracted answers measures skill.
+    `last_number_fallback: false` (the default, as in RL and search) counts only answers the model states
+    (`\\boxed{}`, `<output>`, "the answer is"), so the extraction rate measures format and accuracy among
+    extracted answers measures skill; `true` also reads an answer from the text's last number or expression.
     `tree_max_children`: in tree search, only the moves with the highest priors get child slots (all legal
     moves when unset); `tree_sampled_children`: as RL's `rollout.sampled_children`; `tree_step_max_tokens`:
     the longest step of a tree (default `max_new_tokens`). `dtype`: the weights' dtype (`auto`: the
@@ -78,7 +80,7 @@ class EvalConfig:
     reranker: str | None = None
     answer_format: AnswerFormat = "text"
     absolute_tolerance: float = 0.0
-    last_number_fallback: bool = True
+    last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
 
     def samples(self) -> int:
         """k of `maj@k` and `rerank@k` (1 for greedy and tree)."""
@@ -164,7 +166,7 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
         results = engine.generate(prompts, params)
         seconds = (time.perf_counter() - started) / len(batch)
         texts = [completion.text for samples in results for completion in samples]
-        golds = [problem.answer for problem in batch for _ in range(params.n)]
+        golds = [problem.gold for problem in batch for _ in range(params.n)]
         outcomes = judge(texts, golds, answer_format=config.answer_format,
                          absolute_tolerance=config.absolute_tolerance, last_number_fallback=config.last_number_fallback)
         scores = None

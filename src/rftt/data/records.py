@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from rftt.errors import RfttError
+from rftt.verify.outcome import Gold, GoldFormat
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +22,12 @@ class Problem:
     source: str
     solution: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    gold_format: GoldFormat = "auto"
+
+    @property
+    def gold(self) -> Gold:
+        """The gold answer with the format its dataset declares, as the verifier takes it."""
+        return Gold(self.answer, self.gold_format)
 
 
 class DataError(RfttError, ValueError):

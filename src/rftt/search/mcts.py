@@ -83,7 +83,8 @@ class TreeSearch:
         written through the policy's stream: whenever a step comes back, its rollout goes on, and the engine
         asks for the next steps while the others are still being written. `on_tree_done` is called with
         each tree as it uses up its rollouts (for progress)."""
-        trees = [Tree(problem.id, problem.question, problem.answer) for problem in problems]
+        trees = [Tree(problem.id, problem.question, problem.answer, gold_format=problem.gold_format)
+                 for problem in problems]
         self._waiting_trees = list(reversed(trees))
         self._active: list[Tree] = []
         self._walkers: list[_Walker] = []

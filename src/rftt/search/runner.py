@@ -78,7 +78,7 @@ def greedy_solved(engine, tokenizer, problems: Sequence[Problem], max_tokens: in
     template = get_template("chat")
     results = engine.generate([template.render(problem.question, tokenizer) for problem in problems],
                               SamplingParams(max_new_tokens=max_tokens))
-    outcomes = check_many([samples[0].text for samples in results], [problem.answer for problem in problems],
+    outcomes = check_many([samples[0].text for samples in results], [problem.gold for problem in problems],
                           last_number_fallback=False)
     return [outcome.correct for outcome in outcomes]
 

@@ -17,7 +17,8 @@ from typing import Protocol, Sequence
 from rftt.search.process_rewards import ProcessRewardModel
 from rftt.search.tree import Node, Tree
 from rftt.tokens import render_steps
-from rftt.verify import check_many
+from rftt.verify import Gold, check_many
+from rftt.verify.outcome import PIPELINE_LAST_NUMBER_FALLBACK
 from rftt.voting import answer_key
 
 ANSWERED_REASONS = ("output", "end_of_sequence")
@@ -48,7 +49,8 @@ def _judge(requests: Sequence[tuple[Tree, Node]], process_rewards: ProcessReward
     """Extract and check each terminal's answer; score its steps with the PRM when there is one."""
     answered = [node.terminal_reason in ANSWERED_REASONS for _, node in requests]
     texts = [render_steps(tree.steps(node)) if ok else "" for (tree, node), ok in zip(requests, answered)]
-    outcomes = check_many(texts, [tree.gold for tree, _ in requests], last_number_fallback=last_number_fallback)
+    outcomes = check_many(texts, [Gold(tree.gold, tree.gold_format) for tree, _ in requests],
+                          last_number_fallback=last_number_fallback)
     step_scores: list[list[float] | None] = [None] * len(requests)
     if process_rewards is not None:
         items = [(tree.question, [step.content for step in tree.steps(node)]) for tree, node in requests]
@@ -70,7 +72,7 @@ class OutcomeScorer:
     process_weight: float = 0.4
     correct_reward: float = 1.0
     wrong_reward: float = 0.0
-    last_number_fallback: bool = False
+    last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
 
     def score(self, requests: Sequence[tuple[Tree, Node]]) -> list[ScoredTerminal]:
         judged = _judge(requests, self.process_rewards, self.last_number_fallback)
@@ -89,7 +91,7 @@ class SelfConsistencyScorer:
     process_rewards: ProcessRewardModel | None = None
     agreement_weight: float = 0.6
     process_weight: float = 0.4
-    last_number_fallback: bool = False
+    last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
 
     def score(self, requests: Sequence[tuple[Tree, Node]]) -> list[ScoredTerminal]:
         judged = _judge(requests, self.process_rewards, self.last_number_fallback)

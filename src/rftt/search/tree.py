@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from rftt.tokens import Move, Step
+from rftt.verify.outcome import GoldFormat
 
 UNVISITED_SCORE = math.inf
 
@@ -63,6 +64,7 @@ class Tree:
     nodes: list[Node] = field(default_factory=list)
     rollouts: int = 0
     rollout_terminals: list[int] = field(default_factory=list)
+    gold_format: GoldFormat = "auto"
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -106,7 +108,7 @@ class Tree:
     def to_json(self) -> dict[str, Any]:
         return {
             "problem_id": self.problem_id, "question": self.question, "gold": self.gold, "rollouts": self.rollouts,
-            "rollout_terminals": self.rollout_terminals,
+            "rollout_terminals": self.rollout_terminals, "gold_format": self.gold_format,
             "nodes": [{**node.__dict__, "move": node.move.value if node.move else None} for node in self.nodes],
         }
 
@@ -114,7 +116,7 @@ class Tree:
     def from_json(cls, data: dict[str, Any]) -> "Tree":
         nodes = [Node(**{**node, "move": Move(node["move"]) if node["move"] else None}) for node in data["nodes"]]
         return cls(data["problem_id"], data["question"], data["gold"], nodes, data["rollouts"],
-                   data["rollout_terminals"])
+                   data["rollout_terminals"], data.get("gold_format", "auto"))  # trees written before formats: auto
 
 
 def uct_score(child: Node, parent_visits: int, exploration: float) -> float:

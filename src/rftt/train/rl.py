@@ -367,7 +367,7 @@ class RLTrainer:
         with self.autocast():
             results = self.engine.generate(prompts, SamplingParams(max_new_tokens=self.config.eval_max_new_tokens))
         outcomes = self.config.rollout.judge([samples[0].text for samples in results],
-                                             [problem.answer for problem in problems])
+                                             [problem.gold for problem in problems])
         return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)
 
 

@@ -22,8 +22,9 @@ from rftt.search.policies import TokenGuidedPolicy
 from rftt.search.process_rewards import tree_value_rewards
 from rftt.search.scoring import OutcomeScorer
 from rftt.tokens import Move, StepTags
-from rftt.verify import Outcome
+from rftt.verify import Gold, Outcome
 from rftt.verify.judge import AnswerFormat, judge
+from rftt.verify.outcome import PIPELINE_LAST_NUMBER_FALLBACK
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,11 @@ class RolloutConfig:
     sampled_children: int | None = None
     oversample: int = 1
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior", parallel_rollouts=4))
-    last_number_fallback: bool = False
+    last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
     answer_format: AnswerFormat = "text"
     absolute_tolerance: float = 0.0
 
-    def judge(self, completions: Sequence[str], golds: Sequence[str]) -> list[Outcome]:
+    def judge(self, completions: Sequence[str], golds: Sequence[str | Gold]) -> list[Outcome]:
         """Outcomes of completions under this config's answer format and comparison."""
         return judge(completions, golds, answer_format=self.answer_format,
                      last_number_fallback=self.last_number_fallback, absolute_tolerance=self.absolute_tolerance)
@@ -116,7 +117,7 @@ def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem
             batch.moves.append(moves)
             batch.problem_ids.append(problem.id)
             texts.append(completion.text)
-            golds.append(problem.answer)
+            golds.append(problem.gold)
     batch.outcomes = config.judge(texts, golds)
     return batch
 

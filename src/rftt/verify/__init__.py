@@ -10,7 +10,7 @@ from typing import Sequence
 
 from rftt.verify.equivalence import DEFAULT_RELATIVE_TOLERANCE, answers_equal, parse_number
 from rftt.verify.extract import extract_answer
-from rftt.verify.outcome import REASONS, CheckOptions, Outcome
+from rftt.verify.outcome import GOLD_FORMATS, REASONS, CheckOptions, Gold, GoldFormat, Outcome
 from rftt.verify.pool import DEFAULT_TIMEOUT_SECONDS, VerifierPool
 from rftt.workers import shared_at_exit
 
@@ -40,8 +40,11 @@ def check_many(predictions: Sequence[object], golds: Sequence[object], *, last_n
 __all__ = [
     "DEFAULT_RELATIVE_TOLERANCE",
     "DEFAULT_TIMEOUT_SECONDS",
+    "GOLD_FORMATS",
     "REASONS",
     "CheckOptions",
+    "Gold",
+    "GoldFormat",
     "Outcome",
     "VerifierPool",
     "answers_equal",

@@ -21,23 +21,29 @@ _ABSOLUTE_TOLERANCE = 1e-12
 _PERCENT_SCALE = 100.0
 
 _DELIMITERS = re.compile(r"^\$+|\$+$|^\\[(\[]|\\[)\]]$")
-_SPACING_COMMANDS = re.compile(r"\\left|\\right|\\[!,;: ]")
+_SPACING_COMMANDS = re.compile(r"\\left|\\right|\\[!,;: ]\s*")  # "11,\! 111" is 11,111
 _TEXT_COMMAND = re.compile(r"\\(?:text|mbox|mathrm|textbf|textit)\s*\{([^{}]*)\}")
 _CURRENCY = re.compile(r"\\\$|[$€£¥₹]")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
 _PERCENT = re.compile(r"\\?%")
 _TRAILING_WORDS = re.compile(r"(?<=[\d}])\s*[A-Za-z][A-Za-z .]*$")
 
-_PLAIN = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"
+_PLAIN = r"[-+]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"  # "0,111" is a decimal comma, not 111
 _PLAIN_NUMBER = re.compile(rf"^(?:{_PLAIN})$")
 _SCIENTIFIC = re.compile(
     rf"^({_PLAIN})\s*(?:[eE]([-+]?\d+)|(?:\\times|\\cdot|\*|×)\s*10\s*\^\s*\{{?\s*([-+]?\d+)\s*\}}?)$"
 )
+_SPACED_GROUPS = re.compile(r"^[-+]?[1-9]\d{0,2}(?: \d{3})+(?:\.\d+)?$")
+_DECIMAL_COMMA = re.compile(r"^([-+]?(?:[1-9]\d{0,2}(?:\.\d{3})+|\d+)),(\d+)$")
 _LATEX_FRACTION = re.compile(rf"^([-+])?\\frac\s*\{{\s*({_PLAIN})\s*\}}\s*\{{\s*({_PLAIN})\s*\}}$")
 _SHORT_FRACTION = re.compile(r"^([-+])?\\frac(\d)(\d)$")
 _SLASH_FRACTION = re.compile(rf"^({_PLAIN})\s*/\s*({_PLAIN})$")
 
 _ARITHMETIC_LEFT = re.compile(r"[\w)}\]]\s*(?:[-+*/^×÷]|\\times|\\cdot|\\div)\s*[-+]?\s*[\w(\\{]")
+
+_DANGLING_OPERATOR = re.compile(r"(?:[-+*/^=×÷,(\[{_]|\\times|\\cdot|\\div|\\frac|\\sqrt)$")
+
+_COMPARISON = re.compile(r"\\[lg]eq?|\\neq?|[<>!]|\\approx")
 
 _CHOICE_GOLD = re.compile(r"^\(?\s*([a-e])\s*\)?$", re.IGNORECASE)
 _CHOICE_PREDICTIONS = (
@@ -57,8 +63,10 @@ class Number:
 
 
 def clean(text: str) -> str:
-    """Strip math delimiters, sizing and spacing commands, and normalise minus signs and fractions."""
+    """Strip math delimiters, sizing and spacing commands (so `10\\,000` is 10000), normalise minus signs,
+    fractions, `{,}` digit separators and the empty set's spellings."""
     text = text.strip().replace("\u2212", "-").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = text.replace("{,}", ",").replace("\\varnothing", "\\emptyset")
     text = _SPACING_COMMANDS.sub("", _DELIMITERS.sub("", text)).strip()
     return text.rstrip(".").strip()
 
@@ -85,6 +93,11 @@ def _plain_value(text: str) -> float:
 def _numeric_value(text: str) -> float | None:
     if _PLAIN_NUMBER.match(text):
         return _plain_value(text)
+    if _SPACED_GROUPS.match(text):
+        return _plain_value(text.replace(" ", ""))
+    match = _DECIMAL_COMMA.match(text)  # "1000,99", "0,111", "1.234,5": a comma not before one group of 3
+    if match:
+        return float(f"{match.group(1).replace('.', '')}.{match.group(2)}")
     match = _SCIENTIFIC.match(text)
     if match:
         exponent = int(match.group(2) or match.group(3))
@@ -107,9 +120,12 @@ def _ratio(numerator: str, denominator: str, *, negative: bool) -> float | None:
 
 
 def numbers_equal(predicted: Number, gold: Number, relative_tolerance: float, absolute_tolerance: float = 0.0) -> bool:
-    """Equal within tolerance; a percent sign on either side also allows the value scaled by 100."""
+    """Equal within tolerance (whole numbers exactly: 11111111000 is not 11111111100); a percent sign on
+    either side also allows the value scaled by 100."""
 
     def close(a: float, b: float) -> bool:
+        if a.is_integer() and b.is_integer():
+            return a == b
         return math.isclose(a, b, rel_tol=relative_tolerance, abs_tol=_ABSOLUTE_TOLERANCE)
 
     if close(predicted.value, gold.value) or abs(predicted.value - gold.value) <= absolute_tolerance:
@@ -121,7 +137,7 @@ def numbers_equal(predicted: Number, gold: Number, relative_tolerance: float, ab
 
 def choice_letter(text: str) -> str | None:
     """The option letter an answer picks ("(C)", "c )", "option c"), lower-cased; else None."""
-    text = _unwrap_text_commands(clean(text))
+    text = _TEXT_COMMAND.sub(lambda match: match.group(1), clean(text))
     for pattern in _CHOICE_PREDICTIONS:
         match = pattern.match(text)
         if match:
@@ -137,6 +153,20 @@ def is_choice_letter(gold: str) -> bool:
 def has_arithmetic_left(text: str) -> bool:
     """Whether an answer still holds an operation between two operands (`2 + -1`, `3 \\times 4`, `2^3`)."""
     return _ARITHMETIC_LEFT.search(_unwrap_text_commands(clean(text))) is not None
+
+
+def final_side(text: str) -> str:
+    """The value an equation ends on (`x = \\frac{3}{2} = 1.5` gives `1.5`); other text unchanged."""
+    if _COMPARISON.search(text):
+        return text
+    sides = text.rsplit("=", 1)
+    return sides[-1].strip() if len(sides) == 2 and sides[-1].strip() else text
+
+
+def is_unfinished(text: str) -> bool:
+    """Whether an answer stops mid-expression: an operator with nothing after it, or a brace left open."""
+    text = clean(text)
+    return bool(_DANGLING_OPERATOR.search(text)) or text.count("{") != text.count("}")
 
 
 def _plain_text(text: str) -> str:
@@ -155,8 +185,9 @@ def symbolically_equal(predicted: str, gold: str) -> bool:
 
 
 def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE,
-                  absolute_tolerance: float = 0.0) -> bool:
-    """Whether an extracted answer states the gold answer (see the module docstring for the order)."""
+                  absolute_tolerance: float = 0.0, symbolic: bool = True) -> bool:
+    """Whether an extracted answer states the gold answer (see the module docstring for the order);
+    `symbolic=False` stops before math-verify, for a caller that asks it itself."""
     gold_choice = _CHOICE_GOLD.match(clean(gold))
     if gold_choice:
         return choice_letter(predicted) == gold_choice.group(1).lower()
@@ -167,4 +198,4 @@ def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFA
         return False
     if _plain_text(predicted) == _plain_text(gold):
         return True
-    return symbolically_equal(predicted, gold)
+    return symbolic and symbolically_equal(predicted, gold)

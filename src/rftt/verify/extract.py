@@ -6,14 +6,19 @@
 3. GSM8K's `#### N`;
 4. the last "the answer is X" / "final answer: X" phrase (X in angle brackets too, as ReFT's data writes it);
 5. for multiple-choice questions only, the last option marker ("(C)", "option c", a lone letter);
-6. the last number in the text (can be switched off).
+6. the last number in the text (can be switched off); a number written after letters ("AZYUK2A",
+   "H2O", "x2") is part of a word, not an answer.
 
+`find_answer` also says which of these found the answer (its `anchor`): an answer the text
+marks as one is judged differently from a last number picked out of it (see `rftt.verify.judgement`).
 Every pattern here runs in linear time, so a huge or adversarial text cannot stall it.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 from rftt.tokens.moves import Move
 from rftt.tokens.steps import parse_steps
@@ -22,26 +27,52 @@ _BOXED_COMMANDS = ("\\boxed", "\\fbox")
 _GSM8K_ANSWER = re.compile(r"####[ \t]*([^\n]*)")
 _ANSWER_PHRASE = re.compile(r"answer[ \t]*(?:is[ \t]*:?|:)[ \t]*", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
-_CHOICE_MARKER = re.compile(r"\(\s*([a-e])\s*\)|\b(?:option|choice)\s+\(?([a-e])\b|^\s*([a-e])\s*\)?\s*$", re.IGNORECASE)
-_NUMBER = re.compile(r"[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-\u2212]?\.\d+")
+_CHOICE_MARKER = re.compile(r"\(\s*([a-e])\s*\)|\b(?:option|choice)\s+(?:is\s+)?\(?([a-e])\b|^\s*([a-e])\s*\)?\s*$",
+                            re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![A-Za-z\d])(?<![A-Za-z]-)(?:[-\u2212]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?|[-\u2212]?\.\d+)")
+
+Anchor = Literal["output", "boxed", "gsm8k", "phrase", "choice", "last_number"]
 
 
-def extract_answer(text: str, *, last_number_fallback: bool = True, multiple_choice: bool = False) -> str | None:
-    """The final answer written in `text`, or None when there is none."""
+@dataclass(frozen=True)
+class FoundAnswer:
+    """An answer found in a text, and what marked it: a step, a box, a phrase, or only its position."""
+
+    text: str
+    anchor: Anchor
+    region: str
+
+    @property
+    def stated(self) -> bool:
+        """Whether the text marks this as its answer (anything but a last number picked out of it)."""
+        return self.anchor != "last_number"
+
+
+def find_answer(text: str, *, last_number_fallback: bool = True, multiple_choice: bool = False) -> FoundAnswer | None:
+    """The final answer written in `text` with its anchor and the region it was read from; None when none."""
     if not text:
         return None
     output_step = _last_output_step(text)
     if output_step is not None:
-        return last_boxed(output_step) or _answer_phrase(output_step) or output_step.strip() or None
-    for finder in (last_boxed, _gsm8k_answer, _answer_phrase):
+        answer = last_boxed(output_step) or _answer_phrase(output_step) or output_step.strip()
+        return FoundAnswer(answer, "output", output_step) if answer else None
+    finders: tuple[tuple[Anchor, Callable[[str], str | None]], ...] = (
+        ("boxed", last_boxed), ("gsm8k", _gsm8k_answer), ("phrase", _answer_phrase))
+    for anchor, finder in finders:
         answer = finder(text)
         if answer:
-            return answer
-    if multiple_choice:
-        choice = _last_choice(text)
-        if choice:
-            return choice
-    return _last_number(text) if last_number_fallback else None
+            return FoundAnswer(answer, anchor, text)
+    choice = _last_choice(text) if multiple_choice else None
+    if choice:
+        return FoundAnswer(choice, "choice", text)
+    number = _last_number(text) if last_number_fallback else None
+    return FoundAnswer(number, "last_number", text) if number else None
+
+
+def extract_answer(text: str, *, last_number_fallback: bool = True, multiple_choice: bool = False) -> str | None:
+    """The final answer written in `text`, or None when there is none."""
+    found = find_answer(text, last_number_fallback=last_number_fallback, multiple_choice=multiple_choice)
+    return found.text if found else None
 
 
 def _last_output_step(text: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 from rftt.verify import check_many
-from rftt.verify.outcome import Outcome
+from rftt.verify.outcome import Gold, Outcome
 from rftt.verify.programs import check_programs
 from rftt.verify.sandbox import ProgramExecutor
 from rftt.workers import shared_at_exit
@@ -21,7 +21,7 @@ default_executor = shared_at_exit(ProgramExecutor)
 """The shared sandbox pool for program answers, started on first use and stopped at exit."""
 
 
-def judge(completions: Sequence[str], golds: Sequence[str], *, answer_format: AnswerFormat = "text",
+def judge(completions: Sequence[str], golds: Sequence[str | Gold], *, answer_format: AnswerFormat = "text",
           last_number_fallback: bool = True, absolute_tolerance: float = 0.0) -> list[Outcome]:
     """One Outcome per completion; for programs, `extracted` is the value the program returned."""
     if answer_format == "program":

@@ -1,13 +1,46 @@
-"""The verdict on a prediction (`Outcome`), the options of a check, and the steps around the comparison."""
+"""The verdict on a prediction (`Outcome`), gold answers and their formats, the options of a check."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from rftt.verify.equivalence import DEFAULT_RELATIVE_TOLERANCE
 from rftt.verify.extract import extract_answer
 
 REASONS = ("equal", "not_equal", "no_answer", "timeout", "error")
+PIPELINE_LAST_NUMBER_FALLBACK = False
+"""The default of evaluation, RL rewards and search alike: only answers a completion states count (a number
+picked out of unfinished reasoning is not an answer the model gave); a recipe can switch the fallback on."""
+
+GoldFormat = Literal["auto", "value", "latex"]
+"""`value`: the whole gold is the answer ("18", "\\frac{1}{2}"); `latex`: LaTeX text or a worked solution
+the answer is found in ("$10455$", "So the answer is \\[\\boxed{7}\\]"); `auto`: `latex` when the gold has
+math delimiters, a box, GSM8K's `####` or an "answer is" phrase, else `value`."""
+GOLD_FORMATS: tuple[str, ...] = get_args(GoldFormat)
+_LATEX_TEXT_MARKERS = ("$", "\\boxed", "\\fbox", "\\[", "\\(", "####")
+_ANSWER_WORDS = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Gold:
+    """A gold answer with its format, for datasets that say how their golds are written."""
+
+    text: str
+    format: GoldFormat = "auto"
+
+    def __post_init__(self) -> None:
+        if self.format not in GOLD_FORMATS:
+            raise ValueError(f"gold format {self.format!r} is not one of {', '.join(GOLD_FORMATS)}")
+
+
+def resolved_format(gold: str, gold_format: GoldFormat) -> GoldFormat:
+    """`auto` decided for one gold: `latex` when it is marked-up text, else `value`."""
+    if gold_format != "auto":
+        return gold_format
+    latex = any(marker in gold for marker in _LATEX_TEXT_MARKERS) or _ANSWER_WORDS.search(gold)
+    return "latex" if latex else "value"
 
 
 @dataclass(frozen=True)
@@ -27,6 +60,11 @@ class CheckOptions:
     relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE
     absolute_tolerance: float = 0.0
 
+    @property
+    def stated_only(self) -> bool:
+        """Whether only answers the text marks as answers count (no number or expression picked from the text)."""
+        return not self.last_number_fallback
+
 
 def as_text(value: object) -> str | None:
     """Any input as text (bytes decoded, numbers printed); None stays None."""
@@ -37,24 +75,8 @@ def as_text(value: object) -> str | None:
     return str(value)
 
 
-def gold_answer(gold: str) -> str:
-    """The answer inside a gold string that is itself a worked solution (`\\boxed{}` or `#### N`)."""
-    if "\\boxed" in gold or "####" in gold:
-        return extract_answer(gold, last_number_fallback=False) or gold
-    return gold
-
-
-def outcome_before_comparison(extracted: str | None, gold: str | None) -> Outcome | None:
-    """The verdict when no comparison is needed (no answer found, or no gold); else None."""
-    if extracted is None:
-        return Outcome(False, None, "no_answer")
-    if gold is None or not gold.strip():
-        return Outcome(False, extracted, "error")
-    return None
-
-
-def outcome_of_comparison(extracted: str, equal: bool | None) -> Outcome:
-    """The verdict from a comparison's result (None: the comparison itself failed)."""
-    if equal is None:
-        return Outcome(False, extracted, "error")
-    return Outcome(equal, extracted, "equal" if equal else "not_equal")
+def gold_answer(gold: str, gold_format: GoldFormat = "auto") -> str:
+    """The answer a gold states: the whole of a plain value, the answer found in LaTeX text (else all of it)."""
+    if resolved_format(gold, gold_format) == "value":
+        return gold
+    return extract_answer(gold, last_number_fallback=False) or gold

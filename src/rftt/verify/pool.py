@@ -1,9 +1,10 @@
-"""The answer verifier's pool: extraction in the caller, comparisons in worker processes under a timeout.
+"""The answer verifier's pool: extraction and the fast path in the caller, other comparisons in workers.
 
-Extraction is linear-time and runs here; only the comparison (which may call sympy through
-math-verify and stall on a pathological expression) goes to a worker. A comparison that
-overruns its deadline ends as `reason="timeout"`, one whose worker dies as `reason="error"`
-(see `rftt.workers` for how workers are replaced).
+Extraction is linear-time and runs here, and so do the comparisons that need no sympy (option
+letters, two plain numbers; see `rftt.verify.judgement`). The rest (math-verify and sympy, which
+may stall on a pathological expression) goes to a worker. A comparison that overruns its deadline
+ends as `reason="timeout"`, one whose worker dies as `reason="error"` (see `rftt.workers` for how
+workers are replaced).
 """
 
 from __future__ import annotations
@@ -12,15 +13,9 @@ import os
 from typing import Sequence
 
 from rftt.verify.equivalence import is_choice_letter
-from rftt.verify.extract import extract_answer
-from rftt.verify.outcome import (
-    CheckOptions,
-    Outcome,
-    as_text,
-    gold_answer,
-    outcome_before_comparison,
-    outcome_of_comparison,
-)
+from rftt.verify.extract import find_answer
+from rftt.verify.judgement import Comparison, Verdict, quick_verdict
+from rftt.verify.outcome import CheckOptions, Gold, Outcome, as_text, gold_answer
 from rftt.verify.worker import command as worker_command
 from rftt.workers import WorkerPool
 
@@ -45,33 +40,46 @@ class VerifierPool:
     def check_many(
         self, predictions: Sequence[object], golds: Sequence[object], options: CheckOptions = CheckOptions()
     ) -> list[Outcome]:
-        """One Outcome per (prediction, gold) pair, in order."""
+        """One Outcome per (prediction, gold) pair, in order; a gold may be a `Gold` that names its format."""
         if len(predictions) != len(golds):
             raise ValueError(f"{len(predictions)} predictions but {len(golds)} gold answers")
         results: list[Outcome | None] = [None] * len(predictions)
-        pending: list[tuple[int, str]] = []
-        payloads = []
+        pending: list[int] = []
+        comparisons: list[Comparison] = []
         for index, (prediction, gold) in enumerate(zip(predictions, golds)):
-            text, gold_text = as_text(prediction), as_text(gold)
-            extracted = extract_answer(
-                text or "",
-                last_number_fallback=options.last_number_fallback,
-                multiple_choice=gold_text is not None and is_choice_letter(gold_text),
-            )
-            early = outcome_before_comparison(extracted, gold_text)
-            if early is not None:
-                results[index] = early
+            comparison = _comparison(prediction, gold, options)
+            verdict = quick_verdict(comparison) if comparison.gold.strip() else Verdict(False, None)
+            if not comparison.gold.strip() and comparison.found is not None:
+                results[index] = Outcome(False, comparison.found.text, "error")
+                continue
+            if verdict is not None:
+                results[index] = _outcome(verdict)
             else:
-                pending.append((index, extracted))
-                payloads.append((extracted, gold_answer(gold_text), options.relative_tolerance,
-                                 options.absolute_tolerance))
-        for (index, extracted), result in zip(pending, self.pool.run(payloads, self.timeout)):
-            if result.status == "done":
-                results[index] = outcome_of_comparison(extracted, result.value)
+                pending.append(index)
+                comparisons.append(comparison)
+        for index, comparison, result in zip(pending, comparisons, self.pool.run(comparisons, self.timeout)):
+            if result.status == "done" and result.value is not None:
+                results[index] = _outcome(result.value)
             else:
+                extracted = comparison.found.text if comparison.found else None
                 results[index] = Outcome(False, extracted, "timeout" if result.status == "timeout" else "error")
         return [outcome for outcome in results if outcome is not None]
 
     def close(self) -> None:
         """Stop every worker."""
         self.pool.close()
+
+
+def _comparison(prediction: object, gold: object, options: CheckOptions) -> Comparison:
+    """The prediction's answer found and paired with its gold (an empty gold when there is none)."""
+    gold_text, gold_format = (gold.text, gold.format) if isinstance(gold, Gold) else (as_text(gold) or "", "auto")
+    text = as_text(prediction) or ""
+    found = find_answer(text, last_number_fallback=options.last_number_fallback,
+                        multiple_choice=is_choice_letter(gold_answer(gold_text, gold_format)))
+    return Comparison(text, found, gold_text, gold_format, options)
+
+
+def _outcome(verdict: Verdict) -> Outcome:
+    if verdict.extracted is None:
+        return Outcome(False, None, "no_answer")
+    return Outcome(verdict.correct, verdict.extracted, "equal" if verdict.correct else "not_equal")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from rftt.verify.outcome import Outcome
+from rftt.verify.outcome import Gold, Outcome
 from rftt.verify.sandbox import ExecutionResult, ProgramExecutor
 
 ENTRY = "solution"
@@ -45,7 +45,7 @@ def returned_answers(executions: Sequence[ExecutionResult | None]) -> list[str]:
             for result in executions]
 
 
-def check_programs(completions: Sequence[str], golds: Sequence[str], executor: ProgramExecutor,
+def check_programs(completions: Sequence[str], golds: Sequence[str | Gold], executor: ProgramExecutor,
                    absolute_tolerance: float = 0.0) -> tuple[list[Outcome], list[ExecutionResult | None]]:
     """Run each completion's program and compare its return value with the gold answer (numbers within
     `absolute_tolerance` when the dataset's gold answers are rounded, as SVAMP's)."""

@@ -15,7 +15,7 @@ import resource
 import sys
 from multiprocessing.connection import Connection
 
-from rftt.verify.equivalence import answers_equal
+from rftt.verify.judgement import Comparison, Verdict, full_verdict
 from rftt.workers import die_with_parent, serve_tasks
 
 _CPU_SLACK_SECONDS = 1
@@ -34,13 +34,11 @@ def _limit_cpu_for_next_task(timeout: float) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (budget if hard == resource.RLIM_INFINITY else min(budget, hard), hard))
 
 
-def compare(payload: tuple[str, str, float, float], timeout: float) -> bool | None:
-    """One comparison under a CPU-time limit; None when the comparison itself fails."""
-    extracted, gold, relative_tolerance, absolute_tolerance = payload
+def compare(comparison: Comparison, timeout: float) -> Verdict | None:
+    """One judgement under a CPU-time limit; None when the comparison itself fails."""
     _limit_cpu_for_next_task(timeout)
     try:
-        return answers_equal(extracted, gold, relative_tolerance=relative_tolerance,
-                             absolute_tolerance=absolute_tolerance)
+        return full_verdict(comparison)
     except Exception:  # math-verify and sympy raise many kinds of errors on odd input
         return None
 

@@ -1,0 +1,113 @@
+"""The order in which a prediction is judged against a gold answer.
+
+1. Multiple-choice golds (a letter a-e): the option the prediction picks, nothing else.
+2. A stated answer (a step, a box, GSM8K's `####`, an "answer is" phrase) and a gold that are both
+   plain numbers: compared as numbers, here in the caller, with no worker and no sympy (the fast
+   path every arithmetic and GSM8K answer takes).
+3. Otherwise, in a worker under a deadline: an equation is read for the value it ends on; a stated
+   answer equal to the gold by rftt's rules (`rftt.verify.equivalence`) is correct, and one left
+   unfinished ("3 +", "\\frac{10}{") or with arithmetic still to do against a numeric gold is not a
+   final answer; then math-verify reads the prediction and the gold itself (LaTeX, expressions,
+   several boxes, sets, intervals, digit groups, decimal commas) and decides; where it finds no
+   answer, a last number picked from the text is compared by rftt's rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rftt.verify.equivalence import (
+    answers_equal,
+    choice_letter,
+    final_side,
+    has_arithmetic_left,
+    is_choice_letter,
+    is_unfinished,
+    numbers_equal,
+    parse_number,
+)
+from rftt.verify.extract import FoundAnswer
+from rftt.verify.latex import latex_verdict
+from rftt.verify.outcome import CheckOptions, GoldFormat, gold_answer, resolved_format
+
+FAST_PATH_MAX_CHARS = 64
+"""Longer answers go to a worker: number parsing is linear-time only up to a bounded length."""
+_MARKUP = ("$", "\\")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the prediction is correct and the answer it was judged by (None: it states none)."""
+
+    correct: bool
+    extracted: str | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a worker needs to judge one prediction: the text, the answer found in it, and the gold."""
+
+    text: str
+    found: FoundAnswer | None
+    gold: str
+    gold_format: GoldFormat
+    options: CheckOptions
+
+
+def quick_verdict(comparison: Comparison) -> Verdict | None:
+    """The verdict when no worker is needed (rules 1-2, or no answer anywhere); else None."""
+    found, gold = comparison.found, gold_answer(comparison.gold, comparison.gold_format)
+    if is_choice_letter(gold):
+        letter = choice_letter(found.text) if found else None
+        return Verdict(letter == choice_letter(gold), found.text if found else None)
+    if found is None:
+        return None if any(mark in comparison.text for mark in _MARKUP) else Verdict(False, None)
+    if found.stated and max(len(found.text), len(gold)) <= FAST_PATH_MAX_CHARS:
+        predicted, expected = parse_number(found.text), parse_number(gold)
+        if predicted is not None and expected is not None:
+            options = comparison.options
+            return Verdict(numbers_equal(predicted, expected, options.relative_tolerance, options.absolute_tolerance),
+                           found.text)
+    return None
+
+
+def full_verdict(comparison: Comparison) -> Verdict:
+    """Rule 3: rftt's rules on a stated answer, then math-verify's reading, then the last number."""
+    found, options = comparison.found, comparison.options
+    gold = gold_answer(comparison.gold, comparison.gold_format)
+    numeric_gold = parse_number(gold) is not None
+    if found is not None and found.stated:
+        answer = _value(found.text, gold)
+        if not_final(answer, numeric_gold):
+            return Verdict(False, found.text)
+        if _equal(answer, gold, options, symbolic=True):
+            return Verdict(True, found.text)
+    region = found.region if found is not None else comparison.text
+    latex = latex_verdict(region, comparison.gold, resolved_format(comparison.gold, comparison.gold_format),
+                          stated_only=options.stated_only)
+    if latex is not None:
+        answer = _value(latex.extracted, gold)
+        correct = not not_final(answer, numeric_gold) and (latex.correct or _equal(answer, gold, options))
+        stated_and_wrong = found is not None and found.stated and not correct
+        return Verdict(correct, found.text if stated_and_wrong else latex.extracted)
+    if found is None or found.stated:
+        return Verdict(False, found.text if found else None)
+    return Verdict(_equal(found.text, gold, options, symbolic=True), found.text)
+
+
+def not_final(answer: str, numeric_gold: bool) -> bool:
+    """An answer left unfinished, or (against a number) one with arithmetic still to do (`2 + -1`, `(9+1)`):
+    restating the question's expression must not earn the reward the result earns."""
+    if is_unfinished(answer):
+        return True
+    return numeric_gold and parse_number(answer) is None and has_arithmetic_left(answer)
+
+
+def _value(answer: str, gold: str) -> str:
+    """The value an answer states: the side an equation ends on, unless the gold is an equation itself."""
+    return answer if "=" in gold else final_side(answer)
+
+
+def _equal(answer: str, gold: str, options: CheckOptions, symbolic: bool = False) -> bool:
+    return answers_equal(answer, gold, relative_tolerance=options.relative_tolerance,
+                         absolute_tolerance=options.absolute_tolerance, symbolic=symbolic)
