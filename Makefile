@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/model_load.py
 	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/verify_throughput.py --data $(RFTT_DATA)
+	$(BIN)/python bench/verify_accuracy.py
 	$(BIN)/python bench/engine_throughput.py
 	$(BIN)/python bench/search_throughput.py
 	$(BIN)/python bench/sft_throughput.py
