@@ -15,8 +15,9 @@ from rftt.search.tree import Tree
 from rftt.verify import Gold, Outcome, VerifierPool, check, check_many
 from rftt.verify.equivalence import final_side, is_unfinished, parse_number
 from rftt.verify.extract import find_answer
-from rftt.verify.judgement import not_final
-from rftt.verify.outcome import gold_answer, resolved_format
+from rftt.verify.judgement import not_final, quick_verdict
+from rftt.verify.outcome import CheckOptions, gold_answer, resolved_format
+from rftt.verify.pool import make_comparison
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "verify_cases.yaml").read_text())
 KINDS = {"plain_number", "latex_fraction", "digit_groups", "decimal_comma", "final_answer_phrase", "multiple_boxes",
@@ -152,3 +153,39 @@ def test_a_long_pathological_text_without_a_stated_answer_ends_within_the_timeou
         elapsed = time.monotonic() - started
     assert not outcome.correct and outcome.reason in ("timeout", "not_equal")
     assert elapsed < pool.timeout + 2.0
+
+
+WRONG_STATED_ANSWERS = [  # a stated answer that is not the gold; nothing else in the text may overturn it
+    ("<output>The answer is not 7</output>", "7"), ("<output>The answer is 6!</output>", "6"), ("The answer is 7!", "7"),
+    ("The answer is 42 but actually 41", "41"), ("The answer is 42, no wait, 41", "42"), ("The answer is 42 or 43", "42"),
+    ("The answer is -7 or 7", "-7"), ("The answer is 5 times 3", "5"), ("The answer is 66 minus 65", "66"),
+    ("The answer is x > 42", "42"), (r"The answer is 42 \neq 41", "42"), (r"The answer is 42 \pm 1", "42"),
+    ("The answer is 1e400", "1"), (r"The answer is 2\pi", "2"), ("The answer is 12:30", "12"), ("The answer is 4 2", "4"),
+    ("The answer is 7 r 3", "7"), ("Final answer: 42\nThe answer is 6!", "42"), (r"the final answer is $\boxed{}$. 42", "42"),
+    (r"\boxed{1450000.5}", "1450000"), (r"\boxed{99999999.9}", "100000000"), ("#### 1450001", "1450000"),
+]
+
+
+@pytest.mark.parametrize("prediction, gold", WRONG_STATED_ANSWERS)
+def test_a_wrong_stated_answer_is_not_rescued_by_other_numbers_in_the_text(prediction, gold):
+    assert not check(prediction, gold, last_number_fallback=False).correct
+
+
+@pytest.mark.parametrize("prediction, gold", [
+    ("#### 7,", "7"), ("#### 1,234,", "1234"), ("The answer is $7$,", "7"), (r"\boxed{2.9999999999999996}", "3"),
+    (r"\boxed{300000000000.00006}", "300000000000"), ("Thus the final answer is -1, and the sum of the others is 6.", "-1"),
+    ("The final answer is 24 hours (that is, 1 day).", "24"),
+])
+def test_a_right_answer_with_trailing_punctuation_a_float_error_or_a_clause_after_it_counts(prediction, gold):
+    assert check(prediction, gold, last_number_fallback=False).correct
+
+
+@pytest.mark.parametrize("text", [
+    "<output>option" + " " * 40_000 + "z</output>", "option" + " " * 40_000 + "z", "a" + " " * 40_000 + "x",
+    "$" * 40_000 + "x", "(" * 20_000 + "1+" + " " * 20_000 + "!",
+])
+def test_the_caller_side_of_a_check_stays_linear_on_adversarial_text(text):
+    started = time.monotonic()
+    for gold in ("C", "5"):
+        quick_verdict(make_comparison(text, gold, CheckOptions()))
+    assert time.monotonic() - started < 1.0

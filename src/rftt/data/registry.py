@@ -13,7 +13,7 @@ from typing import Any
 from rftt.data.benchmarks import BENCHMARKS, load_benchmark
 from rftt.data.records import DataError, Problems
 from rftt.data.sources import load_hub_dataset, load_json_file, load_reasoning_gym
-from rftt.verify.outcome import GOLD_FORMATS
+from rftt.verify.outcome import GoldFormat, gold_format_problem
 
 HUB_PREFIX = "hub:"
 REASONING_GYM_PREFIX = "reasoning_gym:"
@@ -64,7 +64,7 @@ class DatasetSpec:
     offset: int = 0               # leave out the first `offset` problems (before `limit`): a dev split of the
     limit: int | None = None      # first N (`limit: N`) and training on the rest (`offset: N`) never overlap
     skip_bad: bool = False
-    gold_format: str = "auto"     # how the golds are written: `value`, `latex` text, or `auto` (see rftt.verify.Gold)
+    gold_format: GoldFormat = "auto"  # how the golds are written: `value`, `latex` text, or `auto` (see rftt.verify.Gold)
     fields: dict[str, str] | None = None
     config: str | None = None
     size: int | None = None
@@ -120,9 +120,8 @@ def load_problems(spec: DatasetSpec | str = DEFAULT_DATASET, **settings: Any) ->
     _check_unused_settings(spec, kind)
     if spec.offset < 0:
         raise DataError(f"dataset {spec.name}", None, "offset", f"must be 0 or more, not {spec.offset}")
-    if spec.gold_format not in GOLD_FORMATS:
-        raise DataError(f"dataset {spec.name}", None, "gold_format",
-                        f"{spec.gold_format!r} is not one of {', '.join(GOLD_FORMATS)}")
+    if gold_format_problem(spec.gold_format):
+        raise DataError(f"dataset {spec.name}", None, "gold_format", gold_format_problem(spec.gold_format))
     problems = _load(spec, kind)
     end = None if spec.limit is None else spec.offset + spec.limit
     chosen = problems[spec.offset : end]

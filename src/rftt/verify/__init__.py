@@ -1,8 +1,8 @@
 """Answer verification: find the final answer in a prediction and decide if it equals the gold one.
 
-`check` never raises and never hangs: comparisons run in worker processes under a
-wall-clock timeout (see `rftt.verify.pool`).
-"""
+`check` never raises and never hangs: option letters and plain numbers are judged at once,
+every other comparison in worker processes under a wall-clock timeout (see `rftt.verify.pool`
+and, for the order of the rules, `rftt.verify.judgement`)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,13 @@
 """Decide whether an extracted answer equals the gold answer.
 
 In order: multiple-choice letters (when the gold is a letter a-e); numbers, read through
-currency, thousands separators, units, percent, fractions and scientific notation, and
-compared with a relative tolerance (a number pair's verdict is final; against a numeric
-gold, an answer with arithmetic still to do, such as `2 + -1`, is not a final answer);
-plain text
-compared case-insensitively; and last symbolic equivalence through math-verify
-(expressions, intervals, tuples, sets). The symbolic step can be slow on pathological
-input: callers run it under a timeout (see `rftt.verify.pool`).
-"""
+currency, digit groups (`1,234`, `1 000`, `10\\,000`), decimal commas (`1000,99`), units,
+percent, fractions and scientific notation, whole numbers compared exactly and others with a
+relative tolerance (a number pair's verdict is final; against a numeric gold, an answer with
+arithmetic still to do, such as `2 + -1`, is not a final answer); plain text compared
+case-insensitively; and last symbolic equivalence through math-verify (expressions,
+intervals, tuples, sets). The symbolic step can be slow on pathological input: callers run
+it under a timeout (see `rftt.verify.pool`). Every pattern here runs in linear time."""
 
 from __future__ import annotations
 
@@ -16,11 +15,15 @@ import math
 import re
 from dataclasses import dataclass
 
+from rftt.verify.latex import symbolically_equal
+
 DEFAULT_RELATIVE_TOLERANCE = 1e-6
 _ABSOLUTE_TOLERANCE = 1e-12
+_WHOLE_NUMBER_SLACK = 1e-12
+"""How far (relative) a float may be from a whole number and still state it: a program's 2.9999999999999996 is 3."""
 _PERCENT_SCALE = 100.0
 
-_DELIMITERS = re.compile(r"^\$+|\$+$|^\\[(\[]|\\[)\]]$")
+_DELIMITERS = re.compile(r"^\$+|(?<!\$)\$+$|^\\[(\[]|\\[)\]]$")
 _SPACING_COMMANDS = re.compile(r"\\left|\\right|\\[!,;: ]\s*")  # "11,\! 111" is 11,111
 _TEXT_COMMAND = re.compile(r"\\(?:text|mbox|mathrm|textbf|textit)\s*\{([^{}]*)\}")
 _CURRENCY = re.compile(r"\\\$|[$€£¥₹]")
@@ -39,16 +42,16 @@ _LATEX_FRACTION = re.compile(rf"^([-+])?\\frac\s*\{{\s*({_PLAIN})\s*\}}\s*\{{\s*
 _SHORT_FRACTION = re.compile(r"^([-+])?\\frac(\d)(\d)$")
 _SLASH_FRACTION = re.compile(rf"^({_PLAIN})\s*/\s*({_PLAIN})$")
 
-_ARITHMETIC_LEFT = re.compile(r"[\w)}\]]\s*(?:[-+*/^×÷]|\\times|\\cdot|\\div)\s*[-+]?\s*[\w(\\{]")
+_ARITHMETIC_LEFT = re.compile(r"[\w)}\]]\s*(?:[-+*/^×÷]|\\times|\\cdot|\\div)\s*(?:[-+]\s*)?[\w(\\{]")
 
-_DANGLING_OPERATOR = re.compile(r"(?:[-+*/^=×÷,(\[{_]|\\times|\\cdot|\\div|\\frac|\\sqrt)$")
+_DANGLING_OPERATOR = re.compile(r"(?:[-+*/^=×÷(\[{_]|\\times|\\cdot|\\div|\\frac|\\sqrt)$")
 
 _COMPARISON = re.compile(r"\\[lg]eq?|\\neq?|[<>!]|\\approx")
 
-_CHOICE_GOLD = re.compile(r"^\(?\s*([a-e])\s*\)?$", re.IGNORECASE)
+_CHOICE_GOLD = re.compile(r"^\(?\s*([a-e])(?:\s*\))?$", re.IGNORECASE)
 _CHOICE_PREDICTIONS = (
-    re.compile(r"^\(?\s*([a-e])\s*\)?\.?$", re.IGNORECASE),
-    re.compile(r"^(?:option|choice)\s*\(?\s*([a-e])\s*\)?\.?$", re.IGNORECASE),
+    re.compile(r"^\(?\s*([a-e])(?:\s*\))?\.?$", re.IGNORECASE),
+    re.compile(r"^(?:option|choice)\s*(?:\(\s*)?([a-e])(?:\s*\))?\.?$", re.IGNORECASE),
     re.compile(r"^\(\s*([a-e])\s*\)", re.IGNORECASE),
     re.compile(r"^([a-e])\s*\)", re.IGNORECASE),
 )
@@ -120,12 +123,13 @@ def _ratio(numerator: str, denominator: str, *, negative: bool) -> float | None:
 
 
 def numbers_equal(predicted: Number, gold: Number, relative_tolerance: float, absolute_tolerance: float = 0.0) -> bool:
-    """Equal within tolerance (whole numbers exactly: 11111111000 is not 11111111100); a percent sign on
-    either side also allows the value scaled by 100."""
+    """Equal within tolerance (a whole number only to itself: 1450001 and 1450000.5 are not 1450000); a percent
+    sign on either side also allows the value scaled by 100."""
 
     def close(a: float, b: float) -> bool:
-        if a.is_integer() and b.is_integer():
-            return a == b
+        if a.is_integer() or b.is_integer():
+            both_whole = a.is_integer() and b.is_integer()
+            return abs(a - b) <= (0 if both_whole else _WHOLE_NUMBER_SLACK * max(1.0, abs(b)))
         return math.isclose(a, b, rel_tol=relative_tolerance, abs_tol=_ABSOLUTE_TOLERANCE)
 
     if close(predicted.value, gold.value) or abs(predicted.value - gold.value) <= absolute_tolerance:
@@ -173,17 +177,6 @@ def _plain_text(text: str) -> str:
     return " ".join(_unwrap_text_commands(clean(text)).lower().split())
 
 
-def symbolically_equal(predicted: str, gold: str) -> bool:
-    """math-verify's verdict on two LaTeX/plain expressions (no timeout of its own: callers bound it)."""
-    from math_verify import parse, verify
-
-    gold_parsed = parse(f"${clean(gold)}$", parsing_timeout=None)
-    predicted_parsed = parse(f"${clean(predicted)}$", parsing_timeout=None)
-    if not gold_parsed or not predicted_parsed:
-        return False
-    return bool(verify(gold_parsed, predicted_parsed, timeout_seconds=None))
-
-
 def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE,
                   absolute_tolerance: float = 0.0, symbolic: bool = True) -> bool:
     """Whether an extracted answer states the gold answer (see the module docstring for the order);
@@ -198,4 +191,4 @@ def answers_equal(predicted: str, gold: str, *, relative_tolerance: float = DEFA
         return False
     if _plain_text(predicted) == _plain_text(gold):
         return True
-    return symbolic and symbolically_equal(predicted, gold)
+    return symbolic and symbolically_equal(clean(predicted), clean(gold))

@@ -23,11 +23,13 @@ from typing import Callable, Literal
 from rftt.tokens.moves import Move
 from rftt.tokens.steps import parse_steps
 
-_BOXED_COMMANDS = ("\\boxed", "\\fbox")
+BOXED_COMMANDS = ("\\boxed", "\\fbox")
 _GSM8K_ANSWER = re.compile(r"####[ \t]*([^\n]*)")
 _ANSWER_PHRASE = re.compile(r"answer[ \t]*(?:is[ \t]*:?|:)[ \t]*", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
-_CHOICE_MARKER = re.compile(r"\(\s*([a-e])\s*\)|\b(?:option|choice)\s+(?:is\s+)?\(?([a-e])\b|^\s*([a-e])\s*\)?\s*$",
+_CLAUSE_AFTER_ANSWER = re.compile(
+    r",\s+(?:and|but|though|although|which|so|since|because|as|where|while|that|i\.e\.)\b|\s+\((?=[A-Za-z]{2,}\b)")
+_CHOICE_MARKER = re.compile(r"\(\s*([a-e])\s*\)|\b(?:option|choice)\s+(?:is\s+)?\(?([a-e])\b|^\s*([a-e])(?:\s*\))?\s*$",
                             re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![A-Za-z\d])(?<![A-Za-z]-)(?:[-\u2212]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?|[-\u2212]?\.\d+)")
 
@@ -84,7 +86,7 @@ def _last_output_step(text: str) -> str | None:
 
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`), braces matched; None if unclosed."""
-    start = max(text.rfind(command + "{") for command in _BOXED_COMMANDS)
+    start = max(text.rfind(command + "{") for command in BOXED_COMMANDS)
     if start < 0:
         return None
     position = text.index("{", start)
@@ -105,14 +107,16 @@ def _gsm8k_answer(text: str) -> str | None:
 
 
 def _answer_phrase(text: str) -> str | None:
-    """What follows the last "answer is" / "answer:", to the end of its line or sentence."""
+    """What follows the last "answer is" / "answer:", to the end of its line, sentence or clause ("-1, and the
+    sum of the others is 6"; "24 hours (that is, a day)")."""
     matches = list(_ANSWER_PHRASE.finditer(text))
     if not matches:
         return None
     rest = text[matches[-1].end() :].split("\n", 1)[0]
-    sentence_end = _SENTENCE_END.search(rest)
-    if sentence_end:
-        rest = rest[: sentence_end.start()]
+    for end in (_SENTENCE_END, _CLAUSE_AFTER_ANSWER):
+        found_end = end.search(rest)
+        if found_end:
+            rest = rest[: found_end.start()]
     answer = rest.strip().rstrip(".").strip().strip("$").strip()
     if len(answer) > 2 and answer[0] == "<" and answer[-1] == ">":  # ReFT's SVAMP and MathQA: "the answer is <203>."
         answer = answer[1:-1].strip()

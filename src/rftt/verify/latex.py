@@ -1,4 +1,4 @@
-"""Answers read the way math-verify reads them: LaTeX, expressions, sets, intervals, several boxes, digit groups.
+"""Every call into math-verify: LaTeX, expressions, sets, intervals, several boxes, digit groups.
 
 Runs inside the verifier's workers only: sympy can stall on a pathological expression, and the
 pool bounds every comparison with a deadline (so math-verify's own signal-based timeouts are off).
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-from rftt.verify.outcome import GoldFormat
 
 
 @dataclass(frozen=True)
@@ -29,25 +27,30 @@ def _parse(text: str, stated_only: bool) -> list[Any]:
     return parse(text, extraction_config=configs, parsing_timeout=None)
 
 
-def parse_gold(gold: str, gold_format: GoldFormat) -> list[Any]:
-    """A gold read by math-verify: a plain value whole, as one expression; LaTeX text as an answer to find in it
-    (or, when none is marked, as one expression)."""
+def parse_gold(gold: str, whole: bool) -> list[Any]:
+    """A gold read by math-verify: `whole` as one expression; else as text to find its answer in (or, when
+    none is marked, as one expression)."""
     as_value = f"${gold}$"
-    readings = (as_value,) if gold_format == "value" else (gold, as_value)
-    for reading in readings:
+    for reading in (as_value,) if whole else (gold, as_value):
         parsed = _parse(reading, stated_only=False)
         if parsed:
             return parsed
     return []
 
 
-def latex_verdict(prediction: str, gold: str, gold_format: GoldFormat, *, stated_only: bool) -> LatexVerdict | None:
-    """math-verify's verdict on a prediction text against a gold; None when it finds no answer in either."""
+def symbolically_equal(predicted: str, gold: str) -> bool:
+    """math-verify's verdict on two answers, each read whole as one expression."""
     from math_verify import verify
 
-    predicted = _parse(prediction, stated_only)
-    expected = parse_gold(gold, gold_format)
+    expected, answer = parse_gold(gold, whole=True), parse_gold(predicted, whole=True)
+    return bool(expected and answer and verify(expected, answer, timeout_seconds=None))
+
+
+def read_and_compare(text: str, gold: str, *, gold_whole: bool, stated_only: bool) -> LatexVerdict | None:
+    """math-verify's own reading of a prediction text, compared with a gold; None when it finds no answer."""
+    from math_verify import verify
+
+    predicted, expected = _parse(text, stated_only), parse_gold(gold, gold_whole)
     if not predicted or not expected:
         return None
-    extracted = str(predicted[-1])
-    return LatexVerdict(bool(verify(expected, predicted, timeout_seconds=None)), extracted)
+    return LatexVerdict(bool(verify(expected, predicted, timeout_seconds=None)), str(predicted[-1]))

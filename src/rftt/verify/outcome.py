@@ -31,8 +31,14 @@ class Gold:
     format: GoldFormat = "auto"
 
     def __post_init__(self) -> None:
-        if self.format not in GOLD_FORMATS:
-            raise ValueError(f"gold format {self.format!r} is not one of {', '.join(GOLD_FORMATS)}")
+        problem = gold_format_problem(self.format)
+        if problem:
+            raise ValueError(f"gold format {problem}")
+
+
+def gold_format_problem(gold_format: object) -> str | None:
+    """What is wrong with a gold format's name, for an error message; None when it is one of GOLD_FORMATS."""
+    return None if gold_format in GOLD_FORMATS else f"{gold_format!r} is not one of {', '.join(GOLD_FORMATS)}"
 
 
 def resolved_format(gold: str, gold_format: GoldFormat) -> GoldFormat:
@@ -59,11 +65,6 @@ class CheckOptions:
     last_number_fallback: bool = True
     relative_tolerance: float = DEFAULT_RELATIVE_TOLERANCE
     absolute_tolerance: float = 0.0
-
-    @property
-    def stated_only(self) -> bool:
-        """Whether only answers the text marks as answers count (no number or expression picked from the text)."""
-        return not self.last_number_fallback
 
 
 def as_text(value: object) -> str | None:

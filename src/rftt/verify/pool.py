@@ -15,7 +15,7 @@ from typing import Sequence
 from rftt.verify.equivalence import is_choice_letter
 from rftt.verify.extract import find_answer
 from rftt.verify.judgement import Comparison, Verdict, quick_verdict
-from rftt.verify.outcome import CheckOptions, Gold, Outcome, as_text, gold_answer
+from rftt.verify.outcome import CheckOptions, Gold, Outcome, as_text, gold_answer, resolved_format
 from rftt.verify.worker import command as worker_command
 from rftt.workers import WorkerPool
 
@@ -47,11 +47,12 @@ class VerifierPool:
         pending: list[int] = []
         comparisons: list[Comparison] = []
         for index, (prediction, gold) in enumerate(zip(predictions, golds)):
-            comparison = _comparison(prediction, gold, options)
-            verdict = quick_verdict(comparison) if comparison.gold.strip() else Verdict(False, None)
-            if not comparison.gold.strip() and comparison.found is not None:
-                results[index] = Outcome(False, comparison.found.text, "error")
+            comparison = make_comparison(prediction, gold, options)
+            if not comparison.gold.strip():  # nothing to compare with
+                found = comparison.found.text if comparison.found else None
+                results[index] = Outcome(False, found, "error" if found else "no_answer")
                 continue
+            verdict = quick_verdict(comparison)
             if verdict is not None:
                 results[index] = _outcome(verdict)
             else:
@@ -70,16 +71,17 @@ class VerifierPool:
         self.pool.close()
 
 
-def _comparison(prediction: object, gold: object, options: CheckOptions) -> Comparison:
+def make_comparison(prediction: object, gold: object, options: CheckOptions) -> Comparison:
     """The prediction's answer found and paired with its gold (an empty gold when there is none)."""
     gold_text, gold_format = (gold.text, gold.format) if isinstance(gold, Gold) else (as_text(gold) or "", "auto")
-    text = as_text(prediction) or ""
+    text, answer = as_text(prediction) or "", gold_answer(gold_text, gold_format)
     found = find_answer(text, last_number_fallback=options.last_number_fallback,
-                        multiple_choice=is_choice_letter(gold_answer(gold_text, gold_format)))
-    return Comparison(text, found, gold_text, gold_format, options)
+                        multiple_choice=is_choice_letter(answer))
+    return Comparison(text, found, gold_text, answer, resolved_format(gold_text, gold_format) == "value", options)
 
 
 def _outcome(verdict: Verdict) -> Outcome:
+    """The Outcome of a verdict, its reason named."""
     if verdict.extracted is None:
         return Outcome(False, None, "no_answer")
     return Outcome(verdict.correct, verdict.extracted, "equal" if verdict.correct else "not_equal")
