@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -22,7 +20,14 @@ from rftt.search.tree import Tree
 from rftt.search.viewer import render_tree_page, write_tree_page
 from rftt.tokens import Move
 
-from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
+from conftest import (
+    TINY_CHAT_TEMPLATE,
+    build_tiny_model,
+    build_tiny_tokenizer,
+    run_and_kill_after_lines,
+    running_server,
+    save_tiny_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -141,21 +146,8 @@ def test_hf_process_reward_model_places_one_score_per_step():
 
 
 def test_process_rewards_over_http_from_rftt_serve_prm(checkpoint):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "rftt.cli", "serve", "--prm", str(checkpoint), "--port", str(port),
-                               "--prm-step-tag", " step", "--prm-good-token", " answer", "--prm-bad-token", " is"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.3)
+    with running_server("--prm", checkpoint, "--prm-step-tag", " step", "--prm-good-token", " answer",
+                        "--prm-bad-token", " is") as url:
         items = [("What is 1 + 1?", ["1 + 1 = 2", "the answer is 2"])]
         remote = HTTPProcessRewardModel(url).score_steps(items)
         from rftt.models import load_model
@@ -164,9 +156,6 @@ def test_process_rewards_over_http_from_rftt_serve_prm(checkpoint):
         local = HFProcessRewardModel(model.eval(), tokenizer, " step", " answer", " is").score_steps(items)
         assert remote[0] == pytest.approx(local[0], abs=1e-5)
         assert httpx.post(f"{url}/v1/completions", json={"prompt": "hi"}).status_code == 404
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_recipe_examples_become_worked_example_turns_and_bad_ones_are_named():

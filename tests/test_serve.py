@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -16,16 +13,10 @@ import torch
 
 from rftt.engine import EngineError, SamplingParams, make_engine
 
-from conftest import build_tiny_tokenizer, save_tiny_checkpoint
+from conftest import build_tiny_tokenizer, free_port, running_server, save_tiny_checkpoint
 
 API_KEY = "test-key"
 PROMPTS = [f"the answer is {number} and" for number in range(16)]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,25 +26,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rftt.cli", "serve", "--model", str(checkpoint), "--port", str(port),
-         "--api-key", API_KEY, "--batch-window-ms", "50"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"rftt serve exited: {process.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    with running_server("--model", checkpoint, "--api-key", API_KEY, "--batch-window-ms", "50") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +95,9 @@ def test_wrong_key_unknown_fields_and_bad_values_are_refused(server):
         make_engine("openai", base_url=server, api_key="wrong").generate(["hi"], SamplingParams(max_new_tokens=2))
     headers = {"Authorization": f"Bearer {API_KEY}"}
     answer = httpx.post(f"{server}/v1/completions", headers=headers, json={"prompt": "hi", "temprature": 0.5})
-    assert answer.status_code == 422 and "temprature" in answer.text
-    answer = httpx.post(f"{server}/v1/completions", headers=headers, json={"prompt": "hi", "stream": True})
-    assert answer.status_code == 422
+    assert answer.status_code == 400 and "temprature" in answer.json()["error"]["message"]
+    answer = httpx.post(f"{server}/v1/completions", headers=headers, json={"prompt": "hi", "stream_options": {}})
+    assert answer.status_code == 400 and "stream_options" in answer.json()["error"]["message"]
 
 
 def test_an_unreachable_server_fails_after_bounded_retries():

@@ -171,16 +171,37 @@ class StreamQueue:
 
 
 class Outputs:
-    """Every row's sampled tokens and their log-probabilities, growing as requests arrive."""
+    """Every row's sampled tokens and their log-probabilities (and, when asked, each step's most likely tokens),
+    growing as requests arrive."""
 
-    def __init__(self, width: int, pad_id: int, device: torch.device):
+    def __init__(self, width: int, pad_id: int, device: torch.device, top_logprobs: int = 0):
         self.pad_id = pad_id
         self.tokens = torch.full((0, width), pad_id, dtype=torch.long, device=device)
         self.logprobs = torch.zeros((0, width), device=device)
+        self.top_ids = torch.zeros((0, width, top_logprobs), dtype=torch.long, device=device)
+        self.top_values = torch.zeros((0, width, top_logprobs), device=device)
 
     def reserve(self, rows: int) -> None:
         if rows <= self.tokens.shape[0]:
             return
         extra = max(rows, 2 * self.tokens.shape[0]) - self.tokens.shape[0]
         self.tokens = torch.cat([self.tokens, self.tokens.new_full((extra, self.tokens.shape[1]), self.pad_id)])
-        self.logprobs = torch.cat([self.logprobs, self.logprobs.new_zeros((extra, self.logprobs.shape[1]))])
+        self.logprobs, self.top_ids, self.top_values = (
+            torch.cat([buffer, buffer.new_zeros((extra, *buffer.shape[1:]))])
+            for buffer in (self.logprobs, self.top_ids, self.top_values))
+
+    def record(self, rows: torch.Tensor, steps: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor) -> None:
+        """Write each row's new token at its step, with its log-probability under the model (and the top ones)."""
+        distribution = torch.log_softmax(logits, dim=-1)
+        self.tokens[rows, steps] = tokens
+        self.logprobs[rows, steps] = distribution.gather(1, tokens[:, None]).squeeze(1)
+        if self.top_ids.shape[-1]:
+            values, ids = torch.topk(distribution, self.top_ids.shape[-1], dim=-1)
+            self.top_ids[rows, steps], self.top_values[rows, steps] = ids, values
+
+    def top(self, row: int, length: int) -> list[list[tuple[int, float]]] | None:
+        """A row's most likely tokens at each of its first `length` steps (None when not recorded)."""
+        if not self.top_ids.shape[-1]:
+            return None
+        return [list(zip(ids, values)) for ids, values in zip(self.top_ids[row, :length].tolist(),
+                                                             self.top_values[row, :length].tolist())]

@@ -22,9 +22,9 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from rftt.engine.base import Engine, Feed
 from rftt.engine.batch import Outputs, Rows, StreamQueue, drop_finished, join, new_cache, plain_cache_layers, shared_prefix_groups
 from rftt.engine.prefix_cache import PrefixCache
-from rftt.engine.sampling import sample_tokens
+from rftt.engine.sampling import apply_penalties, sample_tokens
 from rftt.engine.stops import StopStrings, cut_at_stop
-from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams, StreamRequest
+from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams, StreamRequest, TokenListener
 
 DEFAULT_MAX_BATCH_TOKENS = 65_536
 DEFAULT_MIN_SHARED_PREFIX = 16
@@ -98,19 +98,23 @@ class HFEngine(Engine):
             chunks.append([index])
         return chunks
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams,
+                 listener: TokenListener | None = None) -> list[list[Completion]]:
+        """As `Engine.generate`; a `listener` is told every step's tokens and may stop requests (their samples
+        are then missing from the result)."""
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         batches = [[StreamRequest(prompt, params.n) for prompt in prompts]]
-        for number, sample, completion in self.stream(lambda: batches.pop() if batches else [], params):
+        for number, sample, completion in self.stream(lambda: batches.pop() if batches else [], params, listener):
             results[number][sample] = completion
         return [[completion for completion in samples if completion is not None] for samples in results]
 
-    def stream(self, feed: Feed, params: SamplingParams) -> Iterator[tuple[int, int, Completion]]:
+    def stream(self, feed: Feed, params: SamplingParams,
+               listener: TokenListener | None = None) -> Iterator[tuple[int, int, Completion]]:
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
         stop_strings = StopStrings(self.tokenizer, params.stop) if params.stop else None
-        return self._decode(feed, params, generator, stop_strings)
+        return self._decode(feed, params, generator, stop_strings, listener)
 
     def _left_pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(ids) for ids in sequences)
@@ -227,6 +231,7 @@ class HFEngine(Engine):
     @torch.inference_mode()
     def _decode(
         self, feed: Feed, params: SamplingParams, generator: torch.Generator | None, stop_strings: StopStrings | None,
+        listener: TokenListener | None,
     ) -> Iterator[tuple[int, int, Completion]]:
         """Continuous batching: rows that finish are yielded and leave the batch, and waiting requests (asked
         of `feed` once something has finished) are prefilled into their places.
@@ -235,7 +240,7 @@ class HFEngine(Engine):
         each row counts its own steps, so rows admitted later decode beside rows admitted earlier.
         """
         queue = StreamQueue(params)
-        outputs = Outputs(params.max_new_tokens, self.pad_id, self.device)
+        outputs = Outputs(params.max_new_tokens, self.pad_id, self.device, params.top_logprobs)
         stop_reasons: dict[int, str | int] = {}
         stop_ids = self._stop_ids(params)
         rows: Rows | None = None
@@ -250,11 +255,13 @@ class HFEngine(Engine):
                 rows, cache = self._admit(rows, cache, queue, params)
             if rows is None:
                 return
-            new_tokens = sample_tokens(rows.logits, params.temperature, params.top_k, params.top_p, generator)
+            new_tokens = sample_tokens(self._penalised(rows, outputs, params), params.temperature, params.top_k,
+                                       params.top_p, generator)
             live = ~rows.finished
-            outputs.tokens[rows.index[live], rows.steps[live]] = new_tokens[live]
-            outputs.logprobs[rows.index[live], rows.steps[live]] = torch.log_softmax(rows.logits[live], dim=-1).gather(
-                1, new_tokens[live, None]).squeeze(1)
+            if listener is not None:
+                stopped = self._tell(listener, queue, rows, live, new_tokens)
+                rows.finished, live = rows.finished | stopped, live & ~stopped
+            outputs.record(rows.index[live], rows.steps[live], new_tokens[live], rows.logits[live])
             rows.steps = rows.steps + live.long()
             done = torch.isin(new_tokens, stop_ids) & live
             for row in done.nonzero().flatten().tolist():
@@ -273,13 +280,31 @@ class HFEngine(Engine):
                 original, length = int(rows.index[row]), int(rows.steps[row])
                 number, sample = queue.owners[original]
                 hungry = True
-                yield number, sample, self._completion(
+                completion = self._completion(
                     outputs.tokens[original, :length].tolist(), outputs.logprobs[original, :length].tolist(),
                     stop_reasons.pop(original, None), params, len(queue.prompts[number]))
+                yield number, sample, replace(completion, top_logprobs=outputs.top(original, length))
             if bool(rows.finished.all()):
                 rows, cache = None, None
                 continue
             rows, cache = self._advance(rows, cache, new_tokens)
+
+    def _penalised(self, rows: Rows, outputs: Outputs, params: SamplingParams) -> torch.Tensor:
+        """The logits to sample from: the model's, lowered for tokens already generated when penalties are set."""
+        if not (params.presence_penalty or params.frequency_penalty):
+            return rows.logits
+        return apply_penalties(rows.logits, outputs.tokens[rows.index], rows.steps, params.presence_penalty,
+                               params.frequency_penalty)
+
+    def _tell(self, listener: TokenListener, queue: StreamQueue, rows: Rows, live: torch.Tensor,
+              new_tokens: torch.Tensor) -> torch.Tensor:
+        """Tell the listener each live row's new token; the rows of the requests it stops, as a mask."""
+        owners = [queue.owners[index] for index in rows.index.tolist()]
+        alive = live.tolist()
+        told = [(number, sample, token) for (number, sample), token, row_alive
+                in zip(owners, new_tokens.tolist(), alive) if row_alive]
+        stopped = set(listener(told))
+        return torch.tensor([number in stopped for number, _ in owners], device=self.device) & live
 
     def _free_rows(self, rows: Rows | None) -> int:
         return self.max_batch_rows - (0 if rows is None else int((~rows.finished).sum()))
@@ -334,12 +359,20 @@ class HFEngine(Engine):
         self, token_ids: list[int], logprobs: list[float], stop_reason: str | int | None, params: SamplingParams,
         prompt_tokens: int,
     ) -> Completion:
-        hidden = {self.tokenizer.eos_token_id, self.pad_id} - set(params.stop_token_ids)
-        text = self.tokenizer.decode([token for token in token_ids if token not in hidden], skip_special_tokens=False)
+        text = self.visible_text(token_ids, params)
         if isinstance(stop_reason, str):
             text = cut_at_stop(text, params.stop)
         finish_reason = "stop" if stop_reason is not None else "length"
         return Completion(text, token_ids, logprobs, finish_reason, stop_reason, prompt_tokens)
+
+    def hidden_token_ids(self, params: SamplingParams) -> set[int]:
+        """Tokens a completion's text leaves out: end-of-sequence and padding, unless they are stop tokens."""
+        return {self.tokenizer.eos_token_id, self.pad_id} - set(params.stop_token_ids)
+
+    def visible_text(self, token_ids: Sequence[int], params: SamplingParams) -> str:
+        """The text of generated tokens, without the hidden ones."""
+        hidden = self.hidden_token_ids(params)
+        return self.tokenizer.decode([token for token in token_ids if token not in hidden], skip_special_tokens=False)
 
     @torch.inference_mode()
     def next_token_logprobs(self, prefixes: Sequence[Prompt], candidate_token_ids: Sequence[int]) -> list[list[float]]:

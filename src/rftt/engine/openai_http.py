@@ -87,14 +87,19 @@ class OpenAIEngine(Engine):
         return self._parse(NextTokenResponse, answer).logprobs
 
     def _completion_body(self, prompts: list[Prompt], params: SamplingParams) -> dict:
+        if params.top_logprobs:
+            raise EngineError("top_logprobs: the openai backend returns only each token's own log-probability "
+                              "(use the hf or vllm backend)")
         body: dict[str, Any] = {
             "prompt": [_jsonable(prompt) for prompt in prompts],
             "n": params.n, "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
-            "logprobs": 1, "return_token_ids": True,
+            "logprobs": 0, "return_token_ids": True,
         }
         optional = {"top_k": params.top_k or None, "stop": list(params.stop) or None,
                     "stop_token_ids": list(params.stop_token_ids) or None, "seed": params.seed,
-                    "ignore_eos": params.ignore_eos or None, "model": self.model}
+                    "ignore_eos": params.ignore_eos or None, "model": self.model,
+                    "presence_penalty": params.presence_penalty or None,
+                    "frequency_penalty": params.frequency_penalty or None}
         body.update({key: value for key, value in optional.items() if value is not None})
         return body
 

@@ -33,6 +33,15 @@ def _nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, order, top_logits)
 
 
+def apply_penalties(logits: torch.Tensor, generated: torch.Tensor, lengths: torch.Tensor, presence: float,
+                    frequency: float) -> torch.Tensor:
+    """Logits lowered for the tokens each row has generated (its first `lengths` of `generated`): by `presence`
+    once and by `frequency` per occurrence."""
+    written = (torch.arange(generated.shape[1], device=logits.device) < lengths[:, None]).to(logits.dtype)
+    counts = torch.zeros_like(logits).scatter_add_(1, generated, written)
+    return logits - presence * (counts > 0).to(logits.dtype) - frequency * counts
+
+
 def sample_tokens(
     logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
 ) -> torch.Tensor:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Callable, Collection, Sequence, Union
 
 from rftt.errors import RfttError
 
@@ -11,6 +11,13 @@ Prompt = Union[str, Sequence[int]]
 """A prompt as text (already templated) or as token ids."""
 
 FINISH_REASONS = ("stop", "length")
+MAX_PENALTY = 2.0
+MAX_TOP_LOGPROBS = 20
+"""The bounds OpenAI's API puts on presence/frequency penalties and on top log-probabilities."""
+
+TokenListener = Callable[[Sequence[tuple[int, int, int]]], Collection[int]]
+"""Told after each decoding step the (request number, sample, token id) of every live row; returns the numbers of
+requests to stop at once (a streaming client that left), whose rows then end without a completion."""
 
 
 class EngineError(RfttError):
@@ -35,6 +42,9 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         checks = {
@@ -44,6 +54,9 @@ class SamplingParams:
             "top_k": self.top_k >= 0,
             "max_new_tokens": self.max_new_tokens >= 1,
             "stop": all(isinstance(text, str) and text for text in self.stop),
+            "presence_penalty": abs(self.presence_penalty) <= MAX_PENALTY,
+            "frequency_penalty": abs(self.frequency_penalty) <= MAX_PENALTY,
+            "top_logprobs": 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS,
         }
         for name, valid in checks.items():
             if not valid:
@@ -79,6 +92,7 @@ class Completion:
     finish_reason: str
     stop_reason: str | int | None = None
     prompt_tokens: int = 0
+    top_logprobs: list[list[tuple[int, float]]] | None = None  # per token: (token id, log-probability), best first
 
     @property
     def cumulative_logprob(self) -> float:

@@ -45,20 +45,27 @@ class VLLMEngine(Engine):
         return self._vllm.SamplingParams(
             n=params.n, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
             max_tokens=params.max_new_tokens, stop=list(params.stop), stop_token_ids=list(params.stop_token_ids),
-            seed=params.seed, ignore_eos=params.ignore_eos, logprobs=0, skip_special_tokens=False,
+            seed=params.seed, ignore_eos=params.ignore_eos, logprobs=params.top_logprobs, skip_special_tokens=False,
+            presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty,
         )
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         outputs = self.llm.generate([self._prompt(prompt) for prompt in prompts], self._sampling_params(params),
                                     use_tqdm=False)
-        return [[self._completion(sample, len(output.prompt_token_ids)) for sample in output.outputs] for output in outputs]
+        return [[self._completion(sample, len(output.prompt_token_ids), params.top_logprobs) for sample in output.outputs]
+                for output in outputs]
 
     @staticmethod
-    def _completion(sample: Any, prompt_tokens: int) -> Completion:
+    def _completion(sample: Any, prompt_tokens: int, top_logprobs: int) -> Completion:
         token_ids = list(sample.token_ids)
-        logprobs = [step[token_id].logprob for step, token_id in zip(sample.logprobs or [], token_ids)]
+        steps = sample.logprobs or []
+        logprobs = [step[token_id].logprob for step, token_id in zip(steps, token_ids)]
+        top = None
+        if top_logprobs:  # each step holds the chosen token and the top ones; keep the top ones, best first
+            top = [sorted(((token_id, entry.logprob) for token_id, entry in step.items() if entry.rank <= top_logprobs),
+                          key=lambda pair: -pair[1]) for step in steps]
         finish_reason = "length" if sample.finish_reason == "length" else "stop"
-        return Completion(sample.text, token_ids, logprobs, finish_reason, sample.stop_reason, prompt_tokens)
+        return Completion(sample.text, token_ids, logprobs, finish_reason, sample.stop_reason, prompt_tokens, top)
 
     def next_token_logprobs(self, prefixes: Sequence[Prompt], candidate_token_ids: Sequence[int]) -> list[list[float]]:
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.max_logprobs)

@@ -16,14 +16,16 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import Completion, EngineError
 from rftt.search.process_rewards import PROCESS_REWARDS_PATH, HFProcessRewardModel, ProcessRewardConfig
-from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, RequestBatcher
+from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, QueuedRequest, RequestBatcher
 from rftt.serve.protocol import (
     ChatChoice,
+    ChatLogprobs,
     ChatMessage,
     ChatRequest,
     ChatResponse,
@@ -35,8 +37,12 @@ from rftt.serve.protocol import (
     NextTokenResponse,
     ProcessRewardRequest,
     ProcessRewardResponse,
+    SamplingFields,
+    TokenLogprob,
+    TopLogprob,
     Usage,
 )
+from rftt.serve.streaming import ChatChunks, ChunkWriter, CompletionChunks, stream_events
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -64,6 +70,10 @@ def create_app(engine: HFEngine | None, model_name: str, *, api_key: str | None 
     async def engine_error(_: Request, error: EngineError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"error": {"message": str(error), "type": "invalid_request_error"}})
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=400, content=_openai_error(error))
+
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": model_name, "batching": asdict(batcher.statistics)}
@@ -87,32 +97,40 @@ def _add_generation_routes(app: FastAPI, engine: HFEngine, batcher: RequestBatch
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "rftt"}]}
 
-    @app.post("/v1/completions", dependencies=[Depends(authorised)])
-    async def completions(request: CompletionRequest) -> CompletionResponse:
-        prompts = request.prompts()
-        results = await batcher.generate(prompts, request.sampling_params())
+    @app.post("/v1/completions", dependencies=[Depends(authorised)], response_model=None)
+    async def completions(request: CompletionRequest) -> CompletionResponse | StreamingResponse:
+        prompts, params = request.prompts(), request.sampling_params(request.max_tokens)
+        if request.stream:
+            chunks = CompletionChunks(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model_name)
+            return _streamed(batcher.submit(prompts, params, streamed=True), engine, chunks, request)
+        results = await batcher.generate(prompts, params)
         choices = [
             _choice(engine, completion, prompt_index * request.n + sample, request)
             for prompt_index, samples in enumerate(results)
             for sample, completion in enumerate(samples)
         ]
         return CompletionResponse(id=f"cmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name,
-                                  choices=choices, usage=_usage(results))
+                                  choices=choices, usage=Usage.of(results))
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
-    async def chat_completions(request: ChatRequest) -> ChatResponse:
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)], response_model=None)
+    async def chat_completions(request: ChatRequest) -> ChatResponse | StreamingResponse:
         if engine.tokenizer.chat_template is None:
             raise EngineError(f"{model_name} has no chat template: use /v1/completions with a formatted prompt")
         messages = [message.model_dump() for message in request.messages]
         prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        [samples] = await batcher.generate([prompt], request.sampling_params())
+        params = request.sampling_params(request.length_limit() or _context_left(engine, prompt))
+        if request.stream:
+            chunks = ChatChunks(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model_name)
+            return _streamed(batcher.submit([prompt], params, streamed=True), engine, chunks, request)
+        [samples] = await batcher.generate([prompt], params)
         choices = [
             ChatChoice(index=index, message=ChatMessage(role="assistant", content=completion.text),
-                       finish_reason=completion.finish_reason)
+                       finish_reason=completion.finish_reason,
+                       logprobs=_chat_logprobs(engine, completion) if request.logprobs else None)
             for index, completion in enumerate(samples)
         ]
         return ChatResponse(id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time()), model=model_name,
-                            choices=choices, usage=_usage([samples]))
+                            choices=choices, usage=Usage.of([samples]))
 
     @app.post("/v1/next_token_logprobs", dependencies=[Depends(authorised)])
     async def next_token_logprobs(request: NextTokenRequest) -> NextTokenResponse:
@@ -121,23 +139,60 @@ def _add_generation_routes(app: FastAPI, engine: HFEngine, batcher: RequestBatch
         return NextTokenResponse(logprobs=logprobs)
 
 
+def _openai_error(error: RequestValidationError) -> dict:
+    """A refused request's problems as OpenAI's error object, each naming its field (as clients show `message`)."""
+    problems = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"] if part != "body")
+        problems.append(f"{where}: {problem['msg']}" if where else problem["msg"])
+    first = error.errors()[0]["loc"] if error.errors() else ()
+    return {"error": {"message": "; ".join(problems), "type": "invalid_request_error",
+                      "param": ".".join(str(part) for part in first if part != "body") or None, "code": None}}
+
+
+def _streamed(submitted: QueuedRequest, engine: HFEngine, chunks: ChunkWriter, request: SamplingFields) -> StreamingResponse:
+    include_usage = request.stream_options is not None and request.stream_options.include_usage
+    return StreamingResponse(stream_events(submitted, engine, chunks, include_usage), media_type="text/event-stream")
+
+
+def _context_left(engine: HFEngine, prompt: str) -> int:
+    """How many tokens fit after a prompt in the model's context (a chat reply's default length limit)."""
+    left = engine.model.config.max_position_embeddings - len(engine.encode(prompt))
+    if left < 1:
+        raise EngineError(f"messages: the prompt fills the model's context of {engine.model.config.max_position_embeddings} "
+                          "tokens")
+    return left
+
+
+def _token_text(engine: HFEngine, token_id: int) -> str:
+    return engine.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
 def _choice(engine: HFEngine, completion: Completion, index: int, request: CompletionRequest) -> CompletionChoice:
     logprobs = None
     if request.logprobs is not None:
-        tokens = [engine.tokenizer.decode([token_id], skip_special_tokens=False) for token_id in completion.token_ids]
+        tokens = [_token_text(engine, token_id) for token_id in completion.token_ids]
         offsets = [sum(len(token) for token in tokens[:position]) for position in range(len(tokens))]
-        logprobs = Logprobs(tokens=tokens, token_logprobs=completion.logprobs, text_offset=offsets)
+        top = None
+        if completion.top_logprobs is not None and request.logprobs:
+            top = [{_token_text(engine, token_id): logprob for token_id, logprob in step} for step in completion.top_logprobs]
+        logprobs = Logprobs(tokens=tokens, token_logprobs=completion.logprobs, top_logprobs=top, text_offset=offsets)
     return CompletionChoice(
         index=index, text=completion.text, finish_reason=completion.finish_reason, logprobs=logprobs,
         token_ids=completion.token_ids if request.return_token_ids else None, stop_reason=completion.stop_reason,
     )
 
 
-def _usage(results: list[list[Completion]]) -> Usage:
-    prompt_tokens = sum(samples[0].prompt_tokens for samples in results if samples)
-    completion_tokens = sum(len(completion.token_ids) for samples in results for completion in samples)
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                 total_tokens=prompt_tokens + completion_tokens)
+def _chat_logprobs(engine: HFEngine, completion: Completion) -> ChatLogprobs:
+    """Each token of a reply with its log-probability and the most likely tokens at its position."""
+    def entry(token_id: int, logprob: float) -> TopLogprob:
+        text = _token_text(engine, token_id)
+        return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode("utf-8")))
+
+    steps = completion.top_logprobs or [[] for _ in completion.token_ids]
+    return ChatLogprobs(content=[
+        TokenLogprob(**entry(token_id, logprob).model_dump(), top_logprobs=[entry(*pair) for pair in step])
+        for token_id, logprob, step in zip(completion.token_ids, completion.logprobs, steps)])
 
 
 def serve(model_name: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,

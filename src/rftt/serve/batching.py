@@ -1,19 +1,22 @@
 """Merge concurrent generation requests into few engine calls, one engine call at a time.
 
 Requests that arrive within a short window and share their sampling parameters become
-one `engine.generate` call. A request with a seed runs on its own, so that the same
-request and seed give the same text whatever else is being served.
+one `engine.generate` call, streamed or not. A request with a seed runs on its own, so that
+the same request and seed give the same text whatever else is being served. A streamed
+request is told its tokens as they are sampled; when its client leaves, its rows stop at
+the next step (or it never starts, if it is still waiting).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
-from rftt.engine.base import Engine
-from rftt.engine.types import Completion, Prompt, SamplingParams
+from rftt.engine.hf import HFEngine
+from rftt.engine.types import Completion, Prompt, SamplingParams, TokenListener
 
 Result = TypeVar("Result")
 DEFAULT_WINDOW_SECONDS = 0.01
@@ -21,33 +24,44 @@ DEFAULT_MAX_PROMPTS_PER_CALL = 64
 
 
 @dataclass
-class _Request:
+class QueuedRequest:
+    """One request's prompts and parameters, and where its answer goes. A streamed request also gets lists
+    of (prompt index, sample, token id) on `tokens` as they are sampled, then None once `answer` is set."""
+
     prompts: list[Prompt]
     params: SamplingParams
-    future: asyncio.Future
+    answer: asyncio.Future
+    tokens: asyncio.Queue | None = None
+    client_left: bool = False
+
+    def leave(self) -> None:
+        """The client went away: stop generating for it."""
+        self.client_left = True
 
 
 @dataclass
 class BatchingStatistics:
-    """How many requests were served in how many engine calls."""
+    """How many requests were served in how many engine calls; how many streamed, and stopped early."""
 
     requests: int = 0
     engine_calls: int = 0
     largest_call_prompts: int = 0
     calls_by_size: dict[int, int] = field(default_factory=dict)
+    streamed_requests: int = 0
+    stopped_requests: int = 0
 
 
 class RequestBatcher:
     """Queues requests and serves them with one engine thread (engines are not thread-safe)."""
 
-    def __init__(self, engine: Engine | None, window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    def __init__(self, engine: HFEngine | None, window_seconds: float = DEFAULT_WINDOW_SECONDS,
                  max_prompts_per_call: int = DEFAULT_MAX_PROMPTS_PER_CALL):
         self.engine = engine
         self.window_seconds = window_seconds
         self.max_prompts_per_call = max_prompts_per_call
         self.statistics = BatchingStatistics()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rftt-engine")
-        self._queue: asyncio.Queue[_Request] | None = None
+        self._queue: asyncio.Queue[QueuedRequest] | None = None
         self._worker: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -64,13 +78,20 @@ class RequestBatcher:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
     async def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        assert self._queue is not None, "RequestBatcher.start() was not called"
-        future = asyncio.get_running_loop().create_future()
-        self.statistics.requests += 1
-        await self._queue.put(_Request(prompts, params, future))
-        return await future
+        """Each prompt's `params.n` completions, generated beside the other requests waiting now."""
+        return await self.submit(prompts, params).answer
 
-    async def _collect(self) -> list[_Request]:
+    def submit(self, prompts: list[Prompt], params: SamplingParams, *, streamed: bool = False) -> QueuedRequest:
+        """Queue a request (streamed: its tokens are told as they are sampled) and return it."""
+        assert self._queue is not None, "RequestBatcher.start() was not called"
+        request = QueuedRequest(prompts, params, asyncio.get_running_loop().create_future(),
+                          asyncio.Queue() if streamed else None)
+        self.statistics.requests += 1
+        self.statistics.streamed_requests += streamed
+        self._queue.put_nowait(request)
+        return request
+
+    async def _collect(self) -> list[QueuedRequest]:
         """The first waiting request, plus those that arrive within the window (up to the prompt cap)."""
         assert self._queue is not None
         requests = [await self._queue.get()]
@@ -91,29 +112,83 @@ class RequestBatcher:
             for group in _mergeable_groups(await self._collect()):
                 await self._run_group(group)
 
-    async def _run_group(self, group: list[_Request]) -> None:
+    async def _run_group(self, group: list[QueuedRequest]) -> None:
+        left = [request for request in group if request.client_left]
+        self.statistics.stopped_requests += len(left)
+        for request in left:
+            _finish(request, [[] for _ in request.prompts])
+        group = [request for request in group if not request.client_left]
+        if not group:
+            return
         prompts = [prompt for request in group for prompt in request.prompts]
-        self.statistics.engine_calls += 1
-        self.statistics.largest_call_prompts = max(self.statistics.largest_call_prompts, len(prompts))
-        self.statistics.calls_by_size[len(prompts)] = self.statistics.calls_by_size.get(len(prompts), 0) + 1
+        self._count_call(len(prompts))
+        listener = self._listener(group) if any(request.tokens is not None for request in group) else None
         try:
-            results = await self.run_exclusive(lambda: self.engine.generate(prompts, group[0].params))
+            results = await self.run_exclusive(lambda: self._generate(prompts, group[0].params, listener))
         except Exception as error:  # each waiting request gets the engine's error, the server keeps going
             for request in group:
-                if not request.future.done():
-                    request.future.set_exception(error)
+                _finish(request, error=error)
             return
         start = 0
         for request in group:
-            if not request.future.done():
-                request.future.set_result(results[start : start + len(request.prompts)])
+            _finish(request, results[start : start + len(request.prompts)])
             start += len(request.prompts)
 
+    def _generate(self, prompts: list[Prompt], params: SamplingParams,
+                  listener: TokenListener | None) -> list[list[Completion]]:
+        if listener is None:
+            return self.engine.generate(prompts, params)
+        return self.engine.generate(prompts, params, listener=listener)
 
-def _mergeable_groups(requests: list[_Request]) -> list[list[_Request]]:
+    def _count_call(self, prompts: int) -> None:
+        self.statistics.engine_calls += 1
+        self.statistics.largest_call_prompts = max(self.statistics.largest_call_prompts, prompts)
+        self.statistics.calls_by_size[prompts] = self.statistics.calls_by_size.get(prompts, 0) + 1
+
+    def _listener(self, group: list[QueuedRequest]) -> TokenListener:
+        """Hands each step's tokens to the streamed requests they belong to (on the event loop's thread) and
+        names the requests whose clients left, so the engine stops their rows."""
+        loop = asyncio.get_running_loop()
+        owners = [(position, index) for position, request in enumerate(group) for index in range(len(request.prompts))]
+        stopped: set[int] = set()
+
+        def listen(told: Sequence[tuple[int, int, int]]) -> list[int]:
+            tokens: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+            for number, sample, token in told:
+                position, index = owners[number]
+                if group[position].tokens is not None:
+                    tokens[position].append((index, sample, token))
+            if tokens:  # one wake-up of the event loop per step, however many requests stream
+                loop.call_soon_threadsafe(_deliver, group, tokens)
+            leaving = {position for position, request in enumerate(group) if request.client_left}
+            self.statistics.stopped_requests += len(leaving - stopped)
+            stopped.update(leaving)
+            return [number for number, (position, _) in enumerate(owners) if position in leaving]
+
+        return listen
+
+
+def _deliver(group: list[QueuedRequest], tokens: dict[int, list[tuple[int, int, int]]]) -> None:
+    """Put one step's tokens on the queues of the streamed requests they belong to."""
+    for position, items in tokens.items():
+        group[position].tokens.put_nowait(items)
+
+
+def _finish(request: QueuedRequest, results: list[list[Completion]] | None = None, error: Exception | None = None) -> None:
+    """Give a request its answer (or the engine's error) and end its token stream."""
+    if not request.answer.done():
+        if error is not None:
+            request.answer.set_exception(error)
+        else:
+            request.answer.set_result(results)
+    if request.tokens is not None:
+        request.tokens.put_nowait(None)
+
+
+def _mergeable_groups(requests: list[QueuedRequest]) -> list[list[QueuedRequest]]:
     """Requests grouped by equal sampling parameters; seeded requests stay alone."""
-    groups: dict[SamplingParams, list[_Request]] = {}
-    alone: list[list[_Request]] = []
+    groups: dict[SamplingParams, list[QueuedRequest]] = {}
+    alone: list[list[QueuedRequest]] = []
     for request in requests:
         if request.params.seed is not None:
             alone.append([request])
