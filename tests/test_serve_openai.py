@@ -143,6 +143,8 @@ def test_a_penalty_lowers_each_generated_token_by_presence_once_and_frequency_pe
     ({"prompt": "hi", "max_tokens": -1}, "max_tokens"),
     ({"prompt": "hi", "presence_penalty": 3.0}, "presence_penalty"),
     ({"prompt": "hi", "stream": True, "logprobs": 1}, "logprobs"),
+    ({"prompt": "hi", "stream": True, "logprobs": 0}, "logprobs"),
+    ({"prompt": [[]]}, "prompt"),
     ({"prompt": "hi", "logprobs": 30}, "logprobs"),
     ({"prompt": "hi", "stream_options": {"include_usage": True}}, "stream_options"),
 ])
@@ -155,11 +157,21 @@ def test_bad_completion_requests_are_refused_naming_the_field(client, request_fi
     ({"messages": [{"role": "wizard", "content": "hi"}]}, "role"),
     ({"messages": []}, "messages"),
     ({"messages": MESSAGES, "top_logprobs": 2}, "top_logprobs"),
+    ({"messages": MESSAGES, "stream": True, "logprobs": True}, "logprobs"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "content"),
     ({"messages": MESSAGES, "max_tokens": 4, "max_completion_tokens": 5}, "max_completion_tokens"),
 ])
 def test_bad_chat_requests_are_refused_naming_the_field(client, request_fields, field):
     with pytest.raises(openai.BadRequestError, match=field):
         client.chat.completions.create(model="tiny", **request_fields)
+
+
+def test_developer_messages_and_text_parts_are_read_as_chat_templates_expect(client):
+    plain = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=6, temperature=0)
+    parts = [{"role": "developer", "content": [{"type": "text", "text": "be "}, {"type": "text", "text": "brief"}]},
+             {"role": "user", "content": "what is 3 and 4?", "name": "ada"}]
+    reply = client.chat.completions.create(model="tiny", messages=parts, max_tokens=6, temperature=0)
+    assert reply.choices[0].message.content == plain.choices[0].message.content
 
 
 def test_max_completion_tokens_is_the_newer_name_of_max_tokens(client):
@@ -191,7 +203,7 @@ def test_the_api_key_is_enforced(server):
     wrong = openai.OpenAI(base_url=f"{server}/v1", api_key="not-the-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         wrong.completions.create(model="tiny", prompt="hi", max_tokens=2)
-    with pytest.raises(openai.AuthenticationError):
+    with pytest.raises(openai.AuthenticationError, match="API key"):
         wrong.models.list()
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 from rftt.data import PRESETS, DatasetSpec, dataset_names, load_problems
 from rftt.errors import RfttError
-from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
+from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE, DEFAULT_REPLY_TOKENS
 from rftt.verify.outcome import GOLD_FORMATS
 
 DATASET_FLAGS = {"dataset": "name", "path": "path", "split": "split", "limit": "limit", "size": "size", "seed": "seed",
@@ -208,7 +208,8 @@ def command_serve(arguments: argparse.Namespace) -> int:
         prm = ProcessRewardConfig(kind="hf", step_tag=arguments.prm_step_tag, good_token=arguments.prm_good_token,
                                   bad_token=arguments.prm_bad_token)
     serve(arguments.prm or arguments.model, host=arguments.host, port=arguments.port, api_key=api_key,
-          dtype=arguments.dtype, batch_window_seconds=arguments.batch_window_ms / 1000, prm=prm)
+          dtype=arguments.dtype, batch_window_seconds=arguments.batch_window_ms / 1000,
+          reply_tokens=arguments.default_max_tokens, prm=prm)
     return 0
 
 
@@ -355,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", default="auto")
     serve.add_argument("--batch-window-ms", type=float, default=10.0,
                        help="how long to wait for concurrent requests to batch together")
+    serve.add_argument("--default-max-tokens", type=int, default=DEFAULT_REPLY_TOKENS,
+                       help="a chat reply's length limit when a request sets none")
     serve.set_defaults(handler=command_serve)
 
     demo = commands.add_parser("demo", help="the whole RFTT pipeline on the embedded model, with an HTML report")

@@ -13,8 +13,10 @@ from typing import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
-_REPLACEMENT_CHARACTER = "\ufffd"
-_EXTRA_WINDOW_TOKENS = 4
+REPLACEMENT_CHARACTER = "\ufffd"
+"""What decoding gives for the bytes of a character not yet complete."""
+DECODE_CONTEXT_TOKENS = 4
+"""Earlier tokens decoded with the newest ones, so their text is read in context."""
 
 
 @lru_cache(maxsize=16)
@@ -29,13 +31,13 @@ class StopStrings:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: Sequence[str]):
         self.tokenizer = tokenizer
         self.stops = tuple(stops)
-        last_characters = {stop[-1] for stop in self.stops} | {_REPLACEMENT_CHARACTER}
+        last_characters = {stop[-1] for stop in self.stops} | {REPLACEMENT_CHARACTER}
         texts = _vocabulary_texts(tokenizer, len(tokenizer))
         self.candidate_ids = torch.tensor(
             [token_id for token_id, text in enumerate(texts) if any(character in text for character in last_characters)],
             dtype=torch.long,
         )
-        self.window = max((len(stop) for stop in self.stops), default=0) + _EXTRA_WINDOW_TOKENS
+        self.window = max((len(stop) for stop in self.stops), default=0) + DECODE_CONTEXT_TOKENS
 
     def __bool__(self) -> bool:
         return bool(self.stops)

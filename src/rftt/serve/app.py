@@ -24,9 +24,10 @@ from rftt.engine.types import Completion, EngineError
 from rftt.search.process_rewards import PROCESS_REWARDS_PATH, HFProcessRewardModel, ProcessRewardConfig
 from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, QueuedRequest, RequestBatcher
 from rftt.serve.protocol import (
+    DEFAULT_REPLY_TOKENS,
     ChatChoice,
     ChatLogprobs,
-    ChatMessage,
+    ChatReply,
     ChatRequest,
     ChatResponse,
     CompletionChoice,
@@ -41,6 +42,7 @@ from rftt.serve.protocol import (
     TokenLogprob,
     TopLogprob,
     Usage,
+    openai_error,
 )
 from rftt.serve.streaming import ChatChunks, ChunkWriter, CompletionChunks, stream_events
 
@@ -49,7 +51,7 @@ DEFAULT_PORT = 8000
 
 
 def create_app(engine: HFEngine | None, model_name: str, *, api_key: str | None = None,
-               batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+               batch_window_seconds: float = DEFAULT_WINDOW_SECONDS, reply_tokens: int = DEFAULT_REPLY_TOKENS,
                process_rewards: HFProcessRewardModel | None = None) -> FastAPI:
     """The server around an in-process engine (generation routes) or a process reward model (its route)."""
     batcher = RequestBatcher(engine, window_seconds=batch_window_seconds)
@@ -68,11 +70,16 @@ def create_app(engine: HFEngine | None, model_name: str, *, api_key: str | None 
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, error: EngineError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"error": {"message": str(error), "type": "invalid_request_error"}})
+        return JSONResponse(status_code=400, content=openai_error(str(error)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=400, content=_openai_error(error))
+        return JSONResponse(status_code=400, content=_validation_error(error))
+
+    @app.exception_handler(HTTPException)
+    async def refused(_: Request, error: HTTPException) -> JSONResponse:
+        kind = "authentication_error" if error.status_code == 401 else "invalid_request_error"
+        return JSONResponse(status_code=error.status_code, content=openai_error(str(error.detail), kind))
 
     @app.get("/health")
     async def health() -> dict:
@@ -86,13 +93,13 @@ def create_app(engine: HFEngine | None, model_name: str, *, api_key: str | None 
             return ProcessRewardResponse(scores=await batcher.run_exclusive(lambda: process_rewards.score_steps(items)))
 
     if engine is not None:
-        _add_generation_routes(app, engine, batcher, model_name, authorised)
+        _add_generation_routes(app, engine, batcher, model_name, authorised, reply_tokens)
     app.state.batcher = batcher
     return app
 
 
 def _add_generation_routes(app: FastAPI, engine: HFEngine, batcher: RequestBatcher, model_name: str,
-                           authorised) -> None:
+                           authorised, reply_tokens: int) -> None:
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "owned_by": "rftt"}]}
@@ -116,15 +123,15 @@ def _add_generation_routes(app: FastAPI, engine: HFEngine, batcher: RequestBatch
     async def chat_completions(request: ChatRequest) -> ChatResponse | StreamingResponse:
         if engine.tokenizer.chat_template is None:
             raise EngineError(f"{model_name} has no chat template: use /v1/completions with a formatted prompt")
-        messages = [message.model_dump() for message in request.messages]
+        messages = [message.for_template() for message in request.messages]
         prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        params = request.sampling_params(request.length_limit() or _context_left(engine, prompt))
+        params = request.sampling_params(request.length_limit() or min(reply_tokens, _context_left(engine, prompt)))
         if request.stream:
             chunks = ChatChunks(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model_name)
             return _streamed(batcher.submit([prompt], params, streamed=True), engine, chunks, request)
         [samples] = await batcher.generate([prompt], params)
         choices = [
-            ChatChoice(index=index, message=ChatMessage(role="assistant", content=completion.text),
+            ChatChoice(index=index, message=ChatReply(content=completion.text),
                        finish_reason=completion.finish_reason,
                        logprobs=_chat_logprobs(engine, completion) if request.logprobs else None)
             for index, completion in enumerate(samples)
@@ -139,18 +146,18 @@ def _add_generation_routes(app: FastAPI, engine: HFEngine, batcher: RequestBatch
         return NextTokenResponse(logprobs=logprobs)
 
 
-def _openai_error(error: RequestValidationError) -> dict:
-    """A refused request's problems as OpenAI's error object, each naming its field (as clients show `message`)."""
-    problems = []
+def _validation_error(error: RequestValidationError) -> dict:
+    """A refused request's problems as OpenAI's error object, each naming its field."""
+    problems, fields = [], []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"] if part != "body")
         problems.append(f"{where}: {problem['msg']}" if where else problem["msg"])
-    first = error.errors()[0]["loc"] if error.errors() else ()
-    return {"error": {"message": "; ".join(problems), "type": "invalid_request_error",
-                      "param": ".".join(str(part) for part in first if part != "body") or None, "code": None}}
+        fields.append(where)
+    return openai_error("; ".join(problems), param=next((field for field in fields if field), None))
 
 
 def _streamed(submitted: QueuedRequest, engine: HFEngine, chunks: ChunkWriter, request: SamplingFields) -> StreamingResponse:
+    """The answer to a queued request as server-sent events."""
     include_usage = request.stream_options is not None and request.stream_options.include_usage
     return StreamingResponse(stream_events(submitted, engine, chunks, include_usage), media_type="text/event-stream")
 
@@ -165,6 +172,7 @@ def _context_left(engine: HFEngine, prompt: str) -> int:
 
 
 def _token_text(engine: HFEngine, token_id: int) -> str:
+    """One token's text, as log-probability entries name it."""
     return engine.tokenizer.decode([token_id], skip_special_tokens=False)
 
 
@@ -197,7 +205,7 @@ def _chat_logprobs(engine: HFEngine, completion: Completion) -> ChatLogprobs:
 
 def serve(model_name: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
           dtype: str = "auto", batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
-          prm: ProcessRewardConfig | None = None) -> None:
+          reply_tokens: int = DEFAULT_REPLY_TOKENS, prm: ProcessRewardConfig | None = None) -> None:
     """Load a model and serve it until interrupted: for generation, or (with `prm`) as a process reward model."""
     import uvicorn
 
@@ -210,5 +218,5 @@ def serve(model_name: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
         app = create_app(None, model_name, api_key=api_key, process_rewards=scorer)
     else:
         app = create_app(HFEngine(model, tokenizer), model_name, api_key=api_key,
-                         batch_window_seconds=batch_window_seconds)
+                         batch_window_seconds=batch_window_seconds, reply_tokens=reply_tokens)
     uvicorn.run(app, host=host, port=port, log_level="warning")

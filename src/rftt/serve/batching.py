@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence, TypeVar
 
 from rftt.engine.hf import HFEngine
-from rftt.engine.types import Completion, Prompt, SamplingParams, TokenListener
+from rftt.engine.types import Completion, Prompt, SamplingParams, StreamRequest, TokenListener
 
 Result = TypeVar("Result")
 DEFAULT_WINDOW_SECONDS = 0.01
@@ -113,32 +113,43 @@ class RequestBatcher:
                 await self._run_group(group)
 
     async def _run_group(self, group: list[QueuedRequest]) -> None:
+        """One engine call for a group; each request is answered as soon as its own samples are done."""
         left = [request for request in group if request.client_left]
         self.statistics.stopped_requests += len(left)
         for request in left:
-            _finish(request, [[] for _ in request.prompts])
+            _finish(request)
         group = [request for request in group if not request.client_left]
         if not group:
             return
-        prompts = [prompt for request in group for prompt in request.prompts]
-        self._count_call(len(prompts))
+        self._count_call(sum(len(request.prompts) for request in group))
         listener = self._listener(group) if any(request.tokens is not None for request in group) else None
+        collected = [[[None] * request.params.n for _ in request.prompts] for request in group]
+        loop = asyncio.get_running_loop()
         try:
-            results = await self.run_exclusive(lambda: self._generate(prompts, group[0].params, listener))
+            await self.run_exclusive(lambda: self._generate(group, collected, listener, loop))
         except Exception as error:  # each waiting request gets the engine's error, the server keeps going
             for request in group:
                 _finish(request, error=error)
             return
-        start = 0
-        for request in group:
-            _finish(request, results[start : start + len(request.prompts)])
-            start += len(request.prompts)
+        for request, completions in zip(group, collected):  # those stopped early, their client gone
+            _finish(request, [[completion for completion in samples if completion is not None] for samples in completions])
 
-    def _generate(self, prompts: list[Prompt], params: SamplingParams,
-                  listener: TokenListener | None) -> list[list[Completion]]:
-        if listener is None:
-            return self.engine.generate(prompts, params)
-        return self.engine.generate(prompts, params, listener=listener)
+    def _generate(self, group: list[QueuedRequest], collected: list[list[list[Completion | None]]],
+                  listener: TokenListener | None, loop: asyncio.AbstractEventLoop) -> None:
+        """On the engine thread: stream the group's prompts, each with its own length limit, and answer each
+        request (on the event loop) once all its samples are done."""
+        owners = [(position, index) for position, request in enumerate(group) for index in range(len(request.prompts))]
+        requests = [StreamRequest(prompt, request.params.n, request.params.max_new_tokens)
+                    for request in group for prompt in request.prompts]
+        params = replace(group[0].params, max_new_tokens=max(request.params.max_new_tokens for request in group))
+        missing = [len(request.prompts) * request.params.n for request in group]
+        fed = [requests]
+        for number, sample, completion in self.engine.stream(lambda: fed.pop() if fed else [], params, listener):
+            position, index = owners[number]
+            collected[position][index][sample] = completion
+            missing[position] -= 1
+            if missing[position] == 0:
+                loop.call_soon_threadsafe(_finish, group[position], collected[position])
 
     def _count_call(self, prompts: int) -> None:
         self.statistics.engine_calls += 1
@@ -160,7 +171,10 @@ class RequestBatcher:
                     tokens[position].append((index, sample, token))
             if tokens:  # one wake-up of the event loop per step, however many requests stream
                 loop.call_soon_threadsafe(_deliver, group, tokens)
-            leaving = {position for position, request in enumerate(group) if request.client_left}
+            if not any(request.client_left for request in group):
+                return []
+            leaving = {position for position, request in enumerate(group)
+                       if request.client_left and not request.answer.done()}
             self.statistics.stopped_requests += len(leaving - stopped)
             stopped.update(leaving)
             return [number for number, (position, _) in enumerate(owners) if position in leaving]
@@ -174,10 +188,13 @@ def _deliver(group: list[QueuedRequest], tokens: dict[int, list[tuple[int, int, 
         group[position].tokens.put_nowait(items)
 
 
-def _finish(request: QueuedRequest, results: list[list[Completion]] | None = None, error: Exception | None = None) -> None:
-    """Give a request its answer (or the engine's error) and end its token stream."""
+def _finish(request: QueuedRequest, results: list[list[Completion]] | None = None,
+            error: Exception | None = None) -> None:
+    """Give a request its answer (or the engine's error; nothing to one whose client left) and end its token stream."""
     if not request.answer.done():
-        if error is not None:
+        if request.client_left:
+            request.answer.cancel()
+        elif error is not None:
             request.answer.set_exception(error)
         else:
             request.answer.set_result(results)
@@ -186,12 +203,13 @@ def _finish(request: QueuedRequest, results: list[list[Completion]] | None = Non
 
 
 def _mergeable_groups(requests: list[QueuedRequest]) -> list[list[QueuedRequest]]:
-    """Requests grouped by equal sampling parameters; seeded requests stay alone."""
+    """Requests grouped by equal sampling parameters but for their length limits (each keeps its own); seeded
+    requests stay alone."""
     groups: dict[SamplingParams, list[QueuedRequest]] = {}
     alone: list[list[QueuedRequest]] = []
     for request in requests:
         if request.params.seed is not None:
             alone.append([request])
         else:
-            groups.setdefault(request.params, []).append(request)
+            groups.setdefault(replace(request.params, max_new_tokens=1), []).append(request)
     return [*groups.values(), *alone]

@@ -19,6 +19,9 @@ API_KEY_ENVIRONMENT_VARIABLE = "RFTT_API_KEY"
 PromptField = Union[str, list[str], list[int], list[list[int]]]
 DEFAULT_COMPLETION_TOKENS = 16
 """OpenAI's default length limit for /v1/completions."""
+DEFAULT_REPLY_TOKENS = 1024
+"""A chat reply's length limit when the request sets none (never past the model's context): the engine reserves
+room for each row's limit, so an unbounded default would leave room for few rows."""
 
 
 class StreamOptions(BaseModel):
@@ -27,6 +30,11 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_usage: bool = False
+
+
+def openai_error(message: str, kind: str = "invalid_request_error", param: str | None = None) -> dict:
+    """OpenAI's error object: what clients show (`message`), its kind, and the field it is about."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
 
 class SamplingFields(BaseModel):
@@ -53,7 +61,7 @@ class SamplingFields(BaseModel):
     def _streaming_options_need_a_stream(self) -> "SamplingFields":
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options: only allowed when stream is true")
-        if self.stream and self.top_logprobs_asked():
+        if self.stream and self.top_logprobs_asked() is not None:
             raise ValueError("logprobs: not available in a streamed response (ask without stream)")
         return self
 
@@ -95,6 +103,12 @@ class CompletionRequest(SamplingFields):
     def top_logprobs_asked(self) -> int | None:
         return self.logprobs
 
+    @model_validator(mode="after")
+    def _no_empty_prompt(self) -> "CompletionRequest":
+        if self.prompt == [] or any(prompt == [] for prompt in self.prompts()):
+            raise ValueError("prompt: an empty list of token ids cannot be continued")
+        return self
+
     def prompts(self) -> list[str | list[int]]:
         """The prompt field as a list of prompts (text or token ids)."""
         prompt = self.prompt
@@ -105,11 +119,29 @@ class CompletionRequest(SamplingFields):
         return list(prompt)
 
 
-class ChatMessage(BaseModel):
+class TextPart(BaseModel):
+    """A message's content given as parts: rftt serves text parts only."""
+
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One message; `developer` is OpenAI's newer name for `system`, and content may come as text parts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart]
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    def for_template(self) -> dict[str, str]:
+        """The message as chat templates take it: a role they know and plain-text content."""
+        content = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
 
 
 class ChatRequest(SamplingFields):
@@ -197,9 +229,14 @@ class ChatLogprobs(BaseModel):
     content: list[TokenLogprob]
 
 
+class ChatReply(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
 class ChatChoice(BaseModel):
     index: int
-    message: ChatMessage
+    message: ChatReply
     finish_reason: Literal["stop", "length"] | None = None
     logprobs: ChatLogprobs | None = None
 

@@ -16,7 +16,7 @@ from typing import AsyncIterator
 from pydantic import BaseModel
 
 from rftt.engine.hf import HFEngine
-from rftt.engine.stops import cut_at_stop
+from rftt.engine.stops import DECODE_CONTEXT_TOKENS, REPLACEMENT_CHARACTER, cut_at_stop
 from rftt.engine.types import Completion, EngineError, SamplingParams
 from rftt.serve.batching import QueuedRequest
 from rftt.serve.protocol import (
@@ -26,24 +26,32 @@ from rftt.serve.protocol import (
     CompletionChunk,
     CompletionChunkChoice,
     Usage,
+    openai_error,
 )
 
 END_OF_STREAM = "data: [DONE]\n\n"
-_UNFINISHED_CHARACTER = "\ufffd"
-_DECODE_CONTEXT_TOKENS = 4
-"""Earlier tokens decoded with the new ones, so their text is read in context."""
+
+
+def _cleans_up_spaces(tokenizer) -> bool:
+    """Whether decoding joins a space to the punctuation after it (" ," to ","; " 's" to "'s")."""
+    return tokenizer.decode(tokenizer.encode("a ,", add_special_tokens=False)) == "a,"
 
 
 class TextDeltas:
-    """The text of one streamed choice, released piece by piece as it becomes final. Tokens are decoded a few at
-    a time (the new ones after a short window of earlier ones, so a tokenizer that drops or merges spaces at
-    the start of a decode still yields the text of the whole), so each step costs the same however long the
-    answer grows."""
+    """The text of one streamed choice, released piece by piece as it becomes final.
+
+    New tokens are decoded after a short window of earlier ones (so a tokenizer that drops a
+    leading space at the start of a decode still gives the whole's text), and only the unsent
+    tail is searched for stop strings, so a step costs the same however long the answer grows.
+    A tokenizer that cleans up spaces (" ," becomes ",") changes text already decoded: then the
+    whole is decoded again (trailing whitespace is never sent before what follows it is known).
+    """
 
     def __init__(self, engine: HFEngine, params: SamplingParams):
         self.tokenizer, self.stops = engine.tokenizer, params.stop
         self.hidden = engine.hidden_token_ids(params)
         self.hold = max((len(stop) for stop in params.stop), default=1) - 1
+        self.cleans_up_spaces = _cleans_up_spaces(engine.tokenizer)
         self.token_ids: list[int] = []
         self.window_start = self.window_end = 0  # the decoded tokens whose text is already in `text`
         self.text = ""
@@ -52,22 +60,32 @@ class TextDeltas:
     def add(self, token_ids: list[int]) -> str:
         """The new final text after these tokens ("" when nothing new is final yet)."""
         self.token_ids.extend(token for token in token_ids if token not in self.hidden)
-        self._decode_new_tokens()
-        final = cut_at_stop(self.text, self.stops) if self.stops else self.text
-        if final == self.text and self.hold:
-            final = final[: len(final) - self.hold]
-        final = final.rstrip()
-        if len(final) <= len(self.sent) or not final.startswith(self.sent):
+        self._decode()
+        if not self.text.startswith(self.sent):  # only a whole decode can change sent text; it is final
             return ""
-        delta, self.sent = final[len(self.sent) :], final
+        tail = self.text[len(self.sent) :]
+        stopped = cut_at_stop(tail, self.stops) if self.stops else tail
+        if stopped == tail and self.hold:
+            stopped = tail[: len(tail) - self.hold]
+        delta = stopped.rstrip()
+        if self.cleans_up_spaces:  # what follows may still remove the last space: hold back from it
+            delta = delta[: delta.rfind(" ")] if " " in delta else ""
+        self.sent += delta
         return delta
 
-    def _decode_new_tokens(self) -> None:
+    def _decode(self) -> None:
+        """Bring `text` up to date: the new tokens decoded after the last few (or, when a tokenizer's clean-up
+        changed text already decoded, all of them again)."""
         known = self.tokenizer.decode(self.token_ids[self.window_start : self.window_end], skip_special_tokens=False)
         with_new = self.tokenizer.decode(self.token_ids[self.window_start :], skip_special_tokens=False)
-        if len(with_new) > len(known) and not with_new.endswith(_UNFINISHED_CHARACTER):
+        if with_new.endswith(REPLACEMENT_CHARACTER):
+            return
+        if with_new.startswith(known):
             self.text += with_new[len(known) :]
-            self.window_start, self.window_end = max(self.window_end - _DECODE_CONTEXT_TOKENS, 0), len(self.token_ids)
+        else:
+            self.text = self.tokenizer.decode(self.token_ids, skip_special_tokens=False)
+        self.window_end = len(self.token_ids)
+        self.window_start = max(self.window_end - DECODE_CONTEXT_TOKENS, 0)
 
     def rest(self, completion: Completion) -> str:
         """What is still to send of the choice's whole text."""
@@ -83,6 +101,7 @@ class ChunkWriter(ABC):
     model: str
 
     def header(self) -> dict:
+        """The fields every chunk of this answer starts with."""
         return {"id": self.id, "created": self.created, "model": self.model}
 
     @abstractmethod
@@ -140,21 +159,18 @@ class ChatChunks(ChunkWriter):
 
 def event(chunk: BaseModel | dict) -> str:
     """One server-sent event holding a chunk as JSON."""
-    body = chunk.model_dump_json(exclude_none=True) if isinstance(chunk, BaseModel) else json.dumps(chunk)
+    body = chunk.model_dump_json() if isinstance(chunk, BaseModel) else json.dumps(chunk)
     return f"data: {body}\n\n"
 
 
-async def _all_waiting(request: QueuedRequest) -> list[tuple[int, int, int]] | None:
-    """The tokens told since the last call, waiting for some (several steps at once when the server is busy,
-    so it sends fewer, larger events); None once the answer is complete."""
-    told = await request.tokens.get()
-    while told is not None and not request.tokens.empty():
-        more = request.tokens.get_nowait()
-        if more is None:
-            request.tokens.put_nowait(None)
-            break
-        told = told + more
-    return told
+async def _told_since_last(request: QueuedRequest) -> tuple[list[tuple[int, int, int]], bool]:
+    """The tokens told since the last call (several steps at once when the server is busy, so it sends fewer,
+    larger events), and whether the answer is now complete."""
+    waiting = [await request.tokens.get()]
+    while not request.tokens.empty():
+        waiting.append(request.tokens.get_nowait())
+    complete = waiting[-1] is None  # the end is always the last thing put
+    return [told for step in waiting if step is not None for told in step], complete
 
 
 async def stream_events(request: QueuedRequest, engine: HFEngine, chunks: ChunkWriter,
@@ -167,7 +183,9 @@ async def stream_events(request: QueuedRequest, engine: HFEngine, chunks: ChunkW
             opening = chunks.opening(index)
             if opening is not None:
                 yield event(opening)
-        while (told := await _all_waiting(request)) is not None:
+        complete = False
+        while not complete:
+            told, complete = await _told_since_last(request)
             tokens: dict[tuple[int, int], list[int]] = defaultdict(list)
             for prompt_index, sample, token_id in told:
                 tokens[(prompt_index, sample)].append(token_id)
@@ -178,14 +196,14 @@ async def stream_events(request: QueuedRequest, engine: HFEngine, chunks: ChunkW
         results = await request.answer
         for prompt_index, completions in enumerate(results):
             for sample, completion in enumerate(completions):
-                text = texts.get((prompt_index, sample), TextDeltas(engine, request.params)).rest(completion)
+                deltas = texts.get((prompt_index, sample))
+                text = deltas.rest(completion) if deltas else completion.text
                 yield event(chunks.finish(prompt_index * samples + sample, text, completion))
         if include_usage:
             yield event(chunks.usage(Usage.of(results)))
-        yield END_OF_STREAM
-    except EngineError as error:
-        yield event({"error": {"message": str(error), "type": "invalid_request_error"}})
-        yield END_OF_STREAM
+    except Exception as error:  # the answer has begun (status 200): the error goes to the client as an event
+        yield event(openai_error(str(error), "invalid_request_error" if isinstance(error, EngineError) else "server_error"))
     finally:
         if not request.answer.done():
             request.leave()
+    yield END_OF_STREAM
