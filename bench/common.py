@@ -26,7 +26,7 @@ def write_results(name: str, figures: dict, indent: int | None = 2) -> Path:
         "command": " ".join(["python", *sys.argv]),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpu_model": cpu_model(),
-                    "cpus": _cpus()},
+                    "cpu_flags": cpu_flags(), "cpus": _cpus()},
         **figures,
     }
     path = RESULTS / f"{name}.json"
