@@ -13,6 +13,7 @@ from rftt.config import ConfigError, load_config
 from rftt.data import DatasetSpec, Problem
 from rftt.engine import make_engine
 from rftt.evaluate import PROBLEMS_FILE, SUMMARY_FILE, EvalConfig, evaluate
+from rftt.precision import resolve_device
 from rftt.prompts import TemplateError, get_template
 from rftt.voting import answer_key, majority_vote
 
@@ -51,6 +52,8 @@ def test_greedy_eval_writes_records_and_a_summary(tmp_path, checkpoint):
     assert summary["problems"] == 7 and 0.0 <= summary["accuracy"] <= 1.0
     assert summary["accuracy"] == sum(record["correct"] for record in records) / 7
     assert json.loads((tmp_path / "run" / SUMMARY_FILE).read_text()) == summary
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["device"] == str(resolve_device("auto"))  # where `auto` ran: the GPU when there is one
 
 
 def test_majority_vote_eval_samples_k_per_problem(tmp_path, checkpoint):

@@ -7,7 +7,7 @@ import torch
 
 from rftt import precision
 from rftt.models import load_model
-from rftt.precision import autocast, cpu_has_native_bf16, load_dtype, uses_bf16
+from rftt.precision import autocast, cpu_has_native_bf16, device_problem, load_dtype, resolve_device, uses_bf16
 
 FLAGS_WITHOUT_BF16 = "fpu vme sse sse2 avx avx2 avx512f avx512bw"
 
@@ -76,7 +76,7 @@ def test_a_model_loaded_with_native_dtype_follows_the_hardware(cpu_flags, tmp_pa
     tiny_model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
     cpu_flags(flags)
-    model, _ = load_model(str(tmp_path), dtype="native")
+    model, _ = load_model(str(tmp_path), dtype="native", device="cpu")
     assert model.dtype == dtype
 
 
@@ -88,7 +88,8 @@ def test_sft_trains_in_mixed_bf16_where_its_precision_resolves_to_it(cpu_flags, 
     from rftt.train.sft import SFTConfig, _training_arguments
 
     cpu_flags(flags)
-    arguments = _training_arguments(SFTConfig(precision=setting), tmp_path, steps_per_epoch=4, has_dev=False)
+    arguments = _training_arguments(SFTConfig(precision=setting, device="cpu"), tmp_path, steps_per_epoch=4,
+                                    has_dev=False)
     assert arguments.bf16 is bf16
 
 
@@ -98,3 +99,55 @@ def test_an_unknown_precision_in_a_recipe_names_its_key():
 
     with pytest.raises(ConfigError, match="precision"):
         load_config(RLConfig, None, ["precision=fp8"])
+
+
+HAS_GPU = torch.cuda.is_available()
+
+
+def test_auto_is_the_gpu_when_there_is_one_else_the_cpu():
+    assert resolve_device("auto") == torch.device("cuda" if HAS_GPU else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("name", ["gpu", "cuda:x", "CPU", "", "cuda:-1", 0])
+def test_a_device_name_of_another_form_is_refused_listing_the_forms(name):
+    assert "is not one of auto, cpu, cuda, cuda:N" in device_problem(name)
+    with pytest.raises(ValueError, match="auto, cpu, cuda, cuda:N"):
+        resolve_device(name)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="a machine without a GPU")
+def test_a_gpu_named_on_a_machine_without_one_is_refused_saying_so():
+    for name in ("cuda", "cuda:0"):
+        assert "no CUDA GPU" in device_problem(name)
+
+
+@pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")
+def test_a_gpu_beyond_the_machines_is_refused_with_the_count():
+    assert f"has {torch.cuda.device_count()} GPU(s)" in device_problem(f"cuda:{torch.cuda.device_count()}")
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
+def test_every_stage_names_its_bad_device_setting(tmp_path):
+    from rftt.config import ConfigError, load_config
+    from rftt.evaluate import EvalConfig, evaluate
+    from rftt.search.runner import SearchRunConfig, run_search
+    from rftt.train.rl import RLConfig, RLTrainer
+    from rftt.train.sft import SFTConfig, run_sft
+
+    stages = [(EvalConfig, evaluate), (SearchRunConfig, run_search), (SFTConfig, run_sft), (RLConfig, RLTrainer)]
+    for config_class, run in stages:
+        config = load_config(config_class, overrides=["device=gpu0", f"output_dir={tmp_path / config_class.__name__}"])
+        with pytest.raises(ConfigError, match="config.device: 'gpu0' is not one of auto, cpu, cuda, cuda:N"):
+            run(config)
+
+
+def test_a_model_loads_on_the_device_it_is_given_and_native_follows_that_device(cpu_flags, tmp_path, tiny_model,
+                                                                             tiny_tokenizer):
+    tiny_model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    cpu_flags(FLAGS_WITHOUT_BF16)
+    device = resolve_device("auto")
+    model, _ = load_model(str(tmp_path), dtype="native", device=device)
+    assert next(model.parameters()).device.type == device.type
+    assert model.dtype == (torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32)

@@ -13,7 +13,7 @@ import torch
 
 from rftt.config import ConfigError, load_config
 from rftt.data import DataError
-from rftt.models import load_model, recorded_step_tags
+from rftt.models import RFTT_CONFIG_FILE, load_model, recorded_step_tags
 from rftt.tokens import FunctionalTokens, Move, Step, TextTags, render_steps
 from rftt.train.sft import FINAL_FOLDER, FINGERPRINT_FOLDER, LOG_FILE, SFTConfig, run_sft
 from rftt.train.sft_data import (
@@ -49,8 +49,9 @@ def write_sft_file(path, count: int, extra: list | None = None) -> str:
 
 
 def sft_config(checkpoint, data: str, output, *overrides: str) -> SFTConfig:
+    """A small SFT run on the CPU (the figures these tests compare are the CPU's; `device=auto` overrides it)."""
     base = {"model": str(checkpoint), "output_dir": str(output), "report_to": [], "batch_size": 4,
-            "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 4,
+            "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 4, "device": "cpu",
             "data": {"path": data, "max_length": 64, "dev_fraction": 0.2}}
     return load_config(SFTConfig, overrides=list(overrides), base=base)
 
@@ -92,6 +93,15 @@ def test_packed_rows_give_the_same_loss_as_separate_rows():
         separate = model(**collator(rows)).loss
         together = model(**collator([packed])).loss
     torch.testing.assert_close(together, separate)
+
+
+def test_a_run_on_the_auto_device_records_the_device_it_ran_on(tmp_path, checkpoint):
+    from rftt.precision import resolve_device
+
+    run_sft(sft_config(checkpoint, write_sft_file(tmp_path / "sft.jsonl", 8), tmp_path / "run", "max_steps=1",
+                       "device=auto"))
+    record = json.loads((tmp_path / "run" / FINAL_FOLDER / RFTT_CONFIG_FILE).read_text())
+    assert record["config"]["device"] == str(resolve_device("auto"))
 
 
 def test_training_lowers_the_loss_and_keeps_functional_tokens(tmp_path, checkpoint):

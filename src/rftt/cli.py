@@ -208,7 +208,7 @@ def command_serve(arguments: argparse.Namespace) -> int:
         prm = ProcessRewardConfig(kind="hf", step_tag=arguments.prm_step_tag, good_token=arguments.prm_good_token,
                                   bad_token=arguments.prm_bad_token)
     serve(arguments.prm or arguments.model, host=arguments.host, port=arguments.port, api_key=api_key,
-          dtype=arguments.dtype, batch_window_seconds=arguments.batch_window_ms / 1000,
+          dtype=arguments.dtype, device=arguments.device, batch_window_seconds=arguments.batch_window_ms / 1000,
           reply_tokens=arguments.default_max_tokens, prm=prm)
     return 0
 
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", default="auto")
     serve.add_argument("--batch-window-ms", type=float, default=10.0,
                        help="how long to wait for concurrent requests to batch together")
+    serve.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     serve.add_argument("--default-max-tokens", type=int, default=DEFAULT_REPLY_TOKENS,
                        help="a chat reply's length limit when a request sets none")
     serve.set_defaults(handler=command_serve)

@@ -26,6 +26,29 @@ class ConfigError(RfttError):
     """A configuration value that is unknown, missing or of the wrong type."""
 
 
+def configured_device(key: str, name: str) -> Any:
+    """A stage's `device` setting as a torch device (`rftt.precision.resolve_device`); a bad one is a ConfigError
+    naming the key."""
+    from rftt.precision import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
+def trainer_device(key: str, name: str) -> Any:
+    """A device setting for the Hugging Face Trainer, which computes on every GPU it sees: `cuda:N` among
+    several GPUs is refused with how to choose one (CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    device = configured_device(key, name)
+    if device.type == "cuda" and device.index is not None and torch.cuda.device_count() > 1:
+        raise ConfigError(f"{key}: {name} — the trainer uses every GPU it can see; choose one with "
+                          f"CUDA_VISIBLE_DEVICES={device.index} and {key.rsplit('.', 1)[-1]}: cuda")
+    return device
+
+
 def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
 

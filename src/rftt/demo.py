@@ -40,6 +40,7 @@ from rftt.demo_budget import BudgetConfig, DemoPlan, calibrate, planned_config, 
 from rftt.demo_problems import make_problem_files
 from rftt.evaluate import EvalConfig, evaluate
 from rftt.models import DEFAULT_MODEL
+from rftt.precision import AUTO_DEVICE
 from rftt.search.runner import SearchRunConfig, run_search
 from rftt.train.rl import RLConfig, run_rl
 from rftt.train.sft import SFTConfig, run_sft
@@ -56,7 +57,7 @@ DEMO_PATHS = ("model", "task.path", "held_out.path", "output_dir")
 """Settings that name local files; a run folder compares them resolved, so a rerun from elsewhere continues."""
 PROBLEM_SETTINGS = ("task", "held_out", "held_out_problems", "dev_problems", "budget")
 """The settings the `problems` stage reads (every later stage has its own recipe to compare)."""
-PLAN_SETTINGS = ("budget", "model", "held_out_problems", "search_problems", "tree_problems")
+PLAN_SETTINGS = ("budget", "model", "device", "held_out_problems", "search_problems", "tree_problems")
 """The settings the `calibration` stage's plan depends on (beside sft.epochs and rl.steps, which cap it)."""
 
 
@@ -64,7 +65,8 @@ PLAN_SETTINGS = ("budget", "model", "held_out_problems", "search_problems", "tre
 class DemoConfig:
     """The demo's settings. The stage sections are ordinary stage configs; the demo fills in their model,
     data, seed and output folder, so only the other settings of those sections take effect.
-    `functional_tokens: false` is the ablation: the same pipeline with the step tags kept as ordinary text."""
+    `functional_tokens: false` is the ablation: the same pipeline with the step tags kept as ordinary text.
+    `device` (`auto`: the GPU when there is one, `cpu`, `cuda`) is every stage's, the calibration's too."""
 
     model: str = DEFAULT_MODEL
     task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=2000, seed=1))
@@ -76,6 +78,7 @@ class DemoConfig:
     tree_problems: int = 50
     seed: int = 0
     functional_tokens: bool = True
+    device: str = AUTO_DEVICE
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     search: SearchRunConfig = field(default_factory=SearchRunConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -199,16 +202,16 @@ def plan_stages(config: DemoConfig) -> StagePlan:
     run = Path(config.output_dir)
     held_out = problem_file(run, "held_out")
     sft_model, rl_model = str(run / "sft" / "final"), str(run / "rl" / "final")
-    evaluation = replace(config.evaluation, seed=config.seed, method="greedy", dataset=held_out)
+    evaluation = replace(config.evaluation, seed=config.seed, method="greedy", dataset=held_out, device=config.device)
     trained = replace(evaluation, template=config.rl.rollout.template)
-    search = replace(config.search, model=config.model, output_dir=str(run / "search"),
+    search = replace(config.search, model=config.model, output_dir=str(run / "search"), device=config.device,
                      dataset=problem_file(run, "train", config.search_problems),
                      search=replace(config.search.search, seed=config.seed))
     sft = replace(config.sft, model=config.model, seed=config.seed, output_dir=str(run / "sft"), resume=True,
-                  functional_tokens=config.functional_tokens,
+                  functional_tokens=config.functional_tokens, device=config.device,
                   data=replace(config.sft.data, source="search", style="functional",
                                path=str(run / "search" / "sft.jsonl")))
-    rl = replace(config.rl, model=sft_model, seed=config.seed, output_dir=str(run / "rl"), resume=True,
+    rl = replace(config.rl, model=sft_model, seed=config.seed, output_dir=str(run / "rl"), resume=True, device=config.device,
                  dataset=problem_file(run, "train"), dev=problem_file(run, "dev") if config.rl.eval_every else None)
     return StagePlan(
         baseline=replace(evaluation, model=config.model, output_dir=str(run / "baseline"),

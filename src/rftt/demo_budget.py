@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from rftt.config import ConfigError
-from rftt.precision import Precision, autocast, load_dtype, training_device
+from rftt.config import ConfigError, configured_device
+from rftt.precision import Precision, autocast, load_dtype
 
 if TYPE_CHECKING:
     from rftt.demo import DemoConfig
@@ -203,13 +203,12 @@ def planned_seconds(budget: BudgetConfig) -> float:
     return budget.minutes * 60 * (1 - budget.reserve)
 
 
-def measure_speed(model_name: str, generation_dtype: str, training_precision: Precision,
-                  budget: BudgetConfig) -> tuple[MachineSpeed, dict[str, float]]:
-    """This machine's speed against the reference one, and the probes' seconds, with the start model in the
-    dtype generation stages load and the precision training stages compute in."""
+def measure_speed(model_name: str, generation_dtype: str, training_precision: Precision, budget: BudgetConfig,
+                  device: torch.device) -> tuple[MachineSpeed, dict[str, float]]:
+    """This machine's speed against the reference one, and the probes' seconds, with the start model on the
+    stages' device, in the dtype generation stages load and the precision training stages compute in."""
     from rftt.models import load_model
 
-    device = training_device()
     model, tokenizer = load_model(model_name, dtype=load_dtype(generation_dtype, device), device=device)
     generation = probe_generation(model, tokenizer, budget.probe)
     training = probe_training(model.float().train(), budget.probe, autocast(training_precision, device))
@@ -276,7 +275,8 @@ def planned_config(config: DemoConfig, plan: DemoPlan | None) -> DemoConfig:
 def calibrate(config: DemoConfig) -> dict[str, Any]:
     """The `calibration` stage: measure this machine, plan the stages, print the plan; returns both."""
     started = time.perf_counter()
-    speed, probes = measure_speed(config.model, config.search.dtype, config.sft.precision, config.budget)
+    device = configured_device("config.device", config.device)
+    speed, probes = measure_speed(config.model, config.search.dtype, config.sft.precision, config.budget, device)
     plan = plan_budget(config.budget, recipe_sizes(config), speed, spent=time.perf_counter() - started)
     print(format_plan(plan, probes), flush=True)
     return {"probes": probes, "plan": plan.to_dict()}

@@ -19,13 +19,14 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from rftt.config import ConfigError, to_dict, with_defaults, with_resolved_paths
+from rftt.config import ConfigError, configured_device, to_dict, with_defaults, with_resolved_paths
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
 from rftt.models import step_tags_for_search
+from rftt.precision import AUTO_DEVICE
 from rftt.prompts import get_template
 from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import TokenGuidedPolicy
@@ -43,7 +44,7 @@ PROBLEMS_FILE = "problems.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 _METHOD = re.compile(r"^(greedy|tree|(maj|rerank)@(\d+))$")
-_SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output_dir"})
+_SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output_dir", "device"})
 RUN_PATHS = ("model", "dataset.path")
 
 
@@ -56,7 +57,8 @@ class EvalConfig:
     `tree_max_children`: in tree search, only the moves with the highest priors get child slots (all legal
     moves when unset); `tree_sampled_children`: as RL's `rollout.sampled_children`; `tree_step_max_tokens`:
     the longest step of a tree (default `max_new_tokens`). `dtype`: the weights' dtype (`auto`: the
-    checkpoint's; `native`: bf16 where the hardware computes it natively, else fp32; see `rftt.precision`)."""
+    checkpoint's; `native`: bf16 where the device computes it natively, else fp32); `device`: `auto` (the GPU
+    when there is one), `cpu`, `cuda` or `cuda:N` (see `rftt.precision`)."""
 
     model: str = "smollm2-135m-instruct"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -68,6 +70,7 @@ class EvalConfig:
     seed: int = 0
     batch_size: int = 32
     dtype: str = "auto"
+    device: str = AUTO_DEVICE
     output_dir: str = "runs/eval"
     engine: EngineConfig = field(default_factory=EngineConfig)
     tree_rollouts: tuple[int, ...] = (1, 4, 16)
@@ -158,7 +161,7 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     """A function from a batch of problems to their records, for greedy and maj@k."""
     params = config.sampling_params()
     template = get_template(config.template)
-    reranker = load_reranker(config.reranker) if config.method.startswith("rerank@") else None
+    reranker = load_reranker(config.reranker, config.device) if config.method.startswith("rerank@") else None
 
     def make(batch: Sequence[Problem], on_problem_done: Callable[[], None]) -> list[dict[str, Any]]:
         prompts = [template.render(problem.question, tokenizer) for problem in batch]
@@ -191,7 +194,7 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
                                seed=config.seed, max_tokens={move: config.tree_step_max_tokens or config.max_new_tokens
                                                              for move in Move})
     rewards = config.process_rewards
-    scorer = SelfConsistencyScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight,
+    scorer = SelfConsistencyScorer(build_process_rewards(rewards, config.device), rewards.outcome_weight, rewards.process_weight,
                                    last_number_fallback=config.last_number_fallback)
     search = TreeSearch(policy, scorer, config.search)
     template = get_template(config.template)
@@ -297,8 +300,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def as_run(config: EvalConfig) -> EvalConfig:
     """The config as it runs, checked: a tree search makes the largest of `tree_rollouts` rollouts per problem,
-    so that is its `search.rollouts` (and what its saved config.json says)."""
+    so that is its `search.rollouts`; `device: auto` becomes the device it runs on (both as its saved config.json
+    says)."""
     config.samples()
+    config = replace(config, device=str(configured_device("config.device", config.device)))
     if config.method != "tree":
         return config
     return replace(config, search=replace(config.search, rollouts=max(config.tree_rollouts)))
@@ -318,7 +323,7 @@ def evaluate(config: EvalConfig, *, engine: Engine | None = None, tokenizer: Any
     done_ids = {record["id"] for record in finished}
     todo = [problem for problem in problems if problem.id not in done_ids]
     if todo and engine is None:
-        engine, tokenizer = build_engine(config.engine, config.model, config.dtype)
+        engine, tokenizer = build_engine(config.engine, config.model, config.dtype, config.device)
     make_records = _tree_records(config, engine, tokenizer) if config.method == "tree" else _sampled_records(
         config, engine, tokenizer)
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="eval", unit="problem", disable=not progress)

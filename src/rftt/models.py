@@ -22,7 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftt.errors import RfttError
-from rftt.precision import load_dtype, training_device
+from rftt.precision import load_dtype
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, load_step_tags
 
 logger = logging.getLogger(__name__)
@@ -81,14 +81,16 @@ def load_model(
 
     A checkpoint that records functional tokens has them checked against its tokenizer.
     The tokenizer always has a padding token (the end-of-sequence token if it had none).
+    `device`: where the model goes (None: it stays on the CPU); a `native` dtype is resolved for it.
     """
     path = resolve_checkpoint(name_or_path)
+    torch_dtype = _torch_dtype(dtype, torch.device("cpu" if device is None else device))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         if (Path(path) / ADAPTER_CONFIG_FILE).is_file():
-            model = _load_adapter_checkpoint(Path(path), tokenizer, _torch_dtype(dtype))
+            model = _load_adapter_checkpoint(Path(path), tokenizer, torch_dtype)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=_torch_dtype(dtype))
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             f"could not load model {name_or_path!r}: it is not an embedded model "
@@ -122,12 +124,12 @@ def _load_adapter_checkpoint(path: Path, tokenizer: PreTrainedTokenizerBase, dty
     return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
 
 
-def _torch_dtype(dtype: str | torch.dtype) -> str | torch.dtype:
-    """A torch dtype for a name; `auto` (the checkpoint's own) passes through, `native` is resolved for this
-    machine (`rftt.precision.load_dtype`)."""
+def _torch_dtype(dtype: str | torch.dtype, device: torch.device) -> str | torch.dtype:
+    """A torch dtype for a name; `auto` (the checkpoint's own) passes through, `native` is resolved for the
+    device the model will compute on (`rftt.precision.load_dtype`)."""
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
-    dtype = load_dtype(dtype, training_device())
+    dtype = load_dtype(dtype, device)
     if not isinstance(getattr(torch, dtype, None), torch.dtype):
         raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, native, float32, bfloat16 or float16")
     return getattr(torch, dtype)

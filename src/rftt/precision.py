@@ -1,5 +1,6 @@
-"""Numeric precision of training and generation: fp32, bf16, or `native` (bf16 where the hardware computes it
-natively, fp32 where bf16 would be emulated and slower).
+"""Where and in what precision stages compute. Device: `auto` (the GPU when there is one, else the CPU), `cpu`,
+`cuda` or `cuda:N`, one rule for every stage. Precision: fp32, bf16, or `native` (bf16 where the device computes
+it natively, fp32 where bf16 would be emulated and slower).
 
 bf16 training here is mixed precision: the weights and the optimizer stay in fp32 and the forward passes run
 under autocast. README.md ("Precision") has the speed-ups measured on a CPU with AVX512-BF16.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +22,8 @@ Precision = Literal["fp32", "bf16", "native"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "native")
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPU_INFO = Path("/proc/cpuinfo")
+AUTO_DEVICE = "auto"
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(?::\d+)?")
 NATIVE_BF16_SWITCH = "RFTT_NATIVE_BF16"
 """Set to 0 to treat this CPU as one without bf16 instructions: `native` then resolves to fp32 everywhere."""
 
@@ -38,9 +42,35 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def training_device() -> str:
-    """The device a stage computes on when none is configured: the GPU if there is one."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def device_problem(name: object) -> str | None:
+    """What is wrong with a device setting (its form, or a GPU this machine lacks), for an error naming the
+    setting; None when it can be used."""
+    if not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name):
+        return f"{name!r} is not one of auto, cpu, cuda, cuda:N"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"{name!r}: this machine has no CUDA GPU (use auto or cpu)"
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            return f"{name!r}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
+    return None
+
+
+def resolve_device(name: str = AUTO_DEVICE) -> torch.device:
+    """The device a stage computes on: `auto` is the GPU when there is one, else the CPU; `cpu`, `cuda` and
+    `cuda:N` are taken as named (a GPU this machine lacks is a ValueError saying so)."""
+    problem = device_problem(name)
+    if problem:
+        raise ValueError(problem)
+    if name == AUTO_DEVICE:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def select_device(device: torch.device) -> None:
+    """Make `device` the current GPU, so libraries that place work on "the" GPU (accelerate) use it."""
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
 
 
 def native_bf16(device: torch.device | str) -> bool:

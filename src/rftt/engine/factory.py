@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
+
 from rftt.engine import make_engine
 from rftt.engine.base import Engine
 from rftt.engine.hf import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_PREFIX_CACHE_MIB
@@ -41,12 +43,13 @@ def load_tokenizer(model_name: str) -> Any:
     return tokenizer
 
 
-def build_engine(config: EngineConfig, model_name: str, dtype: str = "auto") -> tuple[Engine, Any]:
-    """The engine a config describes, and the tokenizer for rendering prompts."""
+def build_engine(config: EngineConfig, model_name: str, dtype: str = "auto",
+                 device: str | torch.device = "cpu") -> tuple[Engine, Any]:
+    """The engine a config describes (an in-process model on `device`), and the tokenizer for rendering prompts."""
     if config.kind == "hf":
         from rftt.models import load_model
 
-        model, tokenizer = load_model(model_name, dtype=dtype)
+        model, tokenizer = load_model(model_name, dtype=dtype, device=device)
         model.eval()
         engine = make_engine("hf", model=model, tokenizer=tokenizer, max_batch_tokens=config.max_batch_tokens,
                              max_batch_rows=config.max_batch_rows, prefix_cache_mib=config.prefix_cache_mib)

@@ -127,12 +127,12 @@ class ProcessRewardConfig:
     process_weight: float = 0.4
 
 
-def build_process_rewards(config: ProcessRewardConfig) -> ProcessRewardModel | None:
-    """The process reward model a config names, or None."""
+def build_process_rewards(config: ProcessRewardConfig, device: str = "cpu") -> ProcessRewardModel | None:
+    """The process reward model a config names (an in-process one on the stage's `device`), or None."""
     if config.kind == "hf":
         from rftt.models import DEFAULT_MODEL, load_model
 
-        model, tokenizer = load_model(config.model or DEFAULT_MODEL)
+        model, tokenizer = load_model(config.model or DEFAULT_MODEL, device=device)
         return HFProcessRewardModel(model.eval(), tokenizer, config.step_tag, config.good_token, config.bad_token)
     if config.kind == "http":
         if not config.url:

@@ -9,18 +9,19 @@ line is dropped, and training records of problems without a tree line are remove
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from tqdm import tqdm
 
-from rftt.config import to_dict
+from rftt.config import configured_device, to_dict
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
 from rftt.models import DEFAULT_MODEL, step_tags_for_search
+from rftt.precision import AUTO_DEVICE
 from rftt.prompts import get_template
 from rftt.search.export import ExportConfig, export_training_data
 from rftt.search.mcts import SearchConfig, TreeSearch
@@ -50,7 +51,7 @@ class SearchRunConfig:
     length limits (`step_max_tokens`, default `PROMPTED_STEP_TOKENS`), of the instructions (`instructions`,
     default `MOVE_INSTRUCTIONS`) and of the worked examples (`examples`: per move a list of `{question,
     steps: [[move, content], ...], content}`, default `MOVE_EXAMPLES`); `end_truncated_steps` makes a step
-    cut at its limit a dead end. `dtype`: the weights' dtype, as in `EvalConfig`."""
+    cut at its limit a dead end. `dtype` and `device`: as in `EvalConfig` (config.json records the device used)."""
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=100, seed=1))
@@ -70,6 +71,7 @@ class SearchRunConfig:
     greedy_max_tokens: int = 256
     problems_per_group: int = 16
     dtype: str = "auto"
+    device: str = AUTO_DEVICE
     output_dir: str = "runs/search"
 
 
@@ -126,7 +128,7 @@ def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
         tags = step_tags_for_search(config.model, getattr(engine, "model", None), tokenizer)
         policy = TokenGuidedPolicy(engine, tokenizer, tags, temperature=config.temperature, seed=config.search.seed)
     rewards = config.process_rewards
-    scorer = OutcomeScorer(build_process_rewards(rewards), rewards.outcome_weight, rewards.process_weight)
+    scorer = OutcomeScorer(build_process_rewards(rewards, config.device), rewards.outcome_weight, rewards.process_weight)
     return TreeSearch(policy, scorer, config.search)
 
 
@@ -161,13 +163,14 @@ def summarise(output: Path) -> dict[str, Any]:
 
 def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Search every problem not yet searched in `config.output_dir`, export its data, return the summary."""
+    config = replace(config, device=str(configured_device("config.device", config.device)))
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
     done = _resume(output)
     problems = [problem for problem in load_problems(config.dataset) if problem.id not in done]
     if problems:
-        engine, tokenizer = build_engine(config.engine, config.model, config.dtype)
+        engine, tokenizer = build_engine(config.engine, config.model, config.dtype, config.device)
         search = _make_search(config, engine, tokenizer)
         bar = tqdm(total=len(problems) + len(done), initial=len(done), desc="search", unit="problem",
                    disable=not progress)

@@ -19,8 +19,10 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from rftt.config import configured_device
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import Completion, EngineError
+from rftt.precision import AUTO_DEVICE
 from rftt.search.process_rewards import PROCESS_REWARDS_PATH, HFProcessRewardModel, ProcessRewardConfig
 from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, QueuedRequest, RequestBatcher
 from rftt.serve.protocol import (
@@ -204,14 +206,14 @@ def _chat_logprobs(engine: HFEngine, completion: Completion) -> ChatLogprobs:
 
 
 def serve(model_name: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
-          dtype: str = "auto", batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+          dtype: str = "auto", device: str = AUTO_DEVICE, batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
           reply_tokens: int = DEFAULT_REPLY_TOKENS, prm: ProcessRewardConfig | None = None) -> None:
     """Load a model and serve it until interrupted: for generation, or (with `prm`) as a process reward model."""
     import uvicorn
 
     from rftt.models import load_model
 
-    model, tokenizer = load_model(model_name, dtype=dtype)
+    model, tokenizer = load_model(model_name, dtype=dtype, device=configured_device("--device", device))
     model.eval()
     if prm is not None:
         scorer = HFProcessRewardModel(model, tokenizer, prm.step_tag, prm.good_token, prm.bad_token)

@@ -20,8 +20,10 @@ import torch
 from torch.utils.data import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
+from rftt.config import trainer_device
 from rftt.jsonl import read_records
 from rftt.models import RFTT_CONFIG_FILE, resolve_checkpoint
+from rftt.precision import AUTO_DEVICE
 
 POSITIVE = 1
 
@@ -35,6 +37,7 @@ class RerankerConfig:
     epochs: float = 2.0
     batch_size: int = 8
     seed: int = 0
+    device: str = AUTO_DEVICE
     output_dir: str = "runs/reranker"
 
 
@@ -79,15 +82,16 @@ def _collate(pad_id: int):
     return collate
 
 
-def load_reranker(path: str) -> tuple[Any, Any]:
-    """A trained reranker (model, tokenizer) from its folder, or the backbone of a policy with a new head."""
+def load_reranker(path: str, device: str = "cpu") -> tuple[Any, Any]:
+    """A trained reranker (model, tokenizer) from its folder, or the backbone of a policy with a new head, on
+    `device`."""
     folder = resolve_checkpoint(path)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return model.to(device), tokenizer
 
 
 def train_reranker(config: RerankerConfig) -> dict[str, Any]:
@@ -102,7 +106,8 @@ def train_reranker(config: RerankerConfig) -> dict[str, Any]:
     arguments = TrainingArguments(
         output_dir=str(output / "checkpoints"), per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, seed=config.seed, report_to=[],
-        save_strategy="no", logging_steps=10, remove_unused_columns=False, use_cpu=not torch.cuda.is_available())
+        save_strategy="no", logging_steps=10, remove_unused_columns=False,
+        use_cpu=trainer_device("config.device", config.device).type == "cpu")
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output / "tensorboard"))
     trainer = Trainer(model=model, args=arguments, train_dataset=_Encoded(samples, tokenizer, config.max_length),
                       data_collator=_collate(tokenizer.pad_token_id))

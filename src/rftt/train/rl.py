@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ContextManager, Sequence
 
@@ -20,12 +21,12 @@ from accelerate.utils import gather_object
 from transformers import get_scheduler
 
 from rftt.algos import POLICY_LOSSES, clipped_value_loss, compute_advantages, masked_mean
-from rftt.config import to_dict
+from rftt.config import configured_device, to_dict
 from rftt.data import Problem, load_problems
 from rftt.engine.hf import HFEngine
 from rftt.engine.types import SamplingParams
 from rftt.models import load_model, recorded_step_tags
-from rftt.precision import autocast
+from rftt.precision import autocast, select_device
 from rftt.prompts import get_template
 from rftt.rewards import outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
@@ -61,8 +62,11 @@ class RLTrainer:
         self.output = Path(config.output_dir)
         self.output.mkdir(parents=True, exist_ok=True)
         check_settings(config)
+        device = configured_device("config.device", config.device)
+        self.config = config = replace(config, device=str(device))
+        select_device(device)
         torch.manual_seed(config.seed)
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=device.type == "cpu")
         model, self.tokenizer = load_model(config.model, dtype=torch.float32)
         self.tokens = self._step_tags()
         self.policy = apply_lora(model, config.lora, []) if config.lora else model

@@ -8,7 +8,7 @@ from typing import Literal
 
 from rftt.data import DatasetSpec
 from rftt.models import DEFAULT_MODEL
-from rftt.precision import Precision
+from rftt.precision import AUTO_DEVICE, Precision
 from rftt.rewards import RewardConfig
 from rftt.train.rollouts import RolloutConfig
 from rftt.train.sft import LoraSettings
@@ -28,7 +28,8 @@ class RLConfig:
     `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
     parent's prefix; the cache is emptied by each optimizer step).
     `precision`: `bf16` runs rollouts and forward passes under bf16 autocast with fp32 weights and optimizer;
-    `native` does so where the hardware computes bf16 natively (`rftt.precision`).
+    `native` does so where the device computes bf16 natively (`rftt.precision`). `device`: `auto` (the GPU when
+    there is one), `cpu`, `cuda` or `cuda:N`; the run's record in `final` names the device it ran on.
     `max_minutes`: stop before a step that, at the mean step time so far, would end more than this many minutes
     after the run (or its resumption) started, and save `final` as after the last step: RL within a wall-clock
     budget (the first step always runs).
@@ -64,6 +65,7 @@ class RLConfig:
     adam_betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.01
     precision: Precision = "fp32"
+    device: str = AUTO_DEVICE
     steps: int = 20
     max_minutes: float | None = None
     lora: LoraSettings | None = None

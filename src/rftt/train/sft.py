@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -24,10 +24,10 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from rftt.config import to_dict
+from rftt.config import to_dict, trainer_device
 from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
-from rftt.precision import Precision, training_device, uses_bf16
+from rftt.precision import AUTO_DEVICE, Precision, uses_bf16
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, save_step_tags
 from rftt.tokens.vocabulary import text_tags
 from rftt.train.sft_data import (
@@ -60,7 +60,8 @@ class SFTConfig:
     `functional_token_step_multiplier`: full fine-tuning takes steps this many times larger for the functional
     tokens' embedding rows (see `LargerStepsForNewRows`); 1 turns it off. `functional_tokens: false` keeps the
     step tags of the functional style as ordinary text (the ablation; see `rftt.tokens.text_tags`).
-    `precision`: `bf16` is the Trainer's mixed bf16; `native` uses it where the hardware computes bf16 natively."""
+    `precision`: `bf16` is the Trainer's mixed bf16; `native` uses it where the device computes bf16 natively.
+    `device`: `auto` (the GPU when there is one), `cpu` or `cuda` (see `rftt.config.trainer_device`)."""
 
     model: str = DEFAULT_MODEL
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
@@ -78,6 +79,7 @@ class SFTConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     precision: Precision = "fp32"
+    device: str = AUTO_DEVICE
     gradient_checkpointing: bool = False
     seed: int = 0
     logging_steps: int = 5
@@ -184,20 +186,21 @@ def apply_lora(model: Any, settings: LoraSettings, token_ids: list[int]) -> Any:
 
 def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, has_dev: bool) -> TrainingArguments:
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
+    device = trainer_device("config.device", config.device)
     return TrainingArguments(
         output_dir=str(output / CHECKPOINT_FOLDER), per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps,
         lr_scheduler_type=config.scheduler, warmup_steps=int(config.warmup_ratio * total_steps),
         weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-        bf16=uses_bf16(config.precision, training_device()), activation_checkpointing=config.gradient_checkpointing,
+        bf16=uses_bf16(config.precision, device), activation_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         eval_strategy="epoch" if has_dev else "no", report_to=list(config.report_to),
         seed=config.seed, data_seed=config.seed,
         remove_unused_columns=False, dataloader_num_workers=0,
-        ddp_backend="gloo" if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if device.type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        use_cpu=device.type == "cpu",
     )
 
 
@@ -241,7 +244,9 @@ def last_complete_checkpoint(folder: Path) -> str | None:
 
 
 def run_sft(config: SFTConfig) -> dict[str, Any]:
-    """Train, save `output_dir/final`, and return a summary (losses, steps, timing, data report)."""
+    """Train, save `output_dir/final`, and return a summary (losses, steps, timing, data report); the record
+    in `final` names the device it ran on."""
+    config = replace(config, device=str(trainer_device("config.device", config.device)))
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_model(config.model, dtype=torch.float32)
