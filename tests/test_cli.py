@@ -52,6 +52,17 @@ def test_verify_exit_status_follows_the_verdict(capsys):
     assert "invalid choice: 'tex'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["eval", "search", "sft", "rl", "train-reranker"])
+def test_every_job_takes_a_device_and_names_a_bad_one(command, tmp_path, capsys):
+    assert main([command, "--device", "gpu0", "--output-dir", str(tmp_path / command)]) == 2
+    assert "config.device: 'gpu0' is not one of auto, cpu, cuda, cuda:N" in capsys.readouterr().err
+
+
+def test_a_reranker_without_its_samples_file_is_told_which_file(tmp_path, capsys):
+    assert main(["train-reranker", "--data", str(tmp_path / "none.jsonl"), "--output-dir", str(tmp_path / "run")]) == 2
+    assert f"{tmp_path / 'none.jsonl'}: no such file" in capsys.readouterr().err
+
+
 def test_the_installed_command_runs():
     result = subprocess.run([sys.executable, "-m", "rftt.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("data", "verify", "model", "tokens", "demo"):

@@ -19,6 +19,7 @@ from rftt.errors import RfttError
 from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE, DEFAULT_REPLY_TOKENS
 from rftt.verify.outcome import GOLD_FORMATS
 
+DEVICE_HELP = "auto (the GPU when there is one), cpu, cuda or cuda:N"
 DATASET_FLAGS = {"dataset": "name", "path": "path", "split": "split", "limit": "limit", "size": "size", "seed": "seed",
                  "skip_bad": "skip_bad"}
 
@@ -252,6 +253,7 @@ EVAL_FLAGS = {
     "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
     "engine": ("engine.kind", str, "hf, openai or vllm"),
     "base-url": ("engine.base_url", str, "server address for --engine openai"),
+    "device": ("device", str, DEVICE_HELP),
 }
 SEARCH_FLAGS = {
     "model": ("model", str, "model name, folder or hub id"),
@@ -260,6 +262,7 @@ SEARCH_FLAGS = {
     "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
     "engine": ("engine.kind", str, "hf, openai or vllm"),
     "base-url": ("engine.base_url", str, "server address for --engine openai"),
+    "device": ("device", str, DEVICE_HELP),
 }
 
 
@@ -272,6 +275,7 @@ SFT_FLAGS = {
     "max-steps": ("max_steps", int, "stop after this many optimizer steps"),
     "learning-rate": ("learning_rate", float, "peak learning rate"),
     "output-dir": ("output_dir", str, "where checkpoints, logs and the final model go"),
+    "device": ("device", str, DEVICE_HELP),
 }
 
 
@@ -280,6 +284,7 @@ RL_FLAGS = {
     "steps": ("steps", int, "RL steps"),
     "output-dir": ("output_dir", str, "where metrics, checkpoints and the final model go"),
     "resume": ("resume", None, "continue from the newest checkpoint in output_dir"),
+    "device": ("device", str, DEVICE_HELP),
 }
 
 
@@ -287,6 +292,7 @@ RERANKER_FLAGS = {
     "model": ("model", str, "the policy whose backbone the classifier starts from"),
     "data": ("data", str, "problems.jsonl of an `rftt eval --method maj@k` run on training problems"),
     "output-dir": ("output_dir", str, "where the reranker goes"),
+    "device": ("device", str, DEVICE_HELP),
 }
 
 
@@ -356,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dtype", default="auto")
     serve.add_argument("--batch-window-ms", type=float, default=10.0,
                        help="how long to wait for concurrent requests to batch together")
-    serve.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
+    serve.add_argument("--device", default="auto", help=DEVICE_HELP)
     serve.add_argument("--default-max-tokens", type=int, default=DEFAULT_REPLY_TOKENS,
                        help="a chat reply's length limit when a request sets none")
     serve.set_defaults(handler=command_serve)

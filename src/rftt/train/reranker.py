@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from rftt.config import trainer_device
+from rftt.data import DataError
 from rftt.jsonl import read_records
 from rftt.models import RFTT_CONFIG_FILE, resolve_checkpoint
 from rftt.precision import AUTO_DEVICE
@@ -96,18 +97,22 @@ def load_reranker(path: str, device: str = "cpu") -> tuple[Any, Any]:
 
 def train_reranker(config: RerankerConfig) -> dict[str, Any]:
     """Train on labelled samples and save to `output_dir/final`."""
+    device = trainer_device("config.device", config.device)
+    if not Path(config.data).is_file():
+        raise DataError(str(config.data), None, None, "no such file (the problems.jsonl of an `rftt eval --method "
+                        "maj@k` run on training problems)")
     samples = labelled_samples(config.data)
     positives = sum(sample.label for sample in samples)
     if not samples or positives in (0, len(samples)):
-        raise ValueError(f"{config.data}: the reranker needs both correct and wrong samples "
-                         f"({positives} correct of {len(samples)})")
+        raise DataError(str(config.data), None, None, "the reranker needs both correct and wrong samples "
+                        f"({positives} correct of {len(samples)})")
     model, tokenizer = load_reranker(config.model)
     output = Path(config.output_dir)
     arguments = TrainingArguments(
         output_dir=str(output / "checkpoints"), per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, seed=config.seed, report_to=[],
         save_strategy="no", logging_steps=10, remove_unused_columns=False,
-        use_cpu=trainer_device("config.device", config.device).type == "cpu")
+        use_cpu=device.type == "cpu")
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output / "tensorboard"))
     trainer = Trainer(model=model, args=arguments, train_dataset=_Encoded(samples, tokenizer, config.max_length),
                       data_collator=_collate(tokenizer.pad_token_id))
