@@ -17,6 +17,7 @@ with tiny shapes on the CPU, to check the script itself where there is no GPU.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -113,7 +114,9 @@ def rl_steps(checkpoint: Path, work: Path, device: str, precision: str) -> list[
         config = load_config(RLConfig, RECIPES / recipe, [
             f"model={checkpoint}", f"output_dir={work / recipe}", "dataset={name: json, path: " + str(data) + "}",
             "steps=1", "dev=null", "save_every=0", "eval_every=0", f"device={device}", f"precision={precision}"])
+        gc.collect()
         if torch.cuda.is_available():
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         [metrics] = run_rl(config)
@@ -178,12 +181,14 @@ def demo_with_gpu_samples(model_folder: Path, output: Path, device: str, timeout
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokenizer", required=True, help="a folder with the SmolLM2 tokenizer files")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="where gpu_check.json goes (rewritten after each part)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/rftt-gpu-check"), help="models and runs (gigabytes)")
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--demo-timeout", type=float, default=150.0)
+    parser.add_argument("--demo-timeout", type=float, default=120.0)
     parser.add_argument("--dry-run", action="store_true", help="tiny shapes on the CPU, to check the script")
     arguments = parser.parse_args()
-    out, work = arguments.out, arguments.out / "work"
+    out, work = arguments.out, arguments.work
+    out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
     device = "cpu" if arguments.dry_run else "cuda"
     dtype = torch.float32 if arguments.dry_run else torch.bfloat16
@@ -194,20 +199,23 @@ def main() -> None:
     new_tokens = 4 if arguments.dry_run else arguments.new_tokens
     figures: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                                "torch": torch.__version__, "dry_run": arguments.dry_run, "engine_vs_generate": {}}
+
+    def save() -> None:
+        (out / "gpu_check.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+    models = {}
     for name, (kind, shape) in shapes.items():
-        model = random_model(kind, shape, len(tokenizer)).to(device=device, dtype=dtype).eval()
-        figures["engine_vs_generate"][name] = engine_against_generate(model, tokenizer, batches, new_tokens)
-        del model
-    qwen_kind, qwen_shape = shapes["qwen2-1.5b-shape"]
-    checkpoint = policy_checkpoint(random_model(qwen_kind, qwen_shape, len(tokenizer)), tokenizer, work / "qwen-policy")
-    figures["rl_step_1_5b_shape"] = rl_steps(checkpoint, work, device, "fp32" if arguments.dry_run else "bf16")
-    smollm2_kind, smollm2_shape = shapes["smollm2-135m"]
-    tokenizer = load_tokenizer(arguments.tokenizer)  # without the functional tokens the policy was given
-    smollm2 = random_model(smollm2_kind, smollm2_shape, len(tokenizer))
-    smollm2.save_pretrained(work / "smollm2-random")
+        models[name] = random_model(kind, shape, len(tokenizer)).to(device=device, dtype=dtype).eval()
+        figures["engine_vs_generate"][name] = engine_against_generate(models[name], tokenizer, batches, new_tokens)
+        save()
+    models["smollm2-135m"].save_pretrained(work / "smollm2-random")
     tokenizer.save_pretrained(work / "smollm2-random")
+    checkpoint = policy_checkpoint(models.pop("qwen2-1.5b-shape"), tokenizer, work / "qwen-policy")
+    models.clear()
+    figures["rl_step_1_5b_shape"] = rl_steps(checkpoint, work, device, "fp32" if arguments.dry_run else "bf16")
+    save()
     figures["demo_small"] = demo_with_gpu_samples(work / "smollm2-random", work / "demo", device, arguments.demo_timeout)
-    (out / "gpu_check.json").write_text(json.dumps(figures, indent=2) + "\n")
+    save()
     print(json.dumps(figures, indent=2))
 
 

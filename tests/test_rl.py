@@ -150,7 +150,12 @@ def test_a_step_computes_in_its_precision_and_keeps_fp32_weights(tmp_path, check
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("recipe", ["rftt_arithmetic.yaml", "reft_gsm8k.yaml", "grpo_arithmetic.yaml"])
 def test_a_step_runs_with_the_policy_on_the_gpu(tmp_path, checkpoint, data, recipe):
-    [metrics] = run_rl(recipe_config(recipe, checkpoint, data, tmp_path / "run", "steps=1"))
+    trainer = RLTrainer(recipe_config(recipe, checkpoint, data, tmp_path / "run", "steps=1", "device=cuda"))
+    devices = {parameter.device.type for parameter in trainer.policy.parameters()}
+    if trainer.reference is not None and trainer.reference.copy is not None:  # the KL's forward passes too
+        devices |= {parameter.device.type for parameter in trainer.reference.copy.parameters()}
+    assert devices == {"cuda"}
+    metrics = trainer.train_step(0)
     assert math.isfinite(metrics["policy_loss"]) and math.isfinite(metrics["kl"])
 
 
@@ -313,7 +318,7 @@ def test_metrics_become_scalars_with_nested_keys_joined():
 def test_killed_and_resumed_rl_equals_an_uninterrupted_run(tmp_path, checkpoint, data):
     arguments = ["--config", str(RECIPES / "grpo_arithmetic.yaml"), "--model", str(checkpoint), "--steps", "4",
                  *[item for setting in SMALL[1:] for item in ("--set", setting)], "--set", "save_every=1",
-                 "--set", "dataset={name: json, path: " + data + "}"]
+                 "--set", "dataset={name: json, path: " + data + "}", "--device", "cpu"]  # the CPU's figures
     whole = subprocess.run([sys.executable, "-m", "rftt.cli", "rl", *arguments, "--output-dir", str(tmp_path / "whole")],
                            capture_output=True, text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -348,7 +353,7 @@ def test_two_processes_train_the_same_weights(tmp_path, checkpoint, data):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "rftt.cli", "rl", "--config", str(RECIPES / "grpo_arithmetic.yaml"), "--model", str(checkpoint),
                "--output-dir", str(tmp_path / "ddp"), *[item for setting in SMALL for item in ("--set", setting)],
-               "--set", "dataset={name: json, path: " + data + "}", "--set", "steps=2"]
+               "--set", "dataset={name: json, path: " + data + "}", "--set", "steps=2", "--device", "cpu"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

@@ -147,7 +147,7 @@ def test_hf_process_reward_model_places_one_score_per_step():
 
 def test_process_rewards_over_http_from_rftt_serve_prm(checkpoint):
     with running_server("--prm", checkpoint, "--prm-step-tag", " step", "--prm-good-token", " answer",
-                        "--prm-bad-token", " is") as url:
+                        "--prm-bad-token", " is", "--device", "cpu") as url:  # compared with the CPU to 1e-5
         items = [("What is 1 + 1?", ["1 + 1 = 2", "the answer is 2"])]
         remote = HTTPProcessRewardModel(url).score_steps(items)
         from rftt.models import load_model

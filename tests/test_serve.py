@@ -26,7 +26,8 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(checkpoint):
-    with running_server("--model", checkpoint, "--api-key", API_KEY, "--batch-window-ms", "50") as url:
+    # compared token for token with an engine in this process, on the CPU
+    with running_server("--model", checkpoint, "--api-key", API_KEY, "--batch-window-ms", "50", "--device", "cpu") as url:
         yield url
 
 

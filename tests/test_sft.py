@@ -179,7 +179,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, checkpoint
     data = write_sft_file(tmp_path / "sft.jsonl", 24)
     common = ["--data", data, "--model", str(checkpoint), "--max-steps", "40", "--learning-rate", "0.001",
               "--set", "report_to=[]", "--set", "save_steps=4", "--set", "batch_size=2", "--set", "data.max_length=64",
-              "--set", "lora=null"]
+              "--set", "lora=null", "--device", "cpu"]  # compared to 1e-6: the CPU's figures
     whole = subprocess.run([sys.executable, "-m", "rftt.cli", "sft", *common, "--output-dir", str(tmp_path / "whole")],
                            capture_output=True, text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -200,7 +200,8 @@ def test_two_processes_train_the_same_weights(tmp_path, checkpoint):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "rftt.cli", "sft", "--data", data, "--model", str(checkpoint), "--max-steps", "4",
-               "--output-dir", str(tmp_path / "ddp"), "--set", "report_to=[]", "--set", "batch_size=2"]
+               "--output-dir", str(tmp_path / "ddp"), "--set", "report_to=[]", "--set", "batch_size=2",
+               "--device", "cpu"]  # two gloo ranks on the CPU
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     prints = [json.loads((tmp_path / "ddp" / FINGERPRINT_FOLDER / f"rank{rank}.json").read_text()) for rank in (0, 1)]

@@ -123,7 +123,7 @@ def train_reranker(config: RerankerConfig) -> dict[str, Any]:
     summary = {"samples": len(samples), "correct": positives, "train_loss": result.training_loss,
                "steps": result.global_step}
     (final / RFTT_CONFIG_FILE).write_text(json.dumps({"stage": "reranker", "base_model": config.model,
-                                                      "summary": summary}, indent=2) + "\n")
+                                                      "device": str(device), "summary": summary}, indent=2) + "\n")
     return summary
 
 

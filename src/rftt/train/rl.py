@@ -17,6 +17,7 @@ from typing import Any, ContextManager, Sequence
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import gather_object
 from transformers import get_scheduler
 
@@ -66,7 +67,10 @@ class RLTrainer:
         self.config = config = replace(config, device=str(device))
         select_device(device)
         torch.manual_seed(config.seed)
+        AcceleratorState._reset_state(reset_partial_state=True)  # a stage run before in this process set it up
         self.accelerator = Accelerator(cpu=device.type == "cpu")
+        if self.accelerator.device.type != device.type:
+            raise RuntimeError(f"config.device: {config.device} asked for, accelerate chose {self.accelerator.device}")
         model, self.tokenizer = load_model(config.model, dtype=torch.float32)
         self.tokens = self._step_tags()
         self.policy = apply_lora(model, config.lora, []) if config.lora else model
@@ -85,6 +89,8 @@ class RLTrainer:
                                            weight_decay=config.weight_decay)
         self.trained_policy, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
         self.trained_value_head = self.accelerator.prepare(self.value_head) if self.value_head is not None else None
+        if self.reference is not None:
+            self.reference.to(self.accelerator.device)
         local_samples = config.prompts_per_step // self.accelerator.num_processes * config.rollout.samples_per_prompt
         updates = config.steps * config.ppo_epochs * math.ceil(local_samples / config.mini_batch_size)
         self.scheduler = get_scheduler(config.scheduler, self.optimizer, int(config.warmup_ratio * updates), updates)

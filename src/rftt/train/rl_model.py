@@ -153,6 +153,11 @@ class ReferenceModel:
         self.policy = policy
         self.copy = None if uses_lora else copy.deepcopy(policy).eval().requires_grad_(False)
 
+    def to(self, device: torch.device) -> None:
+        """Put the copy (if any) where the policy computes."""
+        if self.copy is not None:
+            self.copy.to(device)
+
     @contextmanager
     def active(self) -> Iterator[nn.Module]:
         if self.copy is not None:
