@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from rftt.config import load_config
-from rftt.demo import CONFIG_FILE, DemoConfig
 from rftt.demo_problems import make_problem_files
+from rftt.demo_settings import CONFIG_FILE, DemoConfig
 from rftt.evaluate import EvalConfig, evaluate
 from rftt.stats import paired_difference, wilson_interval
 

@@ -16,8 +16,9 @@ import yaml
 from rftt.cli import main
 from rftt.config import ConfigError
 from rftt.data import Problem
-from rftt.demo import STAGES_FILE, demo_config, paired_run, run_demo, task_flags
+from rftt.demo import demo_config, run_demo, task_flags
 from rftt.demo_problems import split_off_dev
+from rftt.demo_settings import STAGES_FILE, paired_run
 from rftt.jsonl import read_records
 from rftt.report import last_step_rollouts, write_report
 from rftt.tokens import FUNCTIONAL_TOKENS_FILE

@@ -107,7 +107,7 @@ def test_the_probes_time_a_real_model_generating_and_training():
 
 
 def test_a_plan_never_asks_for_more_than_the_recipe_and_no_plan_changes_nothing():
-    from rftt.demo import DemoConfig
+    from rftt.demo_settings import DemoConfig
 
     config = DemoConfig(held_out_problems=300, search_problems=100, tree_problems=50)
     plan = plan_budget(budget(25), recipe_sizes(config), MachineSpeed(generation=0.1, training=0.1))

@@ -15,8 +15,8 @@ from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
 from rftt.data import PRESETS, DatasetSpec, dataset_names, load_problems
+from rftt.engine.protocol import API_KEY_ENVIRONMENT_VARIABLE, DEFAULT_REPLY_TOKENS
 from rftt.errors import RfttError
-from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE, DEFAULT_REPLY_TOKENS
 from rftt.verify.outcome import GOLD_FORMATS
 
 DEVICE_HELP = "auto (the GPU when there is one), cpu, cuda or cuda:N"
@@ -225,7 +225,8 @@ def command_demo(arguments: argparse.Namespace) -> int:
 
 def demo_flags(arguments: argparse.Namespace) -> dict[str, Any]:
     """The demo settings the flags give; `--seed` and `--no-functional-tokens` also name the run folder."""
-    from rftt.demo import ABLATION_SUFFIX, budget_recipe, task_flags
+    from rftt.demo import budget_recipe, task_flags
+    from rftt.demo_settings import ABLATION_SUFFIX
 
     flags: dict[str, Any] = task_flags(arguments.task) if arguments.task else {}
     for key in ("model", "seed", "output_dir"):

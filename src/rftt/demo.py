@@ -26,67 +26,33 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
 
-from rftt.config import ConfigError, load_config, to_dict, with_defaults, with_resolved_paths
-from rftt.data import DatasetSpec
+from rftt.config import ConfigError, load_config, to_dict, with_resolved_paths
 from rftt.data.benchmarks import BENCHMARKS
-from rftt.demo_budget import BudgetConfig, DemoPlan, calibrate, planned_config, rl_minutes
+from rftt.demo_budget import DemoPlan, calibrate, planned_config, rl_minutes
 from rftt.demo_problems import make_problem_files
+from rftt.demo_settings import (
+    BUDGETS,
+    CONFIG_FILE,
+    DEMO_PATHS,
+    PLAN_SETTINGS,
+    PROBLEM_FOLDER,
+    PROBLEM_SETTINGS,
+    STAGES_FILE,
+    DemoConfig,
+    problem_file,
+    settings_changed,
+)
 from rftt.evaluate import EvalConfig, evaluate
-from rftt.models import DEFAULT_MODEL
-from rftt.precision import AUTO_DEVICE
 from rftt.search.runner import SearchRunConfig, run_search
 from rftt.train.rl import RLConfig, run_rl
 from rftt.train.sft import SFTConfig, run_sft
-
-BUDGETS = ("default", "small")
-# The task the demo was built and measured on (README.md, "The demo").
-DEMO_TASK = "arithmetic"
-ABLATION_SUFFIX = "-no-functional-tokens"
-"""The run folder of `--no-functional-tokens` is the main run's folder with this suffix (so reports pair them)."""
-STAGES_FILE = "stages.json"
-CONFIG_FILE = "demo_config.json"
-PROBLEM_FOLDER = "problems"
-DEMO_PATHS = ("model", "task.path", "held_out.path", "output_dir")
-"""Settings that name local files; a run folder compares them resolved, so a rerun from elsewhere continues."""
-PROBLEM_SETTINGS = ("task", "held_out", "held_out_problems", "dev_problems", "budget")
-"""The settings the `problems` stage reads (every later stage has its own recipe to compare)."""
-PLAN_SETTINGS = ("budget", "model", "device", "held_out_problems", "search_problems", "tree_problems")
-"""The settings the `calibration` stage's plan depends on (beside sft.epochs and rl.steps, which cap it)."""
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """The demo's settings. The stage sections are ordinary stage configs; the demo fills in their model,
-    data, seed and output folder, so only the other settings of those sections take effect.
-    `functional_tokens: false` is the ablation: the same pipeline with the step tags kept as ordinary text.
-    `device` (`auto`: the GPU when there is one, `cpu`, `cuda`) is every stage's, the calibration's too."""
-
-    model: str = DEFAULT_MODEL
-    task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=2000, seed=1))
-    held_out: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=450, seed=100_000))
-    held_out_problems: int = 200
-    baseline_problems: int | None = None   # the start model is scored on the first N held-out problems (None: all)
-    dev_problems: int = 50
-    search_problems: int = 384
-    tree_problems: int = 50
-    seed: int = 0
-    functional_tokens: bool = True
-    device: str = AUTO_DEVICE
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    search: SearchRunConfig = field(default_factory=SearchRunConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    rl: RLConfig = field(default_factory=RLConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    example_trees: int = 3
-    example_rollouts: int = 8
-    output_dir: str = "runs/demo"
 
 
 def budget_recipe(budget: str) -> dict[str, Any]:
@@ -161,17 +127,6 @@ class StageBook:
         temporary.replace(self.path)
 
 
-def paired_run(run: Path, functional_tokens: bool) -> Path:
-    """The folder of the same demo with the other choice of `functional_tokens` (the ablation's pair)."""
-    if functional_tokens:
-        return run.with_name(run.name + ABLATION_SUFFIX)
-    return run.with_name(run.name.removesuffix(ABLATION_SUFFIX))
-
-
-def problem_file(run: Path, name: str, limit: int | None = None) -> DatasetSpec:
-    return DatasetSpec(name="json", path=str(run / PROBLEM_FOLDER / f"{name}.jsonl"), limit=limit)
-
-
 def stage_recipe(config: Any) -> str:
     """A stage's full config as the text of a YAML recipe."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
@@ -223,16 +178,6 @@ def plan_stages(config: DemoConfig) -> StagePlan:
         eval_rl_tree=replace(trained, model=rl_model, method="tree", output_dir=str(run / "eval-rl-tree"),
                              dataset=problem_file(run, "held_out", config.tree_problems)),
     )
-
-
-def settings_changed(run: Path, settings: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
-    """The top-level settings of the demo saved in `run` that differ from `settings` (none if nothing is saved)."""
-    path = run / CONFIG_FILE
-    if not path.exists():
-        return []
-    previous = with_defaults(DemoConfig, json.loads(path.read_text()))
-    now, before = (with_resolved_paths(values, DEMO_PATHS) for values in (settings, previous))
-    return sorted(key for key in now if key not in ignore and before.get(key) != now[key])
 
 
 def _check_same_demo(run: Path, config: DemoConfig) -> None:

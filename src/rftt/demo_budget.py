@@ -21,7 +21,7 @@ from rftt.config import ConfigError, configured_device
 from rftt.precision import Precision, autocast, load_dtype
 
 if TYPE_CHECKING:
-    from rftt.demo import DemoConfig
+    from rftt.demo_settings import DemoConfig
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from rftt.data import Problem, load_problems
 from rftt.jsonl import append_records
 
 if TYPE_CHECKING:
-    from rftt.demo import DemoConfig
+    from rftt.demo_settings import DemoConfig
 
 
 def _problem_records(problems: Sequence[Problem]) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from rftt.config import to_dict
 from rftt.data import load_problems
 from rftt.demo_budget import DemoPlan
+from rftt.demo_settings import paired_run, problem_file, settings_changed
 from rftt.jsonl import read_records
 from rftt.search.tree import Tree
 from rftt.search.viewer import MOVE_COLOURS, render_tree_page
@@ -68,7 +69,6 @@ def last_step_rollouts(run: Path, count: int) -> list[dict[str, Any]]:
     for record in last:
         rewards.setdefault(record["group"], set()).add(record["reward"])
     last.sort(key=lambda record: len(rewards[record["group"]]) == 1)
-    from rftt.demo import problem_file
 
     problems = {problem.id: problem for problem in load_problems(problem_file(run, "train"))}  # as RL read them
     return [{"step": record["step"], "group": record["group"], "question": problems[record["problem"]].question,
@@ -180,7 +180,6 @@ def build_summary(run: Path, config: Any, stages: dict[str, dict[str, Any]],
 def paired_run_accuracy(run: Path, config: Any) -> dict[str, Any] | None:
     """Accuracy per stage of the ablation's pair of this run (same demo, other `functional_tokens`), if it ran.
     A pair whose other settings differ is named with those settings instead, since its numbers do not compare."""
-    from rftt.demo import paired_run, settings_changed
 
     other = paired_run(run, config.functional_tokens)
     path = other / SUMMARY_FILE

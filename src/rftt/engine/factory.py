@@ -12,8 +12,8 @@ from rftt.engine import make_engine
 from rftt.engine.base import Engine
 from rftt.engine.hf import DEFAULT_MAX_BATCH_ROWS, DEFAULT_MAX_BATCH_TOKENS, DEFAULT_PREFIX_CACHE_MIB
 from rftt.engine.openai_http import DEFAULT_MAX_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS
+from rftt.engine.protocol import API_KEY_ENVIRONMENT_VARIABLE
 from rftt.engine.types import EngineError
-from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
 
 
 @dataclass(frozen=True)

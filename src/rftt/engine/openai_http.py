@@ -16,8 +16,8 @@ import httpx
 from pydantic import ValidationError
 
 from rftt.engine.base import Engine
+from rftt.engine.protocol import CompletionChoice, CompletionResponse, NextTokenResponse
 from rftt.engine.types import Completion, EngineError, Prompt, SamplingParams
-from rftt.serve.protocol import CompletionChoice, CompletionResponse, NextTokenResponse
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 DEFAULT_MAX_RETRIES = 3

@@ -16,9 +16,9 @@ from typing import Any, Literal, Protocol, Sequence
 import httpx
 import torch
 
+from rftt.engine.protocol import API_KEY_ENVIRONMENT_VARIABLE
 from rftt.engine.types import EngineError
 from rftt.search.tree import Node, Tree
-from rftt.serve.protocol import API_KEY_ENVIRONMENT_VARIABLE
 
 PROCESS_REWARDS_PATH = "/v1/process_rewards"
 MATH_SHEPHERD_STEP_TAG = " ки"

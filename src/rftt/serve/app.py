@@ -21,11 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from rftt.config import configured_device
 from rftt.engine.hf import HFEngine
-from rftt.engine.types import Completion, EngineError
-from rftt.precision import AUTO_DEVICE
-from rftt.search.process_rewards import PROCESS_REWARDS_PATH, HFProcessRewardModel, ProcessRewardConfig
-from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, QueuedRequest, RequestBatcher
-from rftt.serve.protocol import (
+from rftt.engine.protocol import (
     DEFAULT_REPLY_TOKENS,
     ChatChoice,
     ChatLogprobs,
@@ -46,6 +42,10 @@ from rftt.serve.protocol import (
     Usage,
     openai_error,
 )
+from rftt.engine.types import Completion, EngineError
+from rftt.precision import AUTO_DEVICE
+from rftt.search.process_rewards import PROCESS_REWARDS_PATH, HFProcessRewardModel, ProcessRewardConfig
+from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, QueuedRequest, RequestBatcher
 from rftt.serve.streaming import ChatChunks, ChunkWriter, CompletionChunks, stream_events
 
 DEFAULT_HOST = "127.0.0.1"

@@ -16,10 +16,7 @@ from typing import AsyncIterator
 from pydantic import BaseModel
 
 from rftt.engine.hf import HFEngine
-from rftt.engine.stops import DECODE_CONTEXT_TOKENS, REPLACEMENT_CHARACTER, cut_at_stop
-from rftt.engine.types import Completion, EngineError, SamplingParams
-from rftt.serve.batching import QueuedRequest
-from rftt.serve.protocol import (
+from rftt.engine.protocol import (
     ChatChunk,
     ChatChunkChoice,
     ChatDelta,
@@ -28,6 +25,9 @@ from rftt.serve.protocol import (
     Usage,
     openai_error,
 )
+from rftt.engine.stops import DECODE_CONTEXT_TOKENS, REPLACEMENT_CHARACTER, cut_at_stop
+from rftt.engine.types import Completion, EngineError, SamplingParams
+from rftt.serve.batching import QueuedRequest
 
 END_OF_STREAM = "data: [DONE]\n\n"
 
