@@ -7,7 +7,6 @@ against numbers worked out by hand (tests/test_algos.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -169,18 +168,6 @@ def entropy_from_logits(logits: Tensor, mask: Tensor) -> Tensor:
     log_probabilities = torch.log_softmax(logits.float(), dim=-1)
     entropy = -(log_probabilities.exp() * log_probabilities).sum(-1)
     return masked_mean(entropy, mask)
-
-
-@dataclass(frozen=True)
-class KLPenalty:
-    """How the distance to the reference model enters: a per-token reward penalty (the papers) or a loss term."""
-
-    coefficient: float = 0.01
-    estimator: str = "k1"
-    placement: str = "reward"
-
-    def per_token(self, logprobs: Tensor, reference_logprobs: Tensor) -> Tensor:
-        return KL_ESTIMATORS[self.estimator](logprobs, reference_logprobs)
 
 
 def compute_advantages(name: str, rewards: Tensor, mask: Tensor, **settings: object) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,7 @@ from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
-from rftt.models import step_tags_for_search
+from rftt.models import DEFAULT_MODEL, step_tags_for_search
 from rftt.precision import AUTO_DEVICE
 from rftt.prompts import get_template
 from rftt.search.mcts import SearchConfig, TreeSearch
@@ -60,7 +60,7 @@ class EvalConfig:
     checkpoint's; `native`: bf16 where the device computes it natively, else fp32); `device`: `auto` (the GPU
     when there is one), `cpu`, `cuda` or `cuda:N` (see `rftt.precision`)."""
 
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     method: str = "greedy"
     template: str = "chat"

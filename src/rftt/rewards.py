@@ -16,6 +16,11 @@ import torch
 
 from rftt.verify import Outcome
 
+OUTCOME_WEIGHT = 0.6
+PROCESS_WEIGHT = 0.4
+"""RFTT's released mix of an outcome (or a vote's agreement) with the last step's process reward; every place that
+mixes the two defaults to it."""
+
 
 @dataclass(frozen=True)
 class RewardConfig:
@@ -23,8 +28,8 @@ class RewardConfig:
     wrong_answer: float = 0.0
     no_answer: float = 0.0
     process_rewards: bool = False
-    outcome_weight: float = 0.6
-    process_weight: float = 0.4
+    outcome_weight: float = OUTCOME_WEIGHT
+    process_weight: float = PROCESS_WEIGHT
 
 
 def outcome_reward(outcome: Outcome, config: RewardConfig) -> float:

@@ -18,6 +18,7 @@ import torch
 
 from rftt.engine.protocol import API_KEY_ENVIRONMENT_VARIABLE
 from rftt.engine.types import EngineError
+from rftt.rewards import OUTCOME_WEIGHT, PROCESS_WEIGHT
 from rftt.search.tree import Node, Tree
 
 PROCESS_REWARDS_PATH = "/v1/process_rewards"
@@ -123,8 +124,8 @@ class ProcessRewardConfig:
     step_tag: str = MATH_SHEPHERD_STEP_TAG
     good_token: str = MATH_SHEPHERD_GOOD
     bad_token: str = MATH_SHEPHERD_BAD
-    outcome_weight: float = 0.6
-    process_weight: float = 0.4
+    outcome_weight: float = OUTCOME_WEIGHT
+    process_weight: float = PROCESS_WEIGHT
 
 
 def build_process_rewards(config: ProcessRewardConfig, device: str = "cpu") -> ProcessRewardModel | None:

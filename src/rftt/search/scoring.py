@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from rftt.rewards import OUTCOME_WEIGHT, PROCESS_WEIGHT
 from rftt.search.process_rewards import ProcessRewardModel
 from rftt.search.tree import Node, Tree
 from rftt.tokens import render_steps
@@ -68,8 +69,8 @@ class OutcomeScorer:
     """Training-time values from the gold answer (and a process reward, when given)."""
 
     process_rewards: ProcessRewardModel | None = None
-    outcome_weight: float = 0.6
-    process_weight: float = 0.4
+    outcome_weight: float = OUTCOME_WEIGHT
+    process_weight: float = PROCESS_WEIGHT
     correct_reward: float = 1.0
     wrong_reward: float = 0.0
     last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
@@ -89,8 +90,8 @@ class SelfConsistencyScorer:
     """Inference-time values without the gold answer: agreement with the tree's earlier answers."""
 
     process_rewards: ProcessRewardModel | None = None
-    agreement_weight: float = 0.6
-    process_weight: float = 0.4
+    agreement_weight: float = OUTCOME_WEIGHT
+    process_weight: float = PROCESS_WEIGHT
     last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
 
     def score(self, requests: Sequence[tuple[Tree, Node]]) -> list[ScoredTerminal]:

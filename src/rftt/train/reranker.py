@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trai
 from rftt.config import trainer_device
 from rftt.data import DataError
 from rftt.jsonl import read_records
-from rftt.models import RFTT_CONFIG_FILE, resolve_checkpoint
+from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, resolve_checkpoint
 from rftt.precision import AUTO_DEVICE
 
 POSITIVE = 1
@@ -31,7 +31,7 @@ POSITIVE = 1
 
 @dataclass(frozen=True)
 class RerankerConfig:
-    model: str = "smollm2-135m-instruct"
+    model: str = DEFAULT_MODEL
     data: str = "runs/eval-train-samples/problems.jsonl"
     max_length: int = 512
     learning_rate: float = 1e-5

@@ -2,9 +2,10 @@
 
 Each step, phase by phase: rollout (sampling or tree search) -> reward (verify, process
 rewards) -> log-probs (old policy, reference, critic) -> advantages (KL in the reward,
-then the chosen estimator) -> update (PPO epochs over mini-batches) -> sync (the hf engine
-shares the policy's weights) -> metrics -> checkpoint. RFTT and ReFT differ only in
-configuration (see recipes/rftt_*.yaml, reft_*.yaml, grpo_*.yaml).
+then the chosen estimator) -> update (PPO epochs over mini-batches) -> metrics ->
+checkpoint. The hf engine generates with the very model being trained, so no weights need
+syncing between update and rollout. RFTT and ReFT differ only in configuration (see
+recipes/rftt_*.yaml, reft_*.yaml, grpo_*.yaml).
 """
 
 from __future__ import annotations
@@ -158,11 +159,12 @@ class RLTrainer:
             else:
                 batch = sampling_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed,
                                           self.tokens)
-        rewards = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
-        return keep_informative_groups(batch, rewards, self.config.prompts_per_step // self.ranks[1])
+        batch.outcome_rewards = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
+        return keep_informative_groups(batch, batch.outcome_rewards, self.config.prompts_per_step // self.ranks[1])
 
     def rewards(self, batch: TrajectoryBatch, width: int) -> torch.Tensor:
-        outcomes = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
+        """Each token's reward: the outcome rewards the rollout judged, process rewards on the step ends."""
+        outcomes = batch.outcome_rewards
         right_aligned = [[position + width - len(response) for position in ends]
                          for ends, response in zip(batch.step_ends, batch.response_ids)]
         rewards = token_rewards([width] * len(batch), outcomes, width, right_aligned, batch.step_scores,
@@ -213,8 +215,6 @@ class RLTrainer:
         with timer.phase("rollout"):
             batch = self.rollout(self.local_problems(step), step)
         sequences, rewards, advantages, kl, update_metrics = self.learn(batch, step, timer)
-        with timer.phase("sync"):
-            pass  # the hf engine generates with the very model being trained
         metrics = {**step_metrics(step, batch, rewards, kl, sequences.response_mask),
                    "learning_rate": self.scheduler.get_last_lr()[0], **update_metrics}
         if self.config.log_rollouts:

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Sequence
 
 from rftt.data import Problem
 
-PHASES = ("rollout", "reward", "logprobs", "advantages", "update", "sync", "evaluation", "checkpoint")
+PHASES = ("rollout", "reward", "logprobs", "advantages", "update", "evaluation", "checkpoint")
 
 
 class PhaseTimer:

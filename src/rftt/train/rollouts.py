@@ -67,6 +67,7 @@ class TrajectoryBatch:
     step_scores: list[list[float]] = field(default_factory=list)
     moves: list[list[str]] = field(default_factory=list)
     problem_ids: list[str] = field(default_factory=list)
+    outcome_rewards: list[float] = field(default_factory=list)  # each trajectory's, set once its answer is judged
     rolled_out_groups: int = 0  # before `keep_informative_groups`: the groups rolled out, how many had mixed rewards
     informative_groups: int = 0
     rolled_out_accuracy: float = 0.0
@@ -80,7 +81,8 @@ class TrajectoryBatch:
             return [values[index] for index in indices]
 
         return TrajectoryBatch(pick(self.prompt_ids), pick(self.response_ids), list(groups), pick(self.outcomes),
-                               pick(self.step_ends), pick(self.step_scores), pick(self.moves), pick(self.problem_ids))
+                               pick(self.step_ends), pick(self.step_scores), pick(self.moves), pick(self.problem_ids),
+                               pick(self.outcome_rewards) if self.outcome_rewards else [])
 
     def move_counts(self) -> Counter:
         return Counter(move for moves in self.moves for move in moves)
