@@ -119,7 +119,9 @@ def measure(model: str, kind: str, precision: str, repeats: int, output: Path, o
             trainer.forward = packed_forward if mode == "packed" else TrainingForward(trainer.config.micro_batch_size)
             timer = PhaseTimer()
             with PeakResident() as peak:
-                trainer.learn(batch, 0, timer)
+                experience = trainer.experience_of(batch, timer)
+                with timer.phase("update"):
+                    trainer.update(experience, 0)
             runs[mode].append({"logprobs": timer.seconds["logprobs"], "update": timer.seconds["update"],
                                "rise_mib": peak.rise_mib})
             changes[mode] = torch.cat([(parameter.detach() - start[0][name]).flatten()

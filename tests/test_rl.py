@@ -16,9 +16,10 @@ from rftt.config import ConfigError, load_config
 from rftt.data import DatasetSpec, load_problems
 from rftt.rewards import RewardConfig, outcome_reward, token_rewards
 from rftt.tokens import add_functional_tokens
+from rftt.train.experience import Experience
 from rftt.train.metrics_log import LOG_FILE, ROLLOUT_FILE, TENSORBOARD_FOLDER, scalars
 from rftt.train.rl import RLConfig, RLTrainer, problems_for_step, run_rl
-from rftt.train.rl_model import build_sequences, forward_responses
+from rftt.train.rl_model import ResponseForward, build_sequences, forward_responses
 from rftt.train.rl_steps import step_fits_budget
 from rftt.train.sft import FINGERPRINT_FOLDER
 from rftt.verify import Outcome
@@ -301,9 +302,11 @@ def test_a_logged_trajectory_has_its_summed_reward_and_its_mean_advantage(tmp_pa
     trainer = RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run"))
     batch = TrajectoryBatch([[1], [1]], [[5, 6], [7]], [0, 1], [Outcome(True, "2", "equal"), Outcome(False, None, "x")],
                             [[], []], [[], []], [["output"], []], ["a", "b"])
-    mask = torch.tensor([[1.0, 1.0], [0.0, 1.0]])  # the second response is one token, right-aligned
-    trainer.log_rollouts(4, batch, torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.tensor([[2.0, 4.0], [5.0, 9.0]]),
-                         mask)
+    sequences = build_sequences(batch.prompt_ids, batch.response_ids, trainer.tokenizer.pad_token_id)
+    assert sequences.response_mask.tolist() == [[1, 1], [0, 1]]  # the second response is one token, right-aligned
+    rewards, advantages = torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.tensor([[2.0, 4.0], [5.0, 9.0]])
+    nothing = ResponseForward(torch.zeros(2, 2), None, None)
+    trainer.log_rollouts(4, Experience(batch, sequences, rewards, nothing, None, advantages, advantages, False))
     logged = [json.loads(line) for line in (tmp_path / "run" / ROLLOUT_FILE).read_text().splitlines()]
     assert [(r["step"], r["problem"], r["reward"], r["advantage"], r["answer"]) for r in logged] == [
         (4, "a", 1.0, 3.0, "2"), (4, "b", 0.0, 9.0, None)]

@@ -12,6 +12,7 @@ import torch
 
 from rftt.algos import masked_mean
 from rftt.jsonl import read_records
+from rftt.train.experience import Experience
 from rftt.train.rollouts import TrajectoryBatch
 
 LOG_FILE = "metrics.jsonl"
@@ -60,17 +61,17 @@ def step_metrics(step: int, batch: TrajectoryBatch, rewards: torch.Tensor, kl: t
     }
 
 
-def trajectory_records(step: int, batch: TrajectoryBatch, rewards: torch.Tensor, advantages: torch.Tensor,
-                       mask: torch.Tensor, tokenizer: Any, group_offset: int = 0) -> list[dict[str, Any]]:
+def trajectory_records(step: int, experience: Experience, tokenizer: Any, group_offset: int = 0) -> list[dict[str, Any]]:
     """One record per trajectory, as read back: its group (numbered from `group_offset`), problem, response text
     with the functional tokens, answer, summed reward and mean advantage over its tokens."""
+    batch = experience.batch
     return [
         {"step": step, "group": group + group_offset, "problem": problem,
          "response": tokenizer.decode(response, skip_special_tokens=False), "answer": outcome.extracted,
          "correct": outcome.correct, "reward": reward, "advantage": advantage, "moves": moves}
         for group, problem, response, outcome, reward, advantage, moves in zip(
-            batch.groups, batch.problem_ids, batch.response_ids, batch.outcomes, rewards.sum(dim=1).tolist(),
-            masked_mean(advantages, mask, dim=1).tolist(), batch.moves)]
+            batch.groups, batch.problem_ids, batch.response_ids, batch.outcomes, experience.rewards.sum(dim=1).tolist(),
+            masked_mean(experience.advantages, experience.mask, dim=1).tolist(), batch.moves)]
 
 
 class MetricsLog:

@@ -32,6 +32,7 @@ from rftt.precision import autocast, select_device
 from rftt.prompts import get_template
 from rftt.rewards import outcome_reward, token_rewards
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
+from rftt.train.experience import Experience, UpdateResult
 from rftt.train.metrics_log import MetricsLog, RolloutLog, step_metrics, trajectory_records
 from rftt.train.packing import TrainingForward
 from rftt.train.rl_config import RLConfig, check_settings
@@ -212,13 +213,15 @@ class RLTrainer:
 
     def train_step(self, step: int) -> dict[str, Any]:
         config, timer = self.config, PhaseTimer()
-        with timer.phase("rollout"):
-            batch = self.rollout(self.local_problems(step), step)
-        sequences, rewards, advantages, kl, update_metrics = self.learn(batch, step, timer)
-        metrics = {**step_metrics(step, batch, rewards, kl, sequences.response_mask),
-                   "learning_rate": self.scheduler.get_last_lr()[0], **update_metrics}
+        experience = self.make_experience(self.local_problems(step), step, timer)
+        with timer.phase("update"):
+            update = self.update(experience, step)
+        if experience.old_is_current and experience.reference_logprobs is not None:
+            experience.kl = self._kl(update.old_logprobs, experience.reference_logprobs) * experience.mask
+        metrics = {**step_metrics(step, experience.batch, experience.rewards, experience.kl, experience.mask),
+                   "learning_rate": self.scheduler.get_last_lr()[0], **update.metrics}
         if self.config.log_rollouts:
-            self.log_rollouts(step, batch, rewards, advantages, sequences.response_mask)
+            self.log_rollouts(step, experience)
         if config.eval_every and self.dev_problems and (step + 1) % config.eval_every == 0:
             with timer.phase("evaluation"):
                 metrics["dev_accuracy"] = self.evaluate(self.dev_problems)
@@ -233,10 +236,14 @@ class RLTrainer:
             self.log.write(metrics)
         return metrics
 
-    def learn(self, batch: TrajectoryBatch, step: int, timer: PhaseTimer
-              ) -> tuple[SequenceBatch, torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, float]]:
-        """From a step's trajectories to its update: reward -> log-probs -> advantages -> update, each phase timed.
-        Returns the sequences, token rewards, advantages, KL (None without a KL term) and the update's metrics."""
+    def make_experience(self, problems: Sequence[Problem], step: int, timer: PhaseTimer) -> Experience:
+        """Rollout -> reward -> log-probs -> KL -> advantages, each phase timed: the step's `Experience`."""
+        with timer.phase("rollout"):
+            batch = self.rollout(problems, step)
+        return self.experience_of(batch, timer)
+
+    def experience_of(self, batch: TrajectoryBatch, timer: PhaseTimer) -> Experience:
+        """A rolled-out batch's rewards, old and reference log-probs, KL and advantages."""
         config = self.config
         with timer.phase("reward"):
             sequences = build_sequences(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
@@ -252,17 +259,11 @@ class RLTrainer:
             shaped = rewards - config.kl.coefficient * kl if config.kl.placement == "reward" and kl is not None \
                 else rewards
             advantages, returns = self.advantages(shaped, sequences.response_mask, old.values, batch.groups)
-        with timer.phase("update"):
-            update_metrics = self.update(sequences, old, reference_logprobs, advantages, returns, step,
-                                         fill_old=old_is_current)
-        if kl is None and reference_logprobs is not None:  # the update wrote the old log-probs
-            kl = self._kl(old.logprobs, reference_logprobs) * sequences.response_mask
-        return sequences, rewards, advantages, kl, update_metrics
+        return Experience(batch, sequences, rewards, old, reference_logprobs, advantages, returns, old_is_current, kl)
 
-    def log_rollouts(self, step: int, batch: TrajectoryBatch, rewards: torch.Tensor, advantages: torch.Tensor,
-                     mask: torch.Tensor) -> None:
+    def log_rollouts(self, step: int, experience: Experience) -> None:
         """Each trained trajectory of the step, all processes' (`trajectory_records`), to rollouts.jsonl."""
-        records = trajectory_records(step, batch, rewards, advantages, mask, self.tokenizer,
+        records = trajectory_records(step, experience, self.tokenizer,
                                      group_offset=self.ranks[0] * self.config.prompts_per_step)
         if self.ranks[1] > 1:
             records = gather_object(records)
@@ -307,14 +308,14 @@ class RLTrainer:
         return (config.ppo_epochs == 1 and rows <= config.mini_batch_size and self.value_head is None
                 and (config.kl.placement != "reward" or self.reference is None))
 
-    def update(self, sequences, old, reference_logprobs, advantages, returns, step: int,
-               fill_old: bool = False) -> dict[str, float]:
-        """PPO epochs over shuffled mini-batches, each accumulated over micro-batches of similar length;
-        with `fill_old`, each micro-batch first writes its current log-probs into `old`."""
-        config = self.config
+    def update(self, experience: Experience, step: int) -> UpdateResult:
+        """PPO epochs over shuffled mini-batches, each accumulated over micro-batches of similar length; when the old
+        log-probs are the current policy's (`old_is_current`), they are read off the update's own forward passes."""
+        config, sequences = self.config, experience.sequences
         self.policy.train()
         generator = torch.Generator().manual_seed(step_seed(config.seed, step))
         totals: dict[str, list[float]] = {}
+        own_logprobs = torch.zeros(experience.mask.shape) if experience.old_is_current else None
         samples = sequences.input_ids.shape[0]
         for _ in range(config.ppo_epochs):
             order = torch.randperm(samples, generator=generator)
@@ -322,8 +323,7 @@ class RLTrainer:
                 mini = order[start : start + config.mini_batch_size]
                 self.optimizer.zero_grad(set_to_none=True)
                 for rows in self.forward.micro_batches(sequences, mini):
-                    loss, stats = self._loss(sequences.rows(rows), old, reference_logprobs, advantages, returns, rows,
-                                             fill_old)
+                    loss, stats = self._loss(experience, rows, own_logprobs)
                     self.accelerator.backward(loss * micro_batch_share(sequences.response_mask, rows, mini,
                                                                        config.loss_aggregation))
                     for key, value in stats.items():
@@ -332,16 +332,20 @@ class RLTrainer:
                     totals.setdefault(name, []).append(norm)
                 self.optimizer.step()
                 self.scheduler.step()
-        return {key: sum(values) / len(values) for key, values in totals.items()}
+        return UpdateResult({key: sum(values) / len(values) for key, values in totals.items()}, own_logprobs)
 
     def clip_gradients(self) -> dict[str, float]:
         """Clip the policy's and the value head's gradients to `max_grad_norm` each; their norms before clipping."""
         return {name: float(self.accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm))
                 for name, parameters in self.clipped_groups.items()}
 
-    def _loss(self, rows_batch, old, reference_logprobs, advantages, returns, rows,
-              fill_old: bool) -> tuple[torch.Tensor, dict]:
-        config, width = self.config, rows_batch.width  # these rows' responses: the last `width` columns
+    def _loss(self, experience: Experience, rows: torch.Tensor,
+              own_logprobs: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """One micro-batch's loss (policy, entropy bonus, KL in the loss, critic) and its statistics; with
+        `own_logprobs`, the old log-probs are these rows' current ones, detached, and are kept there."""
+        config = self.config
+        rows_batch = experience.sequences.rows(rows)
+        width = rows_batch.width  # these rows' responses: the last `width` columns
         with self.autocast():
             current = self.forward(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True,
                                    entropy_gradient=bool(config.entropy_weight))
@@ -352,19 +356,20 @@ class RLTrainer:
             return tensor[rows, -width:].to(device)
 
         mask = rows_batch.response_mask.to(device)
-        if fill_old:
-            old.logprobs[rows, -width:] = current.logprobs.detach().to(old.logprobs.device)
-        loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, these(old.logprobs), these(advantages), mask,
+        if own_logprobs is not None:
+            own_logprobs[rows, -width:] = current.logprobs.detach().to(own_logprobs.device)
+        old_logprobs = these(own_logprobs if own_logprobs is not None else experience.old.logprobs)
+        loss, stats = POLICY_LOSSES["ppo_clip"](current.logprobs, old_logprobs, these(experience.advantages), mask,
                                                 clip=config.clip, aggregation=config.loss_aggregation)
         stats = {**stats, "policy_loss": float(loss.detach()), "entropy": float(current.entropy.detach())}
         if config.entropy_weight:
             loss = loss - config.entropy_weight * current.entropy
         if config.kl.placement == "loss" and self.reference is not None:
-            kl_term = masked_mean(self._kl(current.logprobs, these(reference_logprobs)), mask)
+            kl_term = masked_mean(self._kl(current.logprobs, these(experience.reference_logprobs)), mask)
             loss = loss + config.kl.coefficient * kl_term
         if self.value_head is not None and current.values is not None:
-            value_loss, value_stats = clipped_value_loss(current.values, these(old.values), these(returns), mask,
-                                                         clip=config.value_clip)
+            value_loss, value_stats = clipped_value_loss(current.values, these(experience.old.values),
+                                                         these(experience.returns), mask, clip=config.value_clip)
             loss = loss + config.value_loss_weight * value_loss
             stats.update(value_stats, value_loss=float(value_loss.detach()))
         return loss, stats
