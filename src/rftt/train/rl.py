@@ -46,9 +46,18 @@ from rftt.train.rl_model import (
     hidden_size,
     micro_batch_share,
 )
-from rftt.train.rl_state import checkpoint_metrics, checkpoints, load_training_state, save_checkpoint, save_model_folder
+from rftt.train.rl_state import (
+    CheckpointFolder,
+    TrainingState,
+    checkpoint_metrics,
+    checkpoints,
+    load_training_state,
+    save_checkpoint,
+    save_model_folder,
+)
 from rftt.train.rl_steps import PhaseTimer, problems_for_step, step_fits_budget, step_seed
 from rftt.train.rollouts import (
+    RolloutModel,
     TrajectoryBatch,
     keep_informative_groups,
     sampling_rollouts,
@@ -104,8 +113,7 @@ class RLTrainer:
         self.start_step, saved_metrics = 0, None
         if config.resume and checkpoints(self.output / "checkpoints"):
             latest = self.output / "checkpoints" / f"step-{checkpoints(self.output / 'checkpoints')[-1]}"
-            self.start_step = load_training_state(latest, self.policy, self.value_head, self.optimizer,
-                                                  self.scheduler) + 1
+            self.start_step = load_training_state(latest, self.training_state()) + 1
             saved_metrics = checkpoint_metrics(latest)
         main = self.accelerator.is_main_process
         self.log = MetricsLog(self.output, self.start_step, saved_metrics) if main else None
@@ -154,12 +162,11 @@ class RLTrainer:
         self.policy.eval()
         seed = step_seed(self.config.seed, step)
         with self.autocast():
+            model = RolloutModel(self.engine, self.tokenizer, self.tokens)
             if self.config.rollout.kind == "tree":
-                assert self.tokens is not None
-                batch = tree_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed, self.tokens)
+                batch = tree_rollouts(model, problems, self.config.rollout, seed)
             else:
-                batch = sampling_rollouts(self.engine, self.tokenizer, problems, self.config.rollout, seed,
-                                          self.tokens)
+                batch = sampling_rollouts(model, problems, self.config.rollout, seed)
         batch.outcome_rewards = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
         return keep_informative_groups(batch, batch.outcome_rewards, self.config.prompts_per_step // self.ranks[1])
 
@@ -184,8 +191,7 @@ class RLTrainer:
                 break
         write_fingerprint(self.policy, self.output, self.ranks[0])
         if self.accelerator.is_main_process:
-            save_model_folder(self.output / "final", self.policy, self.tokenizer, self.tokens, self.value_head,
-                              self._record())
+            save_model_folder(self.output / "final", self.training_state(), self._record())
         if self.log is not None:
             self.log.close()
         return history
@@ -208,6 +214,10 @@ class RLTrainer:
         if self.log is not None:
             self.log.write(metrics)
 
+    def training_state(self) -> TrainingState:
+        """The live objects a checkpoint saves and a resumed run restores."""
+        return TrainingState(self.policy, self.tokenizer, self.tokens, self.value_head, self.optimizer, self.scheduler)
+
     def _record(self) -> dict[str, Any]:
         return {"stage": "rl", "base_model": self.config.model, "config": to_dict(self.config)}
 
@@ -228,9 +238,8 @@ class RLTrainer:
         saving = config.save_every and ((step + 1) % config.save_every == 0 or step + 1 == config.steps)
         if saving and self.accelerator.is_main_process:
             with timer.phase("checkpoint"):
-                save_checkpoint(self.output / "checkpoints", step, self.policy, self.tokenizer, self.tokens,
-                                self.value_head, self.optimizer, self.scheduler, self._record(),
-                                config.keep_checkpoints, metrics=timer.stamped(metrics))
+                save_checkpoint(CheckpointFolder(self.output / "checkpoints", config.keep_checkpoints), step,
+                                self.training_state(), self._record(), metrics=timer.stamped(metrics))
         metrics = timer.stamped(metrics)
         if self.log is not None:
             self.log.write(metrics)

@@ -11,6 +11,7 @@ import json
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,36 +37,55 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_model_folder(folder: Path, model: Any, tokenizer: Any, tokens: StepTags | None,
-                      value_head: torch.nn.Module | None, record: dict[str, Any]) -> None:
+@dataclass
+class TrainingState:
+    """Everything a checkpoint holds of a run: the policy (or its adapter), tokenizer, step tags and critic head,
+    and the optimizer and learning-rate schedule."""
+
+    model: Any
+    tokenizer: Any
+    tokens: StepTags | None
+    value_head: torch.nn.Module | None
+    optimizer: Any
+    scheduler: Any
+
+
+@dataclass(frozen=True)
+class CheckpointFolder:
+    """Where a run's checkpoints go (`root/step-N`), and how many of the newest are kept."""
+
+    root: Path
+    keep: int
+
+
+def save_model_folder(folder: Path, state: TrainingState, record: dict[str, Any]) -> None:
     """A Hugging Face checkpoint (model or adapter, tokenizer, step tags, critic, config record)."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    if tokens is not None:
-        save_step_tags(folder, tokens)
-    if value_head is not None:
-        torch.save(value_head.state_dict(), folder / VALUE_HEAD_FILE)
+    state.model.save_pretrained(folder)
+    state.tokenizer.save_pretrained(folder)
+    if state.tokens is not None:
+        save_step_tags(folder, state.tokens)
+    if state.value_head is not None:
+        torch.save(state.value_head.state_dict(), folder / VALUE_HEAD_FILE)
     (folder / RFTT_CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
-def save_checkpoint(root: Path, step: int, model: Any, tokenizer: Any, tokens: StepTags | None,
-                    value_head: torch.nn.Module | None, optimizer: Any, scheduler: Any, record: dict[str, Any],
-                    keep: int, metrics: dict[str, Any] | None = None) -> Path:
-    """Write `root/step-N` atomically and keep only the newest `keep` checkpoints. `metrics`, the step's log
-    line, is kept beside it, so a run killed after the save but before its log line was written keeps it."""
-    final = root / f"step-{step}"
-    partial = root / f".partial-step-{step}"
+def save_checkpoint(where: CheckpointFolder, step: int, state: TrainingState, record: dict[str, Any],
+                    metrics: dict[str, Any] | None = None) -> Path:
+    """Write `root/step-N` atomically and keep only the newest checkpoints. `metrics`, the step's log line, is
+    kept beside it, so a run killed after the save but before its log line was written keeps it."""
+    final = where.root / f"step-{step}"
+    partial = where.root / f".partial-step-{step}"
     shutil.rmtree(partial, ignore_errors=True)
-    save_model_folder(partial, model, tokenizer, tokens, value_head, record)
+    save_model_folder(partial, state, record)
     if metrics is not None:
         (partial / METRICS_FILE).write_text(json.dumps(metrics, default=str) + "\n")
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    torch.save({"step": step, "optimizer": state.optimizer.state_dict(), "scheduler": state.scheduler.state_dict(),
                 "rng": rng_state()}, partial / STATE_FILE)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    for old in sorted(checkpoints(root))[:-keep]:
-        shutil.rmtree(root / f"step-{old}", ignore_errors=True)
+    for old in sorted(checkpoints(where.root))[:-where.keep]:
+        shutil.rmtree(where.root / f"step-{old}", ignore_errors=True)
     return final
 
 
@@ -83,9 +103,9 @@ def checkpoints(root: Path) -> list[int]:
                   and (path / STATE_FILE).is_file())
 
 
-def load_training_state(folder: Path, model: Any, value_head: torch.nn.Module | None, optimizer: Any,
-                        scheduler: Any) -> int:
+def load_training_state(folder: Path, live: TrainingState) -> int:
     """Restore everything from a checkpoint folder into the live objects; returns the step it was saved at."""
+    model, value_head, optimizer, scheduler = live.model, live.value_head, live.optimizer, live.scheduler
     from safetensors.torch import load_file
 
     if (folder / "adapter_model.safetensors").is_file():

@@ -97,9 +97,20 @@ def _step_ends(response: Sequence[int], tokens: StepTags | None) -> tuple[list[i
             [span.move.value for span in spans])
 
 
-def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], config: RolloutConfig,
-                      seed: int, tokens: StepTags | None) -> TrajectoryBatch:
+@dataclass(frozen=True)
+class RolloutModel:
+    """What rollouts generate with: the engine over the policy, its tokenizer, and its step tags (None where the
+    policy writes plain answers; tree rollouts need them)."""
+
+    engine: Engine
+    tokenizer: Any
+    tokens: StepTags | None
+
+
+def sampling_rollouts(model: RolloutModel, problems: Sequence[Problem], config: RolloutConfig,
+                      seed: int) -> TrajectoryBatch:
     """`samples_per_prompt` sampled completions per problem, verified against the gold answers."""
+    engine, tokenizer, tokens = model.engine, model.tokenizer, model.tokens
     template = get_template(config.template)
     prompts = [tokenizer.encode(template.render(problem.question, tokenizer), add_special_tokens=False)
                for problem in problems]
@@ -124,9 +135,11 @@ def sampling_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem
     return batch
 
 
-def tree_rollouts(engine: Engine, tokenizer: Any, problems: Sequence[Problem], config: RolloutConfig, seed: int,
-                  tokens: StepTags) -> TrajectoryBatch:
+def tree_rollouts(model: RolloutModel, problems: Sequence[Problem], config: RolloutConfig, seed: int) -> TrajectoryBatch:
     """One trajectory per rollout of a token-guided search; step scores are the tree's node values."""
+    engine, tokenizer, tokens = model.engine, model.tokenizer, model.tokens
+    if tokens is None:
+        raise ValueError("tree rollouts need the policy's step tags")
     policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.temperature,
                                top_p=config.top_p, seed=seed, max_tokens={move: config.step_max_tokens for move in Move},
                                max_children=config.max_children, sampled_children=config.sampled_children)

@@ -287,18 +287,17 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     if dev_rows:
         summary["dev_loss"] = trainer.evaluate()["eval_loss"]
     if trainer.is_world_process_zero():
-        _save_final(trainer, tokenizer, tags, config, output / FINAL_FOLDER, summary, report)
+        record = {"stage": "sft", "base_model": config.model, "config": to_dict(config), "summary": summary,
+                  "skipped_records": report.skipped[:50]}
+        _save_final(trainer, tokenizer, tags, output / FINAL_FOLDER, record)
     return summary
 
 
-def _save_final(trainer: Trainer, tokenizer: Any, tags: StepTags | None, config: SFTConfig, folder: Path,
-                summary: dict[str, Any], report: DataReport) -> None:
-    """The final checkpoint: weights (or adapter), tokenizer, step tags, config and summary."""
+def _save_final(trainer: Trainer, tokenizer: Any, tags: StepTags | None, folder: Path, record: dict[str, Any]) -> None:
+    """The final checkpoint: weights (or adapter), tokenizer, step tags, and the run's record (config, summary)."""
     trainer.save_model(str(folder))
     tokenizer.save_pretrained(folder)
     if tags is not None:
         save_step_tags(folder, tags)
-    record = {"stage": "sft", "base_model": config.model, "config": to_dict(config), "summary": summary,
-              "skipped_records": report.skipped[:50]}
     (folder / RFTT_CONFIG_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
