@@ -14,7 +14,7 @@ import time
 import torch
 
 from rftt.models import DEFAULT_MODEL, load_model
-from rftt.train.sft import LoraSettings, apply_lora
+from rftt.train.weights import LoraSettings, apply_lora
 
 from common import peak_memory_mib, write_results
 

@@ -205,7 +205,7 @@ def test_a_rerun_continues_without_redoing_finished_stages(finished_run):
 def test_a_run_folder_refuses_other_settings(finished_run, capsys):
     _, _, run = finished_run
     assert main(["demo", "--budget", "small", "--output-dir", str(run), "--set", "rl.steps=5"]) == 2
-    assert "other settings" in capsys.readouterr().err
+    assert "different settings" in capsys.readouterr().err
 
 
 def test_a_run_folder_from_an_older_version_or_given_by_a_relative_path_continues(finished_run, monkeypatch):

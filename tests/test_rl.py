@@ -21,7 +21,7 @@ from rftt.train.metrics_log import LOG_FILE, ROLLOUT_FILE, TENSORBOARD_FOLDER, s
 from rftt.train.rl import RLConfig, RLTrainer, problems_for_step, run_rl
 from rftt.train.rl_model import ResponseForward, build_sequences, forward_responses
 from rftt.train.rl_steps import step_fits_budget
-from rftt.train.sft import FINGERPRINT_FOLDER
+from rftt.train.weights import FINGERPRINT_FOLDER
 from rftt.verify import Outcome
 
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
@@ -128,10 +128,20 @@ def test_skipping_the_old_forward_gives_the_same_update(tmp_path, checkpoint, da
 
 
 def test_the_old_forward_is_kept_where_the_update_cannot_supply_it(tmp_path, checkpoint, data):
-    for recipe, overrides in (("rftt_arithmetic.yaml", []), ("reft_gsm8k.yaml", []),
-                              ("grpo_arithmetic.yaml", ["ppo_epochs=2"]), ("grpo_arithmetic.yaml", ["mini_batch_size=2"])):
-        trainer = RLTrainer(recipe_config(recipe, checkpoint, data, tmp_path / recipe, *overrides))
+    for number, (recipe, overrides) in enumerate((("rftt_arithmetic.yaml", []), ("reft_gsm8k.yaml", []),
+                                                  ("grpo_arithmetic.yaml", ["ppo_epochs=2"]),
+                                                  ("grpo_arithmetic.yaml", ["mini_batch_size=2"]))):
+        trainer = RLTrainer(recipe_config(recipe, checkpoint, data, tmp_path / str(number), *overrides))
         assert not trainer.old_policy_is_current(4), (recipe, overrides)
+
+
+def test_an_rl_folder_is_not_continued_with_other_settings(tmp_path, checkpoint, data):
+    from rftt.config import ConfigError
+
+    RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run"))
+    RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run", "steps=9", "resume=true"))
+    with pytest.raises(ConfigError, match=r"different settings \(clip\)"):
+        RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run", "clip=0.5"))
 
 
 @pytest.mark.parametrize("precision, computed", [("fp32", {torch.float32}), ("bf16", {torch.bfloat16})])

@@ -170,3 +170,14 @@ def test_recipe_examples_become_worked_example_turns_and_bad_ones_are_named():
         move_examples({"next_step": [{"question": "q"}]})
     with pytest.raises(ConfigError, match="unknown move 'analyse'"):
         move_examples({"next_step": [{"question": "q", "content": "c", "steps": [["analyse", "x"]]}]})
+
+
+def test_a_search_folder_is_not_continued_with_other_settings(tmp_path):
+    from rftt.config import ConfigError, to_dict
+    from rftt.run_folder import claim_run_folder
+    from rftt.search.runner import SEARCH_RUN_FOLDER, SearchRunConfig, run_search
+
+    first = SearchRunConfig(output_dir=str(tmp_path / "search"), candidates=2, device="cpu")
+    claim_run_folder(tmp_path / "search", SearchRunConfig, to_dict(first), SEARCH_RUN_FOLDER)
+    with pytest.raises(ConfigError, match=r"different settings \(candidates\)"):  # refused before anything loads
+        run_search(SearchRunConfig(output_dir=str(tmp_path / "search"), candidates=3, device="cpu"))

@@ -15,7 +15,7 @@ from rftt.config import ConfigError, load_config
 from rftt.data import DataError
 from rftt.models import RFTT_CONFIG_FILE, load_model, recorded_step_tags
 from rftt.tokens import FunctionalTokens, Move, Step, TextTags, render_steps
-from rftt.train.sft import FINAL_FOLDER, FINGERPRINT_FOLDER, LOG_FILE, SFTConfig, run_sft
+from rftt.train.sft import FINAL_FOLDER, LOG_FILE, SFTConfig, run_sft
 from rftt.train.sft_data import (
     IGNORE_INDEX,
     DataReport,
@@ -26,6 +26,7 @@ from rftt.train.sft_data import (
     pack,
     tokenize,
 )
+from rftt.train.weights import FINGERPRINT_FOLDER
 
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines, save_tiny_checkpoint
 
@@ -155,10 +156,20 @@ def test_bad_records_are_named_or_skipped_and_counted(tmp_path, checkpoint):
         run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=1"))
     data = write_sft_file(tmp_path / "bad2.jsonl", 8, [unknown])
     with pytest.raises(DataError, match=r"line 9: field 'steps\[0\].move': unknown functional token 'analysis'"):
-        run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=1"))
+        run_sft(sft_config(checkpoint, data, tmp_path / "run2", "max_steps=1"))
     summary = run_sft(sft_config(checkpoint, write_sft_file(tmp_path / "bad3.jsonl", 8, [no_response, unknown]),
                                  tmp_path / "skip", "max_steps=1", "data.skip_bad=true"))
     assert summary["skipped"] == 2 and summary["examples"] == 8
+
+
+def test_a_folder_is_not_continued_with_other_settings(tmp_path, checkpoint):
+    from rftt.config import ConfigError
+
+    data = write_sft_file(tmp_path / "sft.jsonl", 8)
+    run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=1"))
+    run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=2", "resume=true"))  # more steps: continued
+    with pytest.raises(ConfigError, match=r"different settings \(learning_rate\)"):
+        run_sft(sft_config(checkpoint, data, tmp_path / "run", "learning_rate=0.5", "resume=true"))
 
 
 def test_a_time_budget_stops_training_early_with_a_checkpoint(tmp_path, checkpoint):

@@ -33,14 +33,14 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from rftt.config import ConfigError, load_config, to_dict, with_resolved_paths
+from rftt.config import ConfigError, load_config, to_dict
 from rftt.data.benchmarks import BENCHMARKS
 from rftt.demo_budget import DemoPlan, calibrate, planned_config, rl_minutes
 from rftt.demo_problems import make_problem_files
 from rftt.demo_settings import (
     BUDGETS,
     CONFIG_FILE,
-    DEMO_PATHS,
+    DEMO_RUN_FOLDER,
     PLAN_SETTINGS,
     PROBLEM_FOLDER,
     PROBLEM_SETTINGS,
@@ -50,6 +50,7 @@ from rftt.demo_settings import (
     settings_changed,
 )
 from rftt.evaluate import EvalConfig, evaluate
+from rftt.run_folder import claim_run_folder
 from rftt.search.runner import SearchRunConfig, run_search
 from rftt.train.rl import RLConfig, run_rl
 from rftt.train.sft import SFTConfig, run_sft
@@ -180,16 +181,6 @@ def plan_stages(config: DemoConfig) -> StagePlan:
     )
 
 
-def _check_same_demo(run: Path, config: DemoConfig) -> None:
-    """Refuse to continue a run folder that was started with other settings."""
-    settings = to_dict(replace(config, output_dir=str(run)))
-    changed = settings_changed(run, settings)
-    if changed:
-        raise ConfigError(f"{run} holds a demo run with other settings ({', '.join(changed)}); "
-                          "use another --output-dir or delete it")
-    (run / CONFIG_FILE).write_text(json.dumps(with_resolved_paths(settings, DEMO_PATHS), indent=2) + "\n")
-
-
 def pipeline(plan: StagePlan) -> list[tuple[str, Any, str]]:
     """The stages after `problems` in order: name, config, and the `rftt` command that runs that config."""
     return [("baseline", plan.baseline, "eval"), ("search", plan.search, "search"), ("sft", plan.sft, "sft"),
@@ -267,7 +258,7 @@ def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
 
     run = Path(config.output_dir)
     run.mkdir(parents=True, exist_ok=True)
-    _check_same_demo(run, config)
+    claim_run_folder(run, DemoConfig, to_dict(replace(config, output_dir=str(run))), DEMO_RUN_FOLDER)
     (run / "demo.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     fresh = from_run is not None and not (run / STAGES_FILE).exists()
     if fresh:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from rftt.config import with_defaults, with_resolved_paths
 from rftt.data import DatasetSpec
 from rftt.demo_budget import BudgetConfig
 from rftt.evaluate import EvalConfig
 from rftt.models import DEFAULT_MODEL
 from rftt.precision import AUTO_DEVICE
+from rftt.run_folder import RunFolder, changed_settings
 from rftt.search.runner import SearchRunConfig
 from rftt.train.rl import RLConfig
 from rftt.train.sft import SFTConfig
@@ -72,11 +71,9 @@ def problem_file(run: Path, name: str, limit: int | None = None) -> DatasetSpec:
     return DatasetSpec(name="json", path=str(run / PROBLEM_FOLDER / f"{name}.jsonl"), limit=limit)
 
 
+DEMO_RUN_FOLDER = RunFolder(CONFIG_FILE, DEMO_PATHS)
+
+
 def settings_changed(run: Path, settings: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
     """The top-level settings of the demo saved in `run` that differ from `settings` (none if nothing is saved)."""
-    path = run / CONFIG_FILE
-    if not path.exists():
-        return []
-    previous = with_defaults(DemoConfig, json.loads(path.read_text()))
-    now, before = (with_resolved_paths(values, DEMO_PATHS) for values in (settings, previous))
-    return sorted(key for key in now if key not in ignore and before.get(key) != now[key])
+    return changed_settings(run, DemoConfig, settings, DEMO_RUN_FOLDER, ignore)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
-from rftt.config import ConfigError, configured_device, to_dict, with_defaults, with_resolved_paths
+from rftt.config import ConfigError, configured_device, to_dict
 from rftt.data import DatasetSpec, Problem, load_problems
 from rftt.engine.base import Engine
 from rftt.engine.factory import EngineConfig, build_engine
@@ -28,6 +28,7 @@ from rftt.jsonl import append_records, read_records
 from rftt.models import DEFAULT_MODEL, step_tags_for_search
 from rftt.precision import AUTO_DEVICE
 from rftt.prompts import get_template
+from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import TokenGuidedPolicy
 from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
@@ -44,7 +45,7 @@ PROBLEMS_FILE = "problems.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 _METHOD = re.compile(r"^(greedy|tree|(maj|rerank)@(\d+))$")
-_SETTINGS_THAT_MAY_CHANGE_ON_RESUME = frozenset({"engine", "batch_size", "output_dir", "device"})
+
 RUN_PATHS = ("model", "dataset.path")
 
 
@@ -104,27 +105,15 @@ class EvalConfig:
                               max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
-def _check_same_run(output: Path, config: EvalConfig) -> None:
-    """Refuse to resume into a folder written by a different configuration."""
-    path = output / CONFIG_FILE
-    settings = to_dict(config)
-    if path.exists():
-        previous = with_defaults(EvalConfig, json.loads(path.read_text()))
-        now, before = (_without_problem_count(with_resolved_paths(values, RUN_PATHS)) for values in (settings, previous))
-        changed = sorted(key for key in now
-                         if key not in _SETTINGS_THAT_MAY_CHANGE_ON_RESUME and before.get(key) != now[key])
-        if changed:
-            raise ConfigError(
-                f"{output} holds a run with different settings ({', '.join(changed)}); "
-                "choose another output_dir or delete it"
-            )
-    path.write_text(json.dumps(with_resolved_paths(settings, RUN_PATHS), indent=2) + "\n")
-
-
 def _without_problem_count(settings: dict[str, Any]) -> dict[str, Any]:
     """Settings as the resume check compares them: `dataset.limit` may change, since records are per problem
     (a larger limit evaluates only the new problems, a smaller one summarises the first ones)."""
     return {**settings, "dataset": {key: value for key, value in settings["dataset"].items() if key != "limit"}}
+
+
+EVAL_RUN_FOLDER = RunFolder(CONFIG_FILE, RUN_PATHS, frozenset({"engine", "batch_size", "output_dir", "device"}),
+                            _without_problem_count)
+"""Evaluation resumes with another engine, batch size, folder or device, and with more or fewer problems."""
 
 
 def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float,
@@ -316,7 +305,7 @@ def evaluate(config: EvalConfig, *, engine: Engine | None = None, tokenizer: Any
     get_template(config.template)
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    _check_same_run(output, config)
+    claim_run_folder(output, EvalConfig, to_dict(config), EVAL_RUN_FOLDER)
     problems = list(problems if problems is not None else load_problems(config.dataset))
     records_path = output / PROBLEMS_FILE
     finished = read_records(records_path, repair=True)

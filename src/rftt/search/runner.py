@@ -23,6 +23,7 @@ from rftt.jsonl import append_records, read_records
 from rftt.models import DEFAULT_MODEL, step_tags_for_search
 from rftt.precision import AUTO_DEVICE
 from rftt.prompts import get_template
+from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.search.export import ExportConfig, export_training_data
 from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import (
@@ -73,6 +74,11 @@ class SearchRunConfig:
     dtype: str = "auto"
     device: str = AUTO_DEVICE
     output_dir: str = "runs/search"
+
+
+SEARCH_RUN_FOLDER = RunFolder("config.json", ("model", "dataset.path", "output_dir"),
+                              frozenset({"engine", "device", "problems_per_group", "output_dir"}))
+"""A search resumes (searching the problems not yet searched) with another engine, device or group size."""
 
 
 def greedy_solved(engine, tokenizer, problems: Sequence[Problem], max_tokens: int) -> list[bool]:
@@ -165,8 +171,7 @@ def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, A
     """Search every problem not yet searched in `config.output_dir`, export its data, return the summary."""
     config = replace(config, device=str(configured_device("config.device", config.device)))
     output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n")
+    claim_run_folder(output, SearchRunConfig, to_dict(config), SEARCH_RUN_FOLDER)
     done = _resume(output)
     problems = [problem for problem in load_problems(config.dataset) if problem.id not in done]
     if problems:

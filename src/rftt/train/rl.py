@@ -31,11 +31,12 @@ from rftt.models import load_model, recorded_step_tags
 from rftt.precision import autocast, select_device
 from rftt.prompts import get_template
 from rftt.rewards import outcome_reward, token_rewards
+from rftt.run_folder import claim_run_folder
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
 from rftt.train.experience import Experience, UpdateResult
 from rftt.train.metrics_log import MetricsLog, RolloutLog, step_metrics, trajectory_records
 from rftt.train.packing import TrainingForward
-from rftt.train.rl_config import RLConfig, check_settings
+from rftt.train.rl_config import RL_RUN_FOLDER, RLConfig, check_settings
 from rftt.train.rl_model import (
     ReferenceModel,
     ResponseForward,
@@ -63,7 +64,7 @@ from rftt.train.rollouts import (
     sampling_rollouts,
     tree_rollouts,
 )
-from rftt.train.sft import apply_lora, write_fingerprint
+from rftt.train.weights import apply_lora, write_fingerprint
 
 
 class RLTrainer:
@@ -82,6 +83,8 @@ class RLTrainer:
         self.accelerator = Accelerator(cpu=device.type == "cpu")
         if self.accelerator.device.type != device.type:
             raise RuntimeError(f"config.device: {config.device} asked for, accelerate chose {self.accelerator.device}")
+        if self.accelerator.is_main_process:
+            claim_run_folder(self.output, RLConfig, to_dict(config), RL_RUN_FOLDER)
         model, self.tokenizer = load_model(config.model, dtype=torch.float32)
         self.tokens = self._step_tags()
         self.policy = apply_lora(model, config.lora, []) if config.lora else model

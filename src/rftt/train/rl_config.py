@@ -10,8 +10,9 @@ from rftt.data import DatasetSpec
 from rftt.models import DEFAULT_MODEL
 from rftt.precision import AUTO_DEVICE, Precision
 from rftt.rewards import RewardConfig
+from rftt.run_folder import RunFolder
 from rftt.train.rollouts import RolloutConfig
-from rftt.train.sft import LoraSettings
+from rftt.train.weights import LoraSettings
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ class RLConfig:
     keep_checkpoints: int = 2
     output_dir: str = "runs/rl"
     resume: bool = False
+
+
+RL_RUN_FOLDER = RunFolder("config.json", ("model", "dataset.path", "dev.path", "output_dir"), frozenset({
+    "steps", "resume", "max_minutes", "eval_every", "save_every", "keep_checkpoints", "log_rollouts", "device",
+    "prefix_cache_mib", "output_dir"}))
+"""An RL run continues with more steps, another time budget, evaluation or checkpoint schedule, or device."""
 
 
 def check_settings(config: RLConfig) -> None:

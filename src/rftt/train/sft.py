@@ -28,6 +28,7 @@ from rftt.config import to_dict, trainer_device
 from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
 from rftt.precision import AUTO_DEVICE, Precision, uses_bf16
+from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, save_step_tags
 from rftt.tokens.vocabulary import text_tags
 from rftt.train.sft_data import (
@@ -39,19 +40,11 @@ from rftt.train.sft_data import (
     pack,
     tokenize,
 )
+from rftt.train.weights import LoraSettings, apply_lora, write_fingerprint
 
 FINAL_FOLDER = "final"
 CHECKPOINT_FOLDER = "checkpoints"
 LOG_FILE = "log.jsonl"
-FINGERPRINT_FOLDER = "fingerprints"
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -174,16 +167,6 @@ def split_dev(examples: Sequence[SFTExample], fraction: float, limit: int) -> tu
     return [example for example in examples if id(example) not in dev_ids], dev
 
 
-def apply_lora(model: Any, settings: LoraSettings, token_ids: list[int]) -> Any:
-    """The model wrapped with LoRA adapters; `token_ids` (the functional tokens) get trainable embedding rows."""
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=list(settings.target_modules), task_type="CAUSAL_LM",
-                        trainable_token_indices=token_ids or None)
-    return get_peft_model(model, config)
-
-
 def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, has_dev: bool) -> TrainingArguments:
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
     device = trainer_device("config.device", config.device)
@@ -226,15 +209,6 @@ def _callbacks(config: SFTConfig, output: Path, tokens: FunctionalTokens | None)
     return callbacks
 
 
-def write_fingerprint(model: Any, output: Path, rank: int) -> None:
-    """Each rank records a checksum of its weights, so a distributed run can be checked for agreement."""
-    with torch.no_grad():
-        total = sum(float(parameter.double().sum()) for parameter in model.parameters())
-    folder = output / FINGERPRINT_FOLDER
-    folder.mkdir(exist_ok=True)
-    (folder / f"rank{rank}.json").write_text(json.dumps({"rank": rank, "weight_sum": total}))
-
-
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest checkpoint the Trainer finished writing (its trainer_state.json is written last), so a save cut
     short by a crash or a full disk is skipped, not loaded."""
@@ -243,12 +217,20 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return str(steps[-1][1]) if steps else None
 
 
+SFT_RUN_FOLDER = RunFolder("config.json", ("model", "data.path", "output_dir"), frozenset({
+    "resume", "max_minutes", "max_steps", "epochs", "save_steps", "save_total_limit", "logging_steps", "report_to",
+    "device", "output_dir"}))
+"""A warm-up continues with more steps or epochs, another time budget, checkpoint or logging schedule, or device."""
+
+
 def run_sft(config: SFTConfig) -> dict[str, Any]:
     """Train, save `output_dir/final`, and return a summary (losses, steps, timing, data report); the record
     in `final` names the device it ran on."""
     config = replace(config, device=str(trainer_device("config.device", config.device)))
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer in a distributed run
+        claim_run_folder(output, SFTConfig, to_dict(config), SFT_RUN_FOLDER)
     model, tokenizer = load_model(config.model, dtype=torch.float32)
     tags: StepTags | None = None
     new_token_ids: list[int] = []
