@@ -38,8 +38,8 @@ def test_packed_log_probs_values_and_entropy_equal_the_unpacked(case, implementa
     head = ValueHead(model.config.hidden_size)
     batch = build_sequences(*CASES[case], pad_id=PAD)
     with torch.no_grad():
-        plain = forward_responses(model, batch, head, with_entropy=True)
-        packed = forward_packed(model, batch, head, with_entropy=True, attention=implementation)
+        plain = forward_responses(model, batch, head, entropy="logged")
+        packed = forward_packed(model, batch, head, entropy="logged", attention=implementation)
     assert packed.logprobs.shape == plain.logprobs.shape
     torch.testing.assert_close(packed.logprobs, plain.logprobs, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(packed.values, plain.values, atol=1e-5, rtol=1e-5)
@@ -51,7 +51,7 @@ def gradients(model: torch.nn.Module, head: torch.nn.Module, forward, batch, wei
     """The flattened gradient of a loss built from every output a PPO step uses."""
     model.zero_grad()
     head.zero_grad()
-    result = forward(model, batch, head, with_entropy=True, entropy_gradient=True)
+    result = forward(model, batch, head, entropy="trained")
     loss = (result.logprobs * weights).sum() + (result.values ** 2 * weights).sum() - 0.1 * result.entropy
     loss.backward()
     return torch.cat([parameter.grad.flatten() for parameter in [*model.parameters(), *head.parameters()]])

@@ -448,8 +448,8 @@ def test_the_logged_entropy_builds_no_graph_unless_it_is_trained(checkpoint):
 
     model, tokenizer = load_model(str(checkpoint), dtype=torch.float32)
     batch = build_sequences([[1, 2, 3], [4, 5]], [[6, 7], [8, 9, 10]], tokenizer.pad_token_id)
-    logged = forward_responses(model, batch, with_entropy=True)
-    trained = forward_responses(model, batch, with_entropy=True, entropy_gradient=True)
+    logged = forward_responses(model, batch, entropy="logged")
+    trained = forward_responses(model, batch, entropy="trained")
     assert logged.logprobs.requires_grad and not logged.entropy.requires_grad and trained.entropy.requires_grad
     assert float(logged.entropy) == pytest.approx(float(trained.entropy))
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rftt.engine.batch import common_prefix_length
-from rftt.train.rl_model import ResponseForward, SequenceBatch, by_length, forward_responses
+from rftt.train.rl_model import Entropy, ResponseForward, SequenceBatch, by_length, forward_responses
 
 MASKED_ATTENTION = ("sdpa", "eager")  # attention implementations that take a custom 4D mask as given
 
@@ -113,8 +113,7 @@ def predecessor_slots(packed: PackedRow, batch: SequenceBatch) -> torch.Tensor:
 
 
 def forward_packed(model: nn.Module, batch: SequenceBatch, value_head: nn.Module | None = None,
-                   with_entropy: bool = False, entropy_gradient: bool = False,
-                   attention: str = "sdpa") -> ResponseForward:
+                   entropy: Entropy = "none", attention: str = "sdpa") -> ResponseForward:
     """`forward_responses` with the batch's rows packed into one row: the same log-probs, values and mean entropy.
     The output layer runs only at the states that predict a response token, each once."""
     packed = pack_sequences(batch_sequences(batch))
@@ -137,12 +136,12 @@ def forward_packed(model: nn.Module, batch: SequenceBatch, value_head: nn.Module
     values = None
     if value_head is not None:
         values = value_head(output.hidden_states[-1][0, kept.to(device)])[slot_index] * response_mask
-    entropy = None
-    if with_entropy:
-        source = log_probabilities if entropy_gradient else log_probabilities.detach()
+    mean_entropy = None
+    if entropy != "none":
+        source = log_probabilities if entropy == "trained" else log_probabilities.detach()
         per_state = -(source.exp() * source).sum(-1)
-        entropy = (per_state[slot_index] * response_mask).sum() / response_mask.sum().clamp(min=1)
-    return ResponseForward(logprobs, values, entropy)
+        mean_entropy = (per_state[slot_index] * response_mask).sum() / response_mask.sum().clamp(min=1)
+    return ResponseForward(logprobs, values, mean_entropy)
 
 
 def packing_unsupported(model: Any) -> str | None:
@@ -201,10 +200,10 @@ class TrainingForward:
         return cls(micro_batch_size, attention, packed_tokens)
 
     def __call__(self, model: nn.Module, batch: SequenceBatch, value_head: nn.Module | None = None,
-                 **options: bool) -> ResponseForward:
+                 entropy: Entropy = "none") -> ResponseForward:
         if self.attention is None:
-            return forward_responses(model, batch, value_head, **options)
-        return forward_packed(model, batch, value_head, attention=self.attention, **options)
+            return forward_responses(model, batch, value_head, entropy)
+        return forward_packed(model, batch, value_head, entropy, attention=self.attention)
 
     def micro_batches(self, batch: SequenceBatch, rows: torch.Tensor) -> list[torch.Tensor]:
         """Packed: rows sharing prefixes, at most `packed_tokens` unique tokens per micro-batch; padded:

@@ -359,8 +359,8 @@ class RLTrainer:
         rows_batch = experience.sequences.rows(rows)
         width = rows_batch.width  # these rows' responses: the last `width` columns
         with self.autocast():
-            current = self.forward(self.trained_policy, rows_batch, self.trained_value_head, with_entropy=True,
-                                   entropy_gradient=bool(config.entropy_weight))
+            current = self.forward(self.trained_policy, rows_batch, self.trained_value_head,
+                                   entropy="trained" if config.entropy_weight else "logged")
         device = current.logprobs.device
 
         def these(tensor: torch.Tensor) -> torch.Tensor:

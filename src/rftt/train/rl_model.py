@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -94,11 +94,15 @@ class ResponseForward:
     entropy: torch.Tensor | None
 
 
+Entropy = Literal["none", "logged", "trained"]
+"""Whether a forward pass gives the responses' mean entropy: not at all, for the log alone (off the graph), or with
+a gradient (an entropy bonus)."""
+
+
 def forward_responses(model: nn.Module, batch: SequenceBatch, value_head: nn.Module | None = None,
-                      with_entropy: bool = False, entropy_gradient: bool = False) -> ResponseForward:
+                      entropy: Entropy = "none") -> ResponseForward:
     """Log-probs of each response token (and the critic's values, and the mean entropy) in one forward pass,
-    on the model's device (the batch's bookkeeping may stay on the CPU). The entropy carries a gradient only
-    with `entropy_gradient` (an entropy bonus); otherwise it is computed for the log alone, off the graph."""
+    on the model's device (the batch's bookkeeping may stay on the CPU)."""
     batch, width = batch.to(next(model.parameters()).device), batch.width
     output = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                    logits_to_keep=width + 1, output_hidden_states=value_head is not None, use_cache=False)
@@ -108,9 +112,9 @@ def forward_responses(model: nn.Module, batch: SequenceBatch, value_head: nn.Mod
     values = None
     if value_head is not None:
         values = value_head(output.hidden_states[-1][:, -(width + 1) : -1]) * batch.response_mask
-    entropy = entropy_from_logits(logits if entropy_gradient else logits.detach(), batch.response_mask) \
-        if with_entropy else None
-    return ResponseForward(logprobs, values, entropy)
+    mean_entropy = None if entropy == "none" else entropy_from_logits(
+        logits if entropy == "trained" else logits.detach(), batch.response_mask)
+    return ResponseForward(logprobs, values, mean_entropy)
 
 
 def by_length(batch: SequenceBatch, rows: torch.Tensor, size: int) -> list[torch.Tensor]:
