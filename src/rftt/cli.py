@@ -1,7 +1,7 @@
 """The `rftt` command: one sub-command per stage of the pipeline.
 
 Long jobs (eval, search) take a typed config: defaults, then a YAML recipe (`--config`),
-then the flags below, then `--set key.sub=value` overrides; unknown keys are errors.
+then their flags (`rftt.cli_arguments`), then `--set key.sub=value` overrides; unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -14,61 +14,22 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
-from rftt.data import PRESETS, DatasetSpec, dataset_names, load_problems
+from rftt.cli_arguments import (
+    DEVICE_HELP,
+    EVAL_FLAGS,
+    RERANKER_FLAGS,
+    RL_FLAGS,
+    SEARCH_FLAGS,
+    SFT_FLAGS,
+    dataset_arguments,
+    dataset_spec,
+    job_arguments,
+    job_config,
+)
+from rftt.data import PRESETS, load_problems
 from rftt.engine.protocol import API_KEY_ENVIRONMENT_VARIABLE, DEFAULT_REPLY_TOKENS
 from rftt.errors import RfttError
 from rftt.verify.outcome import GOLD_FORMATS
-
-DEVICE_HELP = "auto (the GPU when there is one), cpu, cuda or cuda:N"
-DATASET_FLAGS = {"dataset": "name", "path": "path", "split": "split", "limit": "limit", "size": "size", "seed": "seed",
-                 "skip_bad": "skip_bad"}
-
-
-def _dataset_arguments(parser: argparse.ArgumentParser, default: str | None = None, optional: bool = False) -> None:
-    parser.add_argument("dataset", nargs="?" if default or optional else None, default=default,
-                        help=f"dataset name: {', '.join(dataset_names())}")
-    parser.add_argument("--path", help="file or folder of a benchmark or json dataset")
-    parser.add_argument("--split", help="split of a benchmark or hub dataset")
-    parser.add_argument("--limit", type=int, help="keep only the first N problems")
-    parser.add_argument("--size", type=int, help="number of problems of a generated dataset")
-    parser.add_argument("--seed", type=int, help="seed of a generated dataset")
-    parser.add_argument("--skip-bad", action="store_true", help="skip malformed rows (and report them)")
-
-
-def _job_arguments(parser: argparse.ArgumentParser, flags: dict[str, tuple[str, type, str]],
-                   dataset_section: str = "dataset") -> None:
-    """Dataset arguments (into `dataset_section`), `--config`, `--set`, and flags that each set one config key."""
-    _dataset_arguments(parser, optional=True)
-    parser.add_argument("--config", help="YAML recipe (see recipes/)")
-    for flag, (_, kind, help_text) in flags.items():
-        if kind is None:
-            parser.add_argument(f"--{flag}", action="store_true", help=help_text)
-        else:
-            parser.add_argument(f"--{flag}", type=kind, help=help_text)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any config setting, dotted, for example --set engine.max_batch_rows=32")
-    parser.set_defaults(job_flags=flags, dataset_section=dataset_section)
-
-
-def _job_config(config_class: type, arguments: argparse.Namespace) -> Any:
-    from rftt.config import load_config, set_dotted
-
-    base: dict[str, Any] = {}
-    keys = {attribute: f"{arguments.dataset_section}.{key}" for attribute, key in DATASET_FLAGS.items()}
-    keys.update({flag.replace("-", "_"): key for flag, (key, _, _) in arguments.job_flags.items()})
-    for attribute, key in keys.items():
-        value = getattr(arguments, attribute, None)
-        if value not in (None, False):
-            set_dotted(base, key, value)
-    return load_config(config_class, arguments.config, arguments.set, flags=base)
-
-
-def dataset_spec(arguments: argparse.Namespace) -> DatasetSpec:
-    """The DatasetSpec the dataset arguments describe."""
-    return DatasetSpec(
-        name=arguments.dataset, path=arguments.path, split=arguments.split, limit=arguments.limit,
-        size=arguments.size, seed=arguments.seed, skip_bad=arguments.skip_bad,
-    )
 
 
 def command_data(arguments: argparse.Namespace) -> int:
@@ -136,7 +97,7 @@ def command_eval(arguments: argparse.Namespace) -> int:
     """Evaluate a model on a dataset with a method; resumable; prints and writes a summary."""
     from rftt.evaluate import EvalConfig, evaluate, format_summary
 
-    config = _job_config(EvalConfig, arguments)
+    config = job_config(EvalConfig, arguments)
     print(format_summary(evaluate(config)))
     print(f"written to {config.output_dir}")
     return 0
@@ -146,7 +107,7 @@ def command_search(arguments: argparse.Namespace) -> int:
     """Tree search on a dataset: trees, SFT data and a summary; resumable."""
     from rftt.search.runner import SearchRunConfig, run_search
 
-    config = _job_config(SearchRunConfig, arguments)
+    config = job_config(SearchRunConfig, arguments)
     summary = run_search(config)
     for key, value in summary.items():
         print(f"{key:<22}{value:.1f}" if isinstance(value, float) else f"{key:<22}{value}")
@@ -160,7 +121,7 @@ def command_sft(arguments: argparse.Namespace) -> int:
 
     if arguments.dataset:
         arguments.set.insert(0, "data.source=dataset")
-    config = _job_config(SFTConfig, arguments)
+    config = job_config(SFTConfig, arguments)
     summary = run_sft(config)
     for key, value in summary.items():
         print(f"{key:<24}{value:.4f}" if isinstance(value, float) else f"{key:<24}{value}")
@@ -172,7 +133,7 @@ def command_rl(arguments: argparse.Namespace) -> int:
     """Online RL (RFTT or ReFT, by recipe); metrics to metrics.jsonl, checkpoints, final model."""
     from rftt.train.rl import RLConfig, run_rl
 
-    config = _job_config(RLConfig, arguments)
+    config = job_config(RLConfig, arguments)
     history = run_rl(config)
     for metrics in history[-3:]:
         print(json.dumps({key: metrics[key] for key in ("step", "reward", "accuracy", "kl", "step_seconds")}))
@@ -184,7 +145,7 @@ def command_train_reranker(arguments: argparse.Namespace) -> int:
     """Train a correctness classifier on an eval run's labelled samples (for `rftt eval --method rerank@k`)."""
     from rftt.train.reranker import RerankerConfig, train_reranker
 
-    config = _job_config(RerankerConfig, arguments)
+    config = job_config(RerankerConfig, arguments)
     print(json.dumps(train_reranker(config), indent=2))
     print(f"reranker: {config.output_dir}/final")
     return 0
@@ -243,67 +204,13 @@ def demo_flags(arguments: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-EVAL_FLAGS = {
-    "model": ("model", str, "model name, folder or hub id"),
-    "method": ("method", str, "greedy, maj@k (for example maj@8), rerank@k or tree"),
-    "reranker": ("reranker", str, "for --method rerank@k: a trained reranker folder"),
-    "rollouts": ("tree_rollouts", lambda text: [int(part) for part in text.split(",")],
-                 "for --method tree: rollout counts to report, for example 1,4,16"),
-    "template": ("template", str, "prompt template: chat, functional, reft, plain"),
-    "max-new-tokens": ("max_new_tokens", int, "longest completion"),
-    "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
-    "engine": ("engine.kind", str, "hf, openai or vllm"),
-    "base-url": ("engine.base_url", str, "server address for --engine openai"),
-    "device": ("device", str, DEVICE_HELP),
-}
-SEARCH_FLAGS = {
-    "model": ("model", str, "model name, folder or hub id"),
-    "policy": ("policy", str, "prompted (phase 1) or token_guided (phase 2)"),
-    "rollouts": ("search.rollouts", int, "rollouts per problem"),
-    "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
-    "engine": ("engine.kind", str, "hf, openai or vllm"),
-    "base-url": ("engine.base_url", str, "server address for --engine openai"),
-    "device": ("device", str, DEVICE_HELP),
-}
-
-
-SFT_FLAGS = {
-    "model": ("model", str, "model name, folder or hub id"),
-    "data": ("data.path", str, "an `rftt search` sft.jsonl file (data.source=search)"),
-    "style": ("data.style", str, "functional, cot or program"),
-    "lora-rank": ("lora.rank", int, "train a LoRA adapter of this rank instead of all weights"),
-    "epochs": ("epochs", float, "passes over the data"),
-    "max-steps": ("max_steps", int, "stop after this many optimizer steps"),
-    "learning-rate": ("learning_rate", float, "peak learning rate"),
-    "output-dir": ("output_dir", str, "where checkpoints, logs and the final model go"),
-    "device": ("device", str, DEVICE_HELP),
-}
-
-
-RL_FLAGS = {
-    "model": ("model", str, "start checkpoint (usually the SFT warm-up's final folder)"),
-    "steps": ("steps", int, "RL steps"),
-    "output-dir": ("output_dir", str, "where metrics, checkpoints and the final model go"),
-    "resume": ("resume", None, "continue from the newest checkpoint in output_dir"),
-    "device": ("device", str, DEVICE_HELP),
-}
-
-
-RERANKER_FLAGS = {
-    "model": ("model", str, "the policy whose backbone the classifier starts from"),
-    "data": ("data", str, "problems.jsonl of an `rftt eval --method maj@k` run on training problems"),
-    "output-dir": ("output_dir", str, "where the reranker goes"),
-    "device": ("device", str, DEVICE_HELP),
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rftt", description="Reinforced fine-tuning for reasoning: RFTT and ReFT.")
     commands = parser.add_subparsers(dest="command", required=True)
     from rftt.models import DEFAULT_MODEL as default_model
 
     data = commands.add_parser("data", help="load a dataset and print its problems")
-    _dataset_arguments(data)
+    dataset_arguments(data)
     data.add_argument("--show", type=int, default=3, help="how many problems to print")
     data.set_defaults(handler=command_data)
 
@@ -325,24 +232,24 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
 
     evaluation = commands.add_parser("eval", help="evaluate a model on a dataset (greedy, maj@k, tree), resumable")
-    _job_arguments(evaluation, EVAL_FLAGS)
+    job_arguments(evaluation, EVAL_FLAGS)
     evaluation.set_defaults(handler=command_eval)
 
     search = commands.add_parser("search", help="tree search: trees and SFT data for a dataset, resumable")
-    _job_arguments(search, SEARCH_FLAGS)
+    job_arguments(search, SEARCH_FLAGS)
     search.set_defaults(handler=command_search)
 
     sft = commands.add_parser("sft", help="supervised warm-up (functional-token paths or gold solutions)")
-    _job_arguments(sft, {**SFT_FLAGS, "resume": ("resume", None, "continue from the last checkpoint in output_dir")},
+    job_arguments(sft, {**SFT_FLAGS, "resume": ("resume", None, "continue from the last checkpoint in output_dir")},
                    dataset_section="data.dataset")
     sft.set_defaults(handler=command_sft)
 
     rl = commands.add_parser("rl", help="online RL: tree or sampled rollouts, REINFORCE++ / PPO-GAE / GRPO / RLOO")
-    _job_arguments(rl, RL_FLAGS)
+    job_arguments(rl, RL_FLAGS)
     rl.set_defaults(handler=command_rl)
 
     reranker = commands.add_parser("train-reranker", help="train a reranker on labelled sampled solutions")
-    _job_arguments(reranker, RERANKER_FLAGS)
+    job_arguments(reranker, RERANKER_FLAGS)
     reranker.set_defaults(handler=command_train_reranker)
 
     view = commands.add_parser("view", help="write the HTML page of a search tree")
