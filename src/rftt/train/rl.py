@@ -26,11 +26,9 @@ from rftt.algos import POLICY_LOSSES, clipped_value_loss, compute_advantages, ma
 from rftt.config import configured_device, to_dict
 from rftt.data import Problem, load_problems
 from rftt.engine.hf import HFEngine
-from rftt.engine.types import SamplingParams
 from rftt.models import load_model, recorded_step_tags
 from rftt.precision import autocast, select_device
-from rftt.prompts import get_template
-from rftt.rewards import outcome_reward, token_rewards
+from rftt.rewards import outcome_reward
 from rftt.run_folder import claim_run_folder
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
 from rftt.train.experience import Experience, UpdateResult
@@ -60,6 +58,7 @@ from rftt.train.rl_steps import PhaseTimer, problems_for_step, step_fits_budget,
 from rftt.train.rollouts import (
     RolloutModel,
     TrajectoryBatch,
+    greedy_accuracy,
     keep_informative_groups,
     sampling_rollouts,
     tree_rollouts,
@@ -173,15 +172,6 @@ class RLTrainer:
         batch.outcome_rewards = [outcome_reward(outcome, self.config.reward) for outcome in batch.outcomes]
         return keep_informative_groups(batch, batch.outcome_rewards, self.config.prompts_per_step // self.ranks[1])
 
-    def rewards(self, batch: TrajectoryBatch, width: int) -> torch.Tensor:
-        """Each token's reward: the outcome rewards the rollout judged, process rewards on the step ends."""
-        outcomes = batch.outcome_rewards
-        right_aligned = [[position + width - len(response) for position in ends]
-                         for ends, response in zip(batch.step_ends, batch.response_ids)]
-        rewards = token_rewards([width] * len(batch), outcomes, width, right_aligned, batch.step_scores,
-                                self.config.reward)
-        return rewards
-
     def fit(self) -> list[dict[str, Any]]:
         """Run the remaining steps; returns the metrics of each."""
         history = []
@@ -259,7 +249,7 @@ class RLTrainer:
         config = self.config
         with timer.phase("reward"):
             sequences = build_sequences(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
-            rewards = self.rewards(batch, sequences.width) * sequences.response_mask
+            rewards = batch.token_rewards(sequences.width, config.reward) * sequences.response_mask
         old_is_current = self.old_policy_is_current(len(batch))
         with timer.phase("logprobs"), self.autocast():
             old = (ResponseForward(torch.zeros(sequences.response_mask.shape), None, None) if old_is_current
@@ -389,13 +379,9 @@ class RLTrainer:
     def evaluate(self, problems: Sequence[Problem]) -> float:
         """Greedy accuracy on held-out problems with the rollout prompt template."""
         self.policy.eval()
-        template = get_template(self.config.rollout.template)
-        prompts = [template.render(problem.question, self.tokenizer) for problem in problems]
         with self.autocast():
-            results = self.engine.generate(prompts, SamplingParams(max_new_tokens=self.config.eval_max_new_tokens))
-        outcomes = self.config.rollout.judge([samples[0].text for samples in results],
-                                             [problem.gold for problem in problems])
-        return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)
+            return greedy_accuracy(self.engine, self.tokenizer, problems, self.config.rollout,
+                                   self.config.eval_max_new_tokens)
 
 
 def run_rl(config: RLConfig) -> list[dict[str, Any]]:

@@ -13,10 +13,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
+import torch
+
 from rftt.data import Problem
 from rftt.engine.base import Engine
 from rftt.engine.types import SamplingParams
 from rftt.prompts import get_template
+from rftt.rewards import RewardConfig, token_rewards
 from rftt.search.mcts import SearchConfig, TreeSearch
 from rftt.search.policies import TokenGuidedPolicy
 from rftt.search.process_rewards import tree_value_rewards
@@ -87,6 +90,13 @@ class TrajectoryBatch:
     def move_counts(self) -> Counter:
         return Counter(move for moves in self.moves for move in moves)
 
+    def token_rewards(self, width: int, config: RewardConfig) -> torch.Tensor:
+        """Each token's reward (responses right-aligned in `width` columns): the outcome rewards the rollout judged
+        on the last tokens, process rewards on the tokens that close steps."""
+        right_aligned = [[position + width - len(response) for position in ends]
+                         for ends, response in zip(self.step_ends, self.response_ids)]
+        return token_rewards([width] * len(self), self.outcome_rewards, width, right_aligned, self.step_scores, config)
+
 
 def _step_ends(response: Sequence[int], tokens: StepTags | None) -> tuple[list[int], list[str]]:
     """Positions of the tokens that close steps, and the moves of those steps."""
@@ -105,6 +115,16 @@ class RolloutModel:
     engine: Engine
     tokenizer: Any
     tokens: StepTags | None
+
+
+def greedy_accuracy(engine: Engine, tokenizer: Any, problems: Sequence[Problem], config: RolloutConfig,
+                    max_new_tokens: int) -> float:
+    """Greedy accuracy on held-out problems with the rollout prompt template and answer check."""
+    template = get_template(config.template)
+    prompts = [template.render(problem.question, tokenizer) for problem in problems]
+    results = engine.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens))
+    outcomes = config.judge([samples[0].text for samples in results], [problem.gold for problem in problems])
+    return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)
 
 
 def sampling_rollouts(model: RolloutModel, problems: Sequence[Problem], config: RolloutConfig,
