@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from rftt.verify.equivalence import DEFAULT_RELATIVE_TOLERANCE
-from rftt.verify.extract import extract_answer
+from rftt.verify.extract import find_answer
 
 REASONS = ("equal", "not_equal", "no_answer", "timeout", "error")
 PIPELINE_LAST_NUMBER_FALLBACK = False
@@ -19,8 +18,7 @@ GoldFormat = Literal["auto", "value", "latex"]
 the answer is found in ("$10455$", "So the answer is \\[\\boxed{7}\\]"); `auto`: `latex` when the gold has
 math delimiters, a box, GSM8K's `####` or an "answer is" phrase, else `value`."""
 GOLD_FORMATS: tuple[str, ...] = get_args(GoldFormat)
-_LATEX_TEXT_MARKERS = ("$", "\\boxed", "\\fbox", "\\[", "\\(", "####")
-_ANSWER_WORDS = re.compile(r"answer\s*(?:is|:)", re.IGNORECASE)
+_MATH_DELIMITERS = ("$", "\\[", "\\(")
 
 
 @dataclass(frozen=True)
@@ -41,12 +39,27 @@ def gold_format_problem(gold_format: object) -> str | None:
     return None if gold_format in GOLD_FORMATS else f"{gold_format!r} is not one of {', '.join(GOLD_FORMATS)}"
 
 
+class GoldReading(NamedTuple):
+    """The answer a gold states, and whether the gold is a plain value (read whole) rather than LaTeX text."""
+
+    answer: str
+    whole: bool
+
+
+def read_gold(gold: str, gold_format: GoldFormat = "auto") -> GoldReading:
+    """A gold as its format says (`auto`: LaTeX text when it has math delimiters or states an answer the way a
+    prediction would, in a box, after `####` or an "answer is" phrase; else a plain value)."""
+    if gold_format == "value":
+        return GoldReading(gold, True)
+    found = find_answer(gold, last_number_fallback=False)
+    if gold_format == "auto" and found is None and not any(mark in gold for mark in _MATH_DELIMITERS):
+        return GoldReading(gold, True)
+    return GoldReading(found.text if found else gold, False)
+
+
 def resolved_format(gold: str, gold_format: GoldFormat) -> GoldFormat:
     """`auto` decided for one gold: `latex` when it is marked-up text, else `value`."""
-    if gold_format != "auto":
-        return gold_format
-    latex = any(marker in gold for marker in _LATEX_TEXT_MARKERS) or _ANSWER_WORDS.search(gold)
-    return "latex" if latex else "value"
+    return "value" if read_gold(gold, gold_format).whole else "latex"
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,4 @@ def as_text(value: object) -> str | None:
 
 def gold_answer(gold: str, gold_format: GoldFormat = "auto") -> str:
     """The answer a gold states: the whole of a plain value, the answer found in LaTeX text (else all of it)."""
-    if resolved_format(gold, gold_format) == "value":
-        return gold
-    return extract_answer(gold, last_number_fallback=False) or gold
+    return read_gold(gold, gold_format).answer

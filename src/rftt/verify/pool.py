@@ -15,7 +15,7 @@ from typing import Sequence
 from rftt.verify.equivalence import is_choice_letter
 from rftt.verify.extract import find_answer
 from rftt.verify.judgement import Comparison, Verdict, quick_verdict
-from rftt.verify.outcome import CheckOptions, Gold, Outcome, as_text, gold_answer, resolved_format
+from rftt.verify.outcome import CheckOptions, Gold, Outcome, as_text, read_gold
 from rftt.verify.worker import command as worker_command
 from rftt.workers import WorkerPool
 
@@ -74,10 +74,10 @@ class VerifierPool:
 def make_comparison(prediction: object, gold: object, options: CheckOptions) -> Comparison:
     """The prediction's answer found and paired with its gold (an empty gold when there is none)."""
     gold_text, gold_format = (gold.text, gold.format) if isinstance(gold, Gold) else (as_text(gold) or "", "auto")
-    text, answer = as_text(prediction) or "", gold_answer(gold_text, gold_format)
+    text, gold_reading = as_text(prediction) or "", read_gold(gold_text, gold_format)
     found = find_answer(text, last_number_fallback=options.last_number_fallback,
-                        multiple_choice=is_choice_letter(answer))
-    return Comparison(text, found, gold_text, answer, resolved_format(gold_text, gold_format) == "value", options)
+                        multiple_choice=is_choice_letter(gold_reading.answer))
+    return Comparison(text, found, gold_text, gold_reading.answer, gold_reading.whole, options)
 
 
 def _outcome(verdict: Verdict) -> Outcome:
