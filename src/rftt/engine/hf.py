@@ -98,18 +98,17 @@ class HFEngine(Engine):
             chunks.append([index])
         return chunks
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams,
-                 listener: TokenListener | None = None) -> list[list[Completion]]:
-        """As `Engine.generate`; a `listener` is told every step's tokens and may stop requests (their samples
-        are then missing from the result)."""
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         batches = [[StreamRequest(prompt, params.n) for prompt in prompts]]
-        for number, sample, completion in self.stream(lambda: batches.pop() if batches else [], params, listener):
+        for number, sample, completion in self.stream(lambda: batches.pop() if batches else [], params):
             results[number][sample] = completion
         return [[completion for completion in samples if completion is not None] for samples in results]
 
     def stream(self, feed: Feed, params: SamplingParams,
                listener: TokenListener | None = None) -> Iterator[tuple[int, int, Completion]]:
+        """As `Engine.stream`; a `listener` is told each step's tokens and may stop requests (they end without a
+        completion)."""
         generator = None
         if params.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(params.seed)
