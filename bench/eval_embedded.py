@@ -42,7 +42,8 @@ def main() -> None:
             voting = method != "greedy" and arguments.voting_max_new_tokens is not None
             max_new_tokens = arguments.voting_max_new_tokens if voting else arguments.max_new_tokens
             config = load_config(EvalConfig, base={
-                "method": method, "template": arguments.template, "last_number_fallback": True, "max_new_tokens": max_new_tokens,
+                "method": method, "template": arguments.template, "answer_check": {"last_number_fallback": True},
+                "max_new_tokens": max_new_tokens,
                 "batch_size": arguments.batch_size, "engine": {"max_batch_rows": arguments.batch_rows},
                 "output_dir": str(Path(arguments.runs) / f"{label}-{method}"),
                 "dataset": {**dataset, "path": str(Path(arguments.data) / folder), "limit": arguments.limit}})

@@ -1,6 +1,6 @@
 """fp32 against bf16 on the embedded model: a forward pass, greedy decoding with the hf engine, and a training step.
 
-bf16 is measured both ways rftt uses it: weights loaded in bf16 (evaluation and search, `dtype: native`) and fp32
+bf16 is measured both ways rftt uses it: weights loaded in bf16 (evaluation and search, `precision: native`) and fp32
 weights under bf16 autocast (SFT and RL, `precision: native`). Best of `--repeats` after one warm-up each.
 
     python bench/precision.py

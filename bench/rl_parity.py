@@ -34,7 +34,7 @@ from common import RESULTS, cpu_flags, peak_memory_mib, write_results
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 RL_RECIPES = {"grpo": "grpo_sampled_arithmetic.yaml", "reft": "reft_sampled_arithmetic.yaml"}
-EVAL_DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+PRECISIONS = ("fp32", "bf16")
 CURVE_BLOCK = 5
 CURVE_METRICS = ("accuracy", "response_length", "entropy", "kl", "grad_norm", "value_grad_norm", "step_seconds")
 DEFAULT_MINUTES = 31.0  # the reference glue's wall time: 475 s sampling, 200 s SFT, 20 min GRPO
@@ -75,7 +75,7 @@ def warm_up_pipeline(task: str, seed: int, precision: str, folder: Path) -> dict
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     sampling = load_config(EvalConfig, RECIPES / "eval_sample_arithmetic.yaml", [
-        f"dataset.name={task}", f"seed={seed}", f"dtype={EVAL_DTYPES[precision]}", f"output_dir={folder / 'sample'}"])
+        f"dataset.name={task}", f"seed={seed}", f"precision={precision}", f"output_dir={folder / 'sample'}"])
     sampled = evaluate(sampling, progress=False)
     seconds["rejection_sampling"] = time.perf_counter() - started
     mark = time.perf_counter()
@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--pipeline", choices=sorted(RL_RECIPES), default="grpo")
     parser.add_argument("--task", default="arithmetic")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default="fp32", choices=sorted(EVAL_DTYPES))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--minutes", type=float, help="the pipeline's wall budget (default: the glue run's)")
     parser.add_argument("--start", help="RL only, from this warm-up folder (for example the glue's sft folder), "
                                         "for the glue's GRPO seconds unless --minutes")

@@ -57,7 +57,7 @@ def rftt_tree_step(output: Path) -> dict:
     save_step_tags(start, tokens)
     config = load_config(RLConfig, RECIPES / "rftt_arithmetic.yaml", [
         f"model={start}", "steps=1", "dev=null", f"prompts_per_step={PROMPTS}", f"rollout.samples_per_prompt={SAMPLES}",
-        "rollout.search.rollouts=8", "rollout.step_max_tokens=48", "mini_batch_size=32", "micro_batch_size=8",
+        "rollout.search.rollouts=8", "rollout.tree.step_max_tokens=48", "mini_batch_size=32", "micro_batch_size=8",
         "save_every=0", "eval_every=0", f"output_dir={output}"])
     return RLTrainer(config).train_step(0)
 

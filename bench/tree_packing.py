@@ -41,7 +41,7 @@ from common import RESULTS, cpu_flags, cpu_model, peak_memory_mib, write_results
 
 KINDS = {
     "demo": [],
-    "tree": ["rollout.kind=tree", "rollout.temperature=0.7", "rollout.step_max_tokens=48", "advantage=reinforce_pp",
+    "tree": ["rollout.kind=tree", "rollout.temperature=0.7", "rollout.tree.step_max_tokens=48", "advantage=reinforce_pp",
              "rollout.search={rollouts: 8, parallel_rollouts: 4, selection: uct, exploration: 2.0, "
              "unvisited_order: prior, max_depth: 6}", "kl={coefficient: 0.01, estimator: k1, placement: reward}"],
 }

@@ -19,6 +19,7 @@ from rftt.data import Problem
 from rftt.demo import demo_config, run_demo, task_flags
 from rftt.demo_problems import split_off_dev
 from rftt.demo_settings import STAGES_FILE, paired_run
+from rftt.evaluate import EvalConfig
 from rftt.jsonl import read_records
 from rftt.report import last_step_rollouts, write_report
 from rftt.tokens import FUNCTIONAL_TOKENS_FILE
@@ -30,7 +31,7 @@ TINY_BUDGET = [
     "held_out_problems=6", "dev_problems=3", "search_problems=3", "tree_problems=3", "example_trees=2",
     "search.search.rollouts=6", "search.search.max_depth=3", "search.step_max_tokens={output: 4, next_step: 4}",
     "sft.epochs=2", "sft.batch_size=4", "sft.learning_rate=1.0e-3", "sft.save_steps=1000",
-    "rl.steps=2", "rl.prompts_per_step=2", "rl.rollout.samples_per_prompt=2", "rl.rollout.step_max_tokens=4",
+    "rl.steps=2", "rl.prompts_per_step=2", "rl.rollout.samples_per_prompt=2", "rl.rollout.tree.step_max_tokens=4",
     "rl.rollout.search.rollouts=2", "rl.rollout.search.max_depth=3", "rl.mini_batch_size=4", "rl.micro_batch_size=4",
     "rl.eval_every=1", "rl.eval_max_new_tokens=8", "rl.save_every=1",
     "evaluation.max_new_tokens=8", "evaluation.tree_rollouts=[1, 2]",
@@ -212,8 +213,17 @@ def test_a_run_folder_from_an_older_version_or_given_by_a_relative_path_continue
     config, summary, run = finished_run
     saved_path = run / "demo_config.json"
     saved = json.loads(saved_path.read_text())
-    # settings added after the run began, at their default (the budget sets rl.rollout.sampled_children itself)
-    del saved["functional_tokens"], saved["evaluation"]["absolute_tolerance"]
+    # settings added after the run began, at their default (the budget sets rl.rollout.tree itself), and the
+    # evaluation's settings under the names they had before answer_check and tree grouped them
+    del saved["functional_tokens"], saved["evaluation"]["answer_check"]["absolute_tolerance"]
+    evaluation = saved["evaluation"]
+    for old, new in EvalConfig.renamed_keys.items():
+        group, _, name = new.rpartition(".")
+        section = evaluation[group] if group else evaluation
+        if name in section:
+            evaluation[old] = section.pop(name)
+    del evaluation["answer_check"], evaluation["tree"]
+    assert evaluation["dtype"] == "native" and "tree_sampled_children" in evaluation
     saved_path.write_text(json.dumps(saved))
     monkeypatch.chdir(run.parent)
     relative = replace(config, model=Path(config.model).name, output_dir=run.name)

@@ -135,12 +135,12 @@ def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_i
     evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
     saved = tmp_path / "run" / "config.json"
     older = json.loads(saved.read_text())
-    del older["absolute_tolerance"], older["dataset"]["offset"]
+    del older["answer_check"]["absolute_tolerance"], older["dataset"]["offset"]
     saved.write_text(json.dumps(older))
     evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
     saved.write_text(json.dumps(older))
-    with pytest.raises(ConfigError, match="different settings \\(absolute_tolerance\\)"):
-        evaluate(eval_config(tmp_path, checkpoint, data, absolute_tolerance=0.01), progress=False)
+    with pytest.raises(ConfigError, match="different settings \\(answer_check\\)"):
+        evaluate(eval_config(tmp_path, checkpoint, data, answer_check={"absolute_tolerance": 0.01}), progress=False)
 
 
 def test_eval_through_a_given_engine_and_problem_list(tmp_path, tiny_model, tiny_tokenizer):

@@ -119,5 +119,5 @@ def test_unknown_model_and_dtype_errors_are_clear(tmp_path, tiny_model, tiny_tok
         load_model(str(tmp_path / "no-such-model"))
     tiny_model.save_pretrained(tmp_path)
     tiny_tokenizer.save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="unknown dtype 'float33'"):
+    with pytest.raises(ModelLoadError, match="unknown precision 'float33'; use one of auto, fp32, bf16, fp16, native"):
         load_model(str(tmp_path), dtype="float33")

@@ -7,7 +7,7 @@ import torch
 
 from rftt import precision
 from rftt.models import load_model
-from rftt.precision import autocast, cpu_has_native_bf16, device_problem, load_dtype, resolve_device, uses_bf16
+from rftt.precision import autocast, cpu_has_native_bf16, device_problem, resolve_device, uses_bf16, weights_dtype
 
 FLAGS_WITHOUT_BF16 = "fpu vme sse sse2 avx avx2 avx512f avx512bw"
 
@@ -33,7 +33,7 @@ def test_a_cpu_is_bf16_native_only_with_bf16_instructions(cpu_flags, flags, nati
     cpu_flags(flags)
     assert cpu_has_native_bf16() is native
     assert uses_bf16("native", "cpu") is native
-    assert load_dtype("native", "cpu") == ("bfloat16" if native else "float32")
+    assert weights_dtype("native", "cpu") == (torch.bfloat16 if native else torch.float32)
     assert uses_bf16("bf16", "cpu") and not uses_bf16("fp32", "cpu")
 
 
@@ -41,7 +41,7 @@ def test_the_environment_switch_turns_a_bf16_cpu_into_an_fp32_one(cpu_flags, mon
     monkeypatch.setenv(precision.NATIVE_BF16_SWITCH, "0")
     cpu_flags(FLAGS_WITHOUT_BF16 + " avx512_bf16")
     assert not cpu_has_native_bf16()
-    assert load_dtype("native", "cpu") == "float32" and uses_bf16("bf16", "cpu")
+    assert weights_dtype("native", "cpu") == torch.float32 and uses_bf16("bf16", "cpu")
 
 
 def test_without_a_cpuinfo_file_nothing_is_native(monkeypatch, tmp_path):
@@ -53,8 +53,10 @@ def test_without_a_cpuinfo_file_nothing_is_native(monkeypatch, tmp_path):
         cpu_has_native_bf16.cache_clear()
 
 
-def test_explicit_dtypes_pass_through_and_unknown_precisions_are_named():
-    assert load_dtype("float16", "cpu") == "float16" and load_dtype("auto", "cpu") == "auto"
+def test_explicit_precisions_and_their_torch_names_give_their_dtype_and_unknown_ones_are_named():
+    assert weights_dtype("fp16", "cpu") == weights_dtype("float16", "cpu") == torch.float16
+    assert weights_dtype("bf16", "cpu") == weights_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert weights_dtype("auto", "cpu") == "auto"
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         uses_bf16("fp8", "cpu")
 
@@ -99,6 +101,47 @@ def test_an_unknown_precision_in_a_recipe_names_its_key():
 
     with pytest.raises(ConfigError, match="precision"):
         load_config(RLConfig, None, ["precision=fp8"])
+
+
+@pytest.mark.parametrize("stored, computes", [(torch.float32, "fp32"), (torch.bfloat16, "bf16")])
+def test_training_in_auto_precision_computes_as_the_checkpoint_is_stored(tmp_path, tiny_model, tiny_tokenizer,
+                                                                         stored, computes):
+    from rftt.config import configured_training_precision
+    from rftt.train.sft import SFTConfig, _training_arguments
+
+    tiny_model.to(stored).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    assert configured_training_precision("config.precision", "auto", str(tmp_path)) == computes
+    assert configured_training_precision("config.precision", "fp32", str(tmp_path)) == "fp32"
+    arguments = _training_arguments(SFTConfig(model=str(tmp_path), device="cpu"), tmp_path / "run", steps_per_epoch=4,
+                                    has_dev=False)
+    assert arguments.bf16 is (computes == "bf16")
+
+
+def test_fp16_is_refused_for_training_naming_the_key_and_taken_for_generation(tmp_path, tiny_model, tiny_tokenizer):
+    from rftt.config import ConfigError, load_config
+    from rftt.train.rl import RLConfig, RLTrainer
+
+    tiny_model.save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    config = load_config(RLConfig, overrides=[f"model={tmp_path}", "precision=fp16", f"output_dir={tmp_path / 'rl'}"])
+    with pytest.raises(ConfigError, match="config.precision: precision 'fp16' is for generation"):
+        RLTrainer(config)
+    model, _ = load_model(str(tmp_path), dtype="fp16")
+    assert model.dtype == torch.float16
+
+
+def test_the_dtype_setting_of_generation_stages_loads_as_precision(tmp_path):
+    from rftt.config import load_config
+    from rftt.evaluate import EvalConfig
+    from rftt.search.runner import SearchRunConfig
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("dtype: bfloat16\n")
+    for config_class in (EvalConfig, SearchRunConfig):
+        with pytest.warns(FutureWarning, match="dtype is now precision"):
+            assert load_config(config_class, recipe).precision == "bf16"
+    assert load_config(EvalConfig, overrides=["precision=native"]).precision == "native"
 
 
 HAS_GPU = torch.cuda.is_available()

@@ -10,6 +10,7 @@ from rftt.config import ConfigError, load_config
 from rftt.evaluate import EvalConfig, evaluate
 from rftt.jsonl import read_records
 from rftt.train.reranker import RerankerConfig, load_reranker, rerank, score, train_reranker
+from rftt.verify.judge import AnswerCheckConfig
 from rftt.voting import majority_vote
 
 from conftest import save_tiny_checkpoint
@@ -60,7 +61,8 @@ def test_rerank_at_k_in_eval(tmp_path, checkpoint):
     train_reranker(RerankerConfig(model=str(checkpoint), data=data, epochs=1, output_dir=str(tmp_path / "reranker")))
     problems = tmp_path / "test.jsonl"
     problems.write_text("".join(json.dumps({"question": f"{i} + 1?", "answer": str(i + 1)}) + "\n" for i in range(3)))
-    base = {"model": str(checkpoint), "template": "plain", "method": "rerank@3", "max_new_tokens": 32, "last_number_fallback": True,
+    base = {"model": str(checkpoint), "template": "plain", "method": "rerank@3", "max_new_tokens": 32,
+            "answer_check": {"last_number_fallback": True},
             "reranker": str(tmp_path / "reranker" / "final"), "output_dir": str(tmp_path / "eval"),
             "dataset": {"name": "json", "path": str(problems)}}
     summary = evaluate(load_config(EvalConfig, base=base), progress=False)
@@ -76,5 +78,5 @@ def test_rerank_at_k_in_eval(tmp_path, checkpoint):
             assert record["answer"] == record["extracted"][chosen]
     with pytest.raises(ConfigError, match="rerank@k needs a trained reranker"):
         EvalConfig(method="rerank@4").samples()
-    with pytest.raises(ConfigError, match="tree search judges stated answers exactly"):
-        EvalConfig(method="tree", absolute_tolerance=0.01).samples()
+    with pytest.raises(ConfigError, match="answer_check.absolute_tolerance: tree search judges answers exactly"):
+        EvalConfig(method="tree", answer_check=AnswerCheckConfig(absolute_tolerance=0.01)).samples()

@@ -27,7 +27,7 @@ from rftt.verify import Outcome
 from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, run_and_kill_after_lines
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-SMALL = ["steps=3", "dev=null", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=8", "rollout.step_max_tokens=4",
+SMALL = ["steps=3", "dev=null", "rollout.samples_per_prompt=2", "rollout.max_new_tokens=8", "rollout.tree.step_max_tokens=4",
          "rollout.search.max_depth=3", "rollout.search.rollouts=2", "prompts_per_step=2", "mini_batch_size=4",
          "micro_batch_size=2", "save_every=0", "eval_every=0", "learning_rate=1.0e-4"]
 
@@ -86,7 +86,7 @@ def test_tree_rollouts_from_a_text_tag_checkpoint_keep_the_tags_text(tmp_path, d
     tokenizer.save_pretrained(folder)
     save_step_tags(folder, TextTags.from_tokenizer(tokenizer))
     config = recipe_config("rftt_arithmetic.yaml", folder, data, tmp_path / "run", "steps=2",
-                           "rollout.step_max_tokens=6")
+                           "rollout.tree.step_max_tokens=6")
     trainer = RLTrainer(config)
     assert isinstance(trainer.tokens, TextTags)
     history = trainer.fit()
@@ -261,7 +261,7 @@ def test_an_oversampled_rollout_keeps_the_groups_with_mixed_rewards_first():
 
 def test_oversampled_tree_rollouts_train_on_the_steps_number_of_prompts(tmp_path, checkpoint, data):
     history = run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "run", "rollout.oversample=2",
-                                   "rollout.sampled_children=2", "steps=1"))
+                                   "rollout.tree.sampled_children=2", "steps=1"))
     informative = history[0]["informative_rolled_out_groups"] * 4  # of the 2 x 2 prompts rolled out
     assert informative == pytest.approx(round(informative)) and 0 <= informative <= 4
     assert 0.0 <= history[0]["rolled_out_accuracy"] <= 1.0 and math.isfinite(history[0]["policy_loss"])
@@ -272,10 +272,11 @@ def test_oversampled_tree_rollouts_train_on_the_steps_number_of_prompts(tmp_path
 def test_incompatible_settings_are_named(tmp_path, checkpoint, data):
     with pytest.raises(ConfigError, match="gae needs a critic"):
         run_rl(recipe_config("reft_gsm8k.yaml", checkpoint, data, tmp_path / "x", "critic=none"))
-    with pytest.raises(ConfigError, match="tree rollouts write functional-token steps"):
-        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "y", "rollout.answer_format=program"))
-    with pytest.raises(ConfigError, match="tree rollouts judge answers exactly"):
-        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "z", "rollout.absolute_tolerance=0.01"))
+    with pytest.raises(ConfigError, match="rollout.answer_check.format: tree search writes functional-token steps"):
+        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "y", "rollout.answer_check.format=program"))
+    with pytest.raises(ConfigError, match="rollout.answer_check.absolute_tolerance: tree search judges answers exactly"):
+        run_rl(recipe_config("rftt_arithmetic.yaml", checkpoint, data, tmp_path / "z",
+                             "rollout.answer_check.absolute_tolerance=0.01"))
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -120,8 +120,8 @@ def test_tree_evaluation_steps_keep_within_their_own_token_limit(tmp_path, check
     from rftt.tokens import parse_steps
 
     base = {"model": str(checkpoint), "method": "tree", "template": "functional", "max_new_tokens": 8,
-            "tree_step_max_tokens": 2, "tree_rollouts": [2], "output_dir": str(tmp_path / "tree-eval"),
-            "search": {"max_depth": 4}, "tree_temperature": 1.0,
+            "tree": {"step_max_tokens": 2, "temperature": 1.0}, "tree_rollouts": [2],
+            "output_dir": str(tmp_path / "tree-eval"), "search": {"max_depth": 4},
             "dataset": {"name": "json", "path": write_problems(tmp_path / "data.jsonl", 2), "fields": {"id": "key"}}}
     evaluate(load_config(EvalConfig, base=base), progress=False)
     records = read_records(tmp_path / "tree-eval" / "problems.jsonl")

@@ -49,11 +49,11 @@ def command_verify(arguments: argparse.Namespace) -> int:
     """Judge one prediction (a stated answer, or with --program a `def solution():` run in the sandbox)
     against a gold answer and print the Outcome as JSON."""
     from rftt.verify import Gold
-    from rftt.verify.judge import judge
+    from rftt.verify.judge import AnswerCheckConfig
 
-    outcome = judge([arguments.prediction], [Gold(arguments.gold, arguments.gold_format)],
-                    answer_format="program" if arguments.program else "text", absolute_tolerance=arguments.tolerance,
-                    last_number_fallback=not arguments.no_last_number)[0]
+    answer_check = AnswerCheckConfig("program" if arguments.program else "text", not arguments.no_last_number,
+                                     arguments.tolerance)
+    outcome = answer_check.judge([arguments.prediction], [Gold(arguments.gold, arguments.gold_format)])[0]
     print(json.dumps(asdict(outcome)))
     return 0 if outcome.correct else 1
 
@@ -170,7 +170,7 @@ def command_serve(arguments: argparse.Namespace) -> int:
         prm = ProcessRewardConfig(kind="hf", step_tag=arguments.prm_step_tag, good_token=arguments.prm_good_token,
                                   bad_token=arguments.prm_bad_token)
     serve(arguments.prm or arguments.model, host=arguments.host, port=arguments.port, api_key=api_key,
-          dtype=arguments.dtype, device=arguments.device, batch_window_seconds=arguments.batch_window_ms / 1000,
+          precision=arguments.precision, device=arguments.device, batch_window_seconds=arguments.batch_window_ms / 1000,
           reply_tokens=arguments.default_max_tokens, prm=prm)
     return 0
 
@@ -267,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", help=f"require this bearer key (or set ${API_KEY_ENVIRONMENT_VARIABLE})")
-    serve.add_argument("--dtype", default="auto")
+    serve.add_argument("--precision", "--dtype", default="auto", dest="precision",
+                       help="the weights' precision: auto (as stored), fp32, bf16, fp16 or native (--dtype: its old name)")
     serve.add_argument("--batch-window-ms", type=float, default=10.0,
                        help="how long to wait for concurrent requests to batch together")
     serve.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -10,6 +10,7 @@ import dataclasses
 import re
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar, Union
 
@@ -20,6 +21,11 @@ from rftt.errors import RfttError
 _YAML_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 Config = TypeVar("Config")
+RENAMED_KEYS = "renamed_keys"
+"""A config class may map keys of its older versions to their dotted places now (`renamed_keys: ClassVar[...]`):
+recipes that use the old names still load, with a warning that names the new one."""
+RENAMED_VALUES = "renamed_values"
+"""Likewise for values: `renamed_values: ClassVar[...]` maps a key to {old value: value now}."""
 
 
 class ConfigError(RfttError):
@@ -33,6 +39,18 @@ def configured_device(key: str, name: str) -> Any:
 
     try:
         return resolve_device(name)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
+def configured_training_precision(key: str, precision: str, model: str) -> str:
+    """What a training stage set to `precision` computes in (`auto` resolved by how `model` is stored: see
+    `rftt.precision.training_precision`); one it cannot train in is a ConfigError naming the key."""
+    from rftt.models import stored_dtype
+    from rftt.precision import training_precision
+
+    try:
+        return training_precision(precision, stored_dtype(model) if precision == "auto" else None)
     except ValueError as error:
         raise ConfigError(f"{key}: {error}") from None
 
@@ -96,8 +114,60 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def _nested_config(annotation: Any) -> type | None:
+    """The config dataclass a field holds (also through `X | None`), else None."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return next((option for option in options if dataclasses.is_dataclass(option)), None)
+
+
+def _place(data: dict[str, Any], dotted: str, value: Any) -> bool:
+    """Set `dotted` in `data` (copying the sections on the way) to the value an old key held; False, setting
+    nothing, when `dotted` is already set there."""
+    *sections, leaf = dotted.split(".")
+    target = data
+    for part in sections:
+        inner = target.get(part, {})
+        if not isinstance(inner, Mapping):
+            return False
+        target[part] = dict(inner)
+        target = target[part]
+    if leaf in target:
+        return False
+    target[leaf] = value
+    return True
+
+
+def current_names(cls: type, data: Mapping[str, Any], source: str = "config", prefix: str = "") -> dict[str, Any]:
+    """`data` (read from `source`, at `prefix` in the whole config) with the keys that `cls` and the configs
+    nested in it renamed moved to their new places, each move warned about with both names; an old and a new
+    name for one setting in the same source is an error."""
+    moved: dict[str, Any] = dict(data)
+    for old, new in getattr(cls, RENAMED_KEYS, {}).items():
+        if old not in moved:
+            continue
+        if not _place(moved, new, moved.pop(old)):
+            raise ConfigError(f"{source}: {prefix}{old} is the old name of {prefix}{new}, and both are set; "
+                              f"keep {prefix}{new}")
+        warnings.warn(f"{source}: {prefix}{old} is now {prefix}{new} (the old name still loads; rename it)",
+                      FutureWarning, stacklevel=2)
+    for key, values in getattr(cls, RENAMED_VALUES, {}).items():
+        value = moved.get(key)
+        if isinstance(value, str) and value in values:
+            moved[key] = values[value]
+            warnings.warn(f"{source}: {prefix}{key}: {value} is now {values[value]} (the old value still loads)",
+                          FutureWarning, stacklevel=2)
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    for name, value in moved.items():
+        nested = _nested_config(hints.get(name))
+        if nested is not None and isinstance(value, Mapping):
+            moved[name] = current_names(nested, value, source, f"{prefix}{name}.")
+    return moved
+
+
 def from_dict(cls: type[Config], data: Mapping[str, Any], where: str = "config") -> Config:
-    """An instance of dataclass `cls` from a mapping; unknown keys and wrong types raise ConfigError."""
+    """An instance of dataclass `cls` from a mapping (keys renamed since older versions moved to their new
+    names); unknown keys and wrong types raise ConfigError."""
+    data = current_names(cls, data, where)
     known = {field.name: field for field in dataclasses.fields(cls) if field.init}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -134,19 +204,39 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Set `a.b.c=value` in nested `data`; the value is read as YAML (numbers, booleans, lists)."""
+def current_key(cls: type | None, dotted: str, source: str) -> str:
+    """A dotted key of `cls` under today's names (a renamed part replaced by its new place, with a warning)."""
+    parts, renamed = dotted.strip().split("."), []
+    while parts:
+        part = parts.pop(0)
+        new = getattr(cls, RENAMED_KEYS, {}).get(part)
+        if new is not None:
+            warnings.warn(f"{source}: {'.'.join(renamed + [part])} is now {'.'.join(renamed + [new])} (the old name "
+                          "still loads; rename it)", FutureWarning, stacklevel=3)
+            *sections, part = new.split(".")
+            for section in sections:
+                renamed.append(section)
+                cls = _nested_config(typing.get_type_hints(cls).get(section)) if cls else None
+        renamed.append(part)
+        hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
+        cls = _nested_config(hints.get(part))
+    return ".".join(renamed)
+
+
+def apply_override(data: dict[str, Any], override: str, cls: type | None = None) -> None:
+    """Set `a.b.c=value` in nested `data` (a key `cls` renamed at its new place); the value is read as YAML
+    (numbers, booleans, lists)."""
     if "=" not in override:
         raise ConfigError(f"override {override!r}: expected key=value, for example engine.kind=openai")
     key, raw_value = override.split("=", 1)
-    set_dotted(data, key, yaml.safe_load(raw_value) if raw_value.strip() else None)
+    set_dotted(data, current_key(cls, key, f"setting {override!r}"), yaml.safe_load(raw_value) if raw_value.strip() else None)
 
 
 def load_config(cls: type[Config], path: str | Path | None = None, overrides: Sequence[str] = (),
                 base: Mapping[str, Any] | None = None, flags: Mapping[str, Any] | None = None) -> Config:
     """A config from defaults, then `base`, then a YAML file, then command-line `flags`, then
     `key=value` overrides (each later one wins)."""
-    data: dict[str, Any] = _merge({}, dict(base or {}))
+    data: dict[str, Any] = _merge({}, current_names(cls, base or {}))
     where = "config"
     if path is not None:
         where = str(path)
@@ -156,16 +246,19 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: Se
             raise ConfigError(f"{path}: cannot read the recipe ({error})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of settings, got {type(loaded).__name__}")
-        data = _merge(data, loaded)
-    data = _merge(data, dict(flags or {}))
+        data = _merge(data, current_names(cls, loaded, where))
+    data = _merge(data, current_names(cls, flags or {}))
     for override in overrides:
-        apply_override(data, override)
+        apply_override(data, override, cls)
     return from_dict(cls, data, where)
 
 
 def with_defaults(cls: type, saved: Mapping[str, Any]) -> dict[str, Any]:
-    """Settings saved by an older version of `cls`, with the defaults of the settings added since, at any depth."""
-    return _merge(to_dict(cls()), saved)
+    """Settings saved by an older version of `cls`, under today's names, with the defaults of the settings added
+    since, at any depth."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return _merge(to_dict(cls()), current_names(cls, saved))
 
 
 def with_resolved_paths(settings: dict[str, Any], dotted_keys: Sequence[str]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 from tqdm import tqdm
 
@@ -26,19 +26,18 @@ from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
 from rftt.models import DEFAULT_MODEL, step_tags_for_search
-from rftt.precision import AUTO_DEVICE
+from rftt.precision import AUTO_DEVICE, DTYPE_NAMES, Precision
 from rftt.prompts import get_template
 from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.search.mcts import SearchConfig, TreeSearch
-from rftt.search.policies import TokenGuidedPolicy
+from rftt.search.policies import TokenGuidedPolicy, TreePolicyConfig
 from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
 from rftt.search.scoring import ANSWERED_REASONS, SelfConsistencyScorer
 from rftt.search.tree import Tree
 from rftt.stats import wilson_interval
-from rftt.tokens import Move, render_steps
+from rftt.tokens import render_steps
 from rftt.train.reranker import load_reranker, rerank, score
-from rftt.verify.judge import AnswerFormat, judge
-from rftt.verify.outcome import PIPELINE_LAST_NUMBER_FALLBACK
+from rftt.verify.judge import AnswerCheckConfig
 from rftt.voting import Vote, majority_vote, weighted_vote
 
 PROBLEMS_FILE = "problems.jsonl"
@@ -52,14 +51,18 @@ RUN_PATHS = ("model", "dataset.path")
 @dataclass(frozen=True)
 class EvalConfig:
     """One evaluation run. `output_dir` holds its files; re-running the same config resumes it.
-    `last_number_fallback: false` (the default, as in RL and search) counts only answers the model states
-    (`\\boxed{}`, `<output>`, "the answer is"), so the extraction rate measures format and accuracy among
-    extracted answers measures skill; `true` also reads an answer from the text's last number or expression.
-    `tree_max_children`: in tree search, only the moves with the highest priors get child slots (all legal
-    moves when unset); `tree_sampled_children`: as RL's `rollout.sampled_children`; `tree_step_max_tokens`:
-    the longest step of a tree (default `max_new_tokens`). `dtype`: the weights' dtype (`auto`: the
-    checkpoint's; `native`: bf16 where the device computes it natively, else fp32); `device`: `auto` (the GPU
-    when there is one), `cpu`, `cuda` or `cuda:N` (see `rftt.precision`)."""
+    `answer_check`: how answers are found and compared (`rftt.verify.judge.AnswerCheckConfig`, as in RL);
+    `tree`: how the policy grows trees for `method: tree` (`rftt.search.policies.TreePolicyConfig`, as in RL's
+    tree rollouts), `tree_rollouts` the rollout counts at which each tree is scored. `precision`: the weights'
+    (`auto`: as the checkpoint is stored; `native`: bf16 where the device computes it natively, else fp32);
+    `device`: `auto` (the GPU when there is one), `cpu`, `cuda` or `cuda:N` (see `rftt.precision`)."""
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "answer_format": "answer_check.format", "absolute_tolerance": "answer_check.absolute_tolerance",
+        "last_number_fallback": "answer_check.last_number_fallback", "tree_temperature": "tree.temperature",
+        "tree_max_children": "tree.max_children", "tree_sampled_children": "tree.sampled_children",
+        "tree_step_max_tokens": "tree.step_max_tokens", "dtype": "precision"}
+    renamed_values: ClassVar[dict[str, dict[str, str]]] = {"precision": DTYPE_NAMES}
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -70,21 +73,16 @@ class EvalConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 32
-    dtype: str = "auto"
+    precision: Precision = "auto"
     device: str = AUTO_DEVICE
     output_dir: str = "runs/eval"
     engine: EngineConfig = field(default_factory=EngineConfig)
     tree_rollouts: tuple[int, ...] = (1, 4, 16)
-    tree_temperature: float = 0.1
-    tree_max_children: int | None = None
-    tree_sampled_children: int | None = None
-    tree_step_max_tokens: int | None = None
+    tree: TreePolicyConfig = field(default_factory=TreePolicyConfig)
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior"))
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
     reranker: str | None = None
-    answer_format: AnswerFormat = "text"
-    absolute_tolerance: float = 0.0
-    last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
+    answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
 
     def samples(self) -> int:
         """k of `maj@k` and `rerank@k` (1 for greedy and tree)."""
@@ -94,9 +92,8 @@ class EvalConfig:
                               "(for example maj@8)")
         if match.group(2) == "rerank" and not self.reranker:
             raise ConfigError("config.reranker: rerank@k needs a trained reranker (rftt train-reranker)")
-        if self.method == "tree" and (self.answer_format != "text" or self.absolute_tolerance):
-            raise ConfigError("config.method: tree search judges stated answers exactly; it takes neither "
-                              "answer_format: program nor absolute_tolerance")
+        if self.method == "tree":
+            self.answer_check.check_for_tree_search("config.answer_check")
         return int(match.group(3) or 1)
 
     def sampling_params(self) -> SamplingParams:
@@ -159,8 +156,7 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
         seconds = (time.perf_counter() - started) / len(batch)
         texts = [completion.text for samples in results for completion in samples]
         golds = [problem.gold for problem in batch for _ in range(params.n)]
-        outcomes = judge(texts, golds, answer_format=config.answer_format,
-                         absolute_tolerance=config.absolute_tolerance, last_number_fallback=config.last_number_fallback)
+        outcomes = config.answer_check.judge(texts, golds)
         scores = None
         if reranker is not None:
             scores = score(*reranker, [prompts[index // params.n] + text for index, text in enumerate(texts)])
@@ -178,13 +174,11 @@ def _sampled_records(config: EvalConfig, engine: Engine, tokenizer: Any):
 def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     """A function from a batch of problems to their records, for inference-time tree search."""
     tags = step_tags_for_search(config.model, getattr(engine, "model", None), tokenizer)
-    policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, temperature=config.tree_temperature,
-                               max_children=config.tree_max_children, sampled_children=config.tree_sampled_children,
-                               seed=config.seed, max_tokens={move: config.tree_step_max_tokens or config.max_new_tokens
-                                                             for move in Move})
+    policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, seed=config.seed,
+                               **config.tree.policy_settings(config.temperature, config.max_new_tokens))
     rewards = config.process_rewards
     scorer = SelfConsistencyScorer(build_process_rewards(rewards, config.device), rewards.outcome_weight, rewards.process_weight,
-                                   last_number_fallback=config.last_number_fallback)
+                                   last_number_fallback=config.answer_check.last_number_fallback)
     search = TreeSearch(policy, scorer, config.search)
     template = get_template(config.template)
 
@@ -312,7 +306,7 @@ def evaluate(config: EvalConfig, *, engine: Engine | None = None, tokenizer: Any
     done_ids = {record["id"] for record in finished}
     todo = [problem for problem in problems if problem.id not in done_ids]
     if todo and engine is None:
-        engine, tokenizer = build_engine(config.engine, config.model, config.dtype, config.device)
+        engine, tokenizer = build_engine(config.engine, config.model, config.precision, config.device)
     make_records = _tree_records(config, engine, tokenizer) if config.method == "tree" else _sampled_records(
         config, engine, tokenizer)
     bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc="eval", unit="problem", disable=not progress)

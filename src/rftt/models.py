@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from rftt.errors import RfttError
-from rftt.precision import load_dtype
+from rftt.precision import weights_dtype
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, load_step_tags
 
 logger = logging.getLogger(__name__)
@@ -125,14 +125,25 @@ def _load_adapter_checkpoint(path: Path, tokenizer: PreTrainedTokenizerBase, dty
 
 
 def _torch_dtype(dtype: str | torch.dtype, device: torch.device) -> str | torch.dtype:
-    """A torch dtype for a name; `auto` (the checkpoint's own) passes through, `native` is resolved for the
-    device the model will compute on (`rftt.precision.load_dtype`)."""
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
+    """A torch dtype for a precision or dtype name; `auto` (the checkpoint's own) passes through, `native` is
+    resolved for the device the model will compute on (`rftt.precision.weights_dtype`)."""
+    if isinstance(dtype, torch.dtype):
         return dtype
-    dtype = load_dtype(dtype, device)
-    if not isinstance(getattr(torch, dtype, None), torch.dtype):
-        raise ModelLoadError(f"unknown dtype {dtype!r}; use auto, native, float32, bfloat16 or float16")
-    return getattr(torch, dtype)
+    try:
+        return weights_dtype(dtype, device)
+    except ValueError as error:
+        raise ModelLoadError(f"{error} (or float32, bfloat16, float16)") from None
+
+
+def stored_dtype(name_or_path: str) -> torch.dtype | None:
+    """The dtype a checkpoint says its weights are stored in (None when its config does not say, or for an
+    adapter folder): what precision `auto` follows in training."""
+    try:
+        config = AutoConfig.from_pretrained(resolve_checkpoint(name_or_path))
+    except (OSError, ValueError):
+        return None
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
 
 
 def resolve_checkpoint(name_or_path: str) -> str:

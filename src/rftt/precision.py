@@ -1,9 +1,11 @@
-"""Where and in what precision stages compute. Device: `auto` (the GPU when there is one, else the CPU), `cpu`,
-`cuda` or `cuda:N`, one rule for every stage. Precision: fp32, bf16, or `native` (bf16 where the device computes
-it natively, fp32 where bf16 would be emulated and slower).
+"""Where and in what precision stages compute, one setting of each name for every stage. Device: `auto` (the GPU
+when there is one, else the CPU), `cpu`, `cuda` or `cuda:N`. Precision: `auto` (as the checkpoint is stored),
+`fp32`, `bf16`, `fp16` (generation only) or `native` (bf16 where the device computes it natively, fp32 where bf16
+would be emulated and slower).
 
-bf16 training here is mixed precision: the weights and the optimizer stay in fp32 and the forward passes run
-under autocast. README.md ("Precision") has the speed-ups measured on a CPU with AVX512-BF16.
+Generation stages (evaluation, search, serving) load the weights in their precision. Training stages keep fp32
+weights and optimizer state and run their forward passes under bf16 autocast when their precision resolves to
+bf16 (mixed precision). README.md ("Precision") has the speed-ups measured on a CPU with AVX512-BF16.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import re
 from contextlib import nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import ContextManager, Literal
+from typing import ContextManager, Literal, get_args
 
 import torch
 
-Precision = Literal["fp32", "bf16", "native"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "native")
+Precision = Literal["auto", "fp32", "bf16", "fp16", "native"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+"""The values of `dtype`, the setting `precision` replaced in evaluation and search, as precisions."""
+_TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 CPU_INFO = Path("/proc/cpuinfo")
 AUTO_DEVICE = "auto"
@@ -81,22 +86,44 @@ def native_bf16(device: torch.device | str) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def uses_bf16(precision: Precision, device: torch.device | str) -> bool:
-    """Whether a stage configured with `precision` computes in bf16 on `device`."""
+def _checked(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def weights_dtype(precision: str, device: torch.device | str) -> torch.dtype | str:
+    """The dtype a generation stage loads the weights in: `auto` keeps the checkpoint's, `native` is bf16 where
+    bf16 is fast on `device`, else fp32. The torch names (`float32`, ...) are taken too."""
+    precision = _checked(DTYPE_NAMES.get(precision, precision))
+    if precision == "auto":
+        return "auto"
+    if precision == "native":
+        precision = "bf16" if native_bf16(device) else "fp32"
+    return _TORCH_DTYPES[precision]
+
+
+def training_precision(precision: str, stored_dtype: torch.dtype | None) -> str:
+    """What a training stage computes in: `auto` is bf16 when the checkpoint is stored in bf16 (`stored_dtype`),
+    else fp32; fp16 is refused, as training would need a loss scaler for it."""
+    if _checked(precision) == "fp16":
+        raise ValueError("precision 'fp16' is for generation; training computes in fp32 or mixed bf16 (fp16 would "
+                         "need a loss scaler): use bf16, native, auto or fp32")
+    if precision == "auto":
+        return "bf16" if stored_dtype == torch.bfloat16 else "fp32"
+    return precision
+
+
+def uses_bf16(precision: str, device: torch.device | str) -> bool:
+    """Whether a training stage computing in `precision` (`training_precision`'s) runs its forward passes in bf16
+    on `device`."""
+    precision = training_precision(precision, None)
     return precision == "bf16" or (precision == "native" and native_bf16(device))
 
 
-def autocast(precision: Precision, device: torch.device | str) -> ContextManager:
-    """The context in which forward passes run: bf16 autocast when `precision` resolves to bf16, else nothing."""
+def autocast(precision: str, device: torch.device | str) -> ContextManager:
+    """The context in which training forward passes run: bf16 autocast when `precision` resolves to bf16, else
+    nothing."""
     if not uses_bf16(precision, device):
         return nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
-def load_dtype(dtype: str, device: torch.device | str) -> str:
-    """A model-loading dtype: `native` becomes bfloat16 where bf16 is fast on `device`, else float32."""
-    if dtype != "native":
-        return dtype
-    return "bfloat16" if native_bf16(device) else "float32"

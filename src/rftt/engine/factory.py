@@ -43,13 +43,14 @@ def load_tokenizer(model_name: str) -> Any:
     return tokenizer
 
 
-def build_engine(config: EngineConfig, model_name: str, dtype: str = "auto",
+def build_engine(config: EngineConfig, model_name: str, precision: str = "auto",
                  device: str | torch.device = "cpu") -> tuple[Engine, Any]:
-    """The engine a config describes (an in-process model on `device`), and the tokenizer for rendering prompts."""
+    """The engine a config describes (an in-process model on `device`, its weights in `precision`), and the
+    tokenizer for rendering prompts."""
     if config.kind == "hf":
         from rftt.models import load_model
 
-        model, tokenizer = load_model(model_name, dtype=dtype, device=device)
+        model, tokenizer = load_model(model_name, dtype=precision, device=device)
         model.eval()
         engine = make_engine("hf", model=model, tokenizer=tokenizer, max_batch_tokens=config.max_batch_tokens,
                              max_batch_rows=config.max_batch_rows, prefix_cache_mib=config.prefix_cache_mib)

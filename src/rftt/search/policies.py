@@ -205,6 +205,28 @@ class PromptedPolicy(EngineWriter):
         return f"\\boxed{{{answer}}}" if answer is not None else None
 
 
+@dataclass(frozen=True)
+class TreePolicyConfig:
+    """How the token-guided policy grows trees, the same settings in RL's tree rollouts and in tree-search
+    evaluation. `temperature`: the steps' sampling temperature (unset: the stage's `temperature`);
+    `step_max_tokens`: the longest step (unset: the stage's `max_new_tokens`); `max_children`: only the moves with
+    the highest priors get child slots (unset: every legal move), so that rollouts are not spent on moves the
+    warm-up never taught; `sampled_children: n`: each node gets n slots whose moves are drawn from the priors."""
+
+    temperature: float | None = None
+    step_max_tokens: int | None = None
+    max_children: int | None = None
+    sampled_children: int | None = None
+
+    def policy_settings(self, temperature: float, max_new_tokens: int) -> dict[str, Any]:
+        """`TokenGuidedPolicy` keyword arguments, the stage's `temperature` and `max_new_tokens` filling what is
+        unset."""
+        step_tokens = self.step_max_tokens or max_new_tokens
+        return {"temperature": temperature if self.temperature is None else self.temperature,
+                "max_tokens": {move: step_tokens for move in Move}, "max_children": self.max_children,
+                "sampled_children": self.sampled_children}
+
+
 @dataclass
 class TokenGuidedPolicy(EngineWriter):
     """Phase 2 and inference: the policy ranks moves by the probability of their opening tags after the trace

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 from tqdm import tqdm
 
@@ -21,7 +21,7 @@ from rftt.engine.factory import EngineConfig, build_engine
 from rftt.engine.types import SamplingParams
 from rftt.jsonl import append_records, read_records
 from rftt.models import DEFAULT_MODEL, step_tags_for_search
-from rftt.precision import AUTO_DEVICE
+from rftt.precision import AUTO_DEVICE, DTYPE_NAMES, Precision
 from rftt.prompts import get_template
 from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.search.export import ExportConfig, export_training_data
@@ -52,7 +52,10 @@ class SearchRunConfig:
     length limits (`step_max_tokens`, default `PROMPTED_STEP_TOKENS`), of the instructions (`instructions`,
     default `MOVE_INSTRUCTIONS`) and of the worked examples (`examples`: per move a list of `{question,
     steps: [[move, content], ...], content}`, default `MOVE_EXAMPLES`); `end_truncated_steps` makes a step
-    cut at its limit a dead end. `dtype` and `device`: as in `EvalConfig` (config.json records the device used)."""
+    cut at its limit a dead end. `precision` and `device`: as in `EvalConfig` (config.json records the device used)."""
+
+    renamed_keys: ClassVar[dict[str, str]] = {"dtype": "precision"}
+    renamed_values: ClassVar[dict[str, dict[str, str]]] = {"precision": DTYPE_NAMES}
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=100, seed=1))
@@ -71,7 +74,7 @@ class SearchRunConfig:
     greedy_baseline: bool = True
     greedy_max_tokens: int = 256
     problems_per_group: int = 16
-    dtype: str = "auto"
+    precision: Precision = "auto"
     device: str = AUTO_DEVICE
     output_dir: str = "runs/search"
 
@@ -175,7 +178,7 @@ def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, A
     done = _resume(output)
     problems = [problem for problem in load_problems(config.dataset) if problem.id not in done]
     if problems:
-        engine, tokenizer = build_engine(config.engine, config.model, config.dtype, config.device)
+        engine, tokenizer = build_engine(config.engine, config.model, config.precision, config.device)
         search = _make_search(config, engine, tokenizer)
         bar = tqdm(total=len(problems) + len(done), initial=len(done), desc="search", unit="problem",
                    disable=not progress)

@@ -206,14 +206,14 @@ def _chat_logprobs(engine: HFEngine, completion: Completion) -> ChatLogprobs:
 
 
 def serve(model_name: str, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
-          dtype: str = "auto", device: str = AUTO_DEVICE, batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
+          precision: str = "auto", device: str = AUTO_DEVICE, batch_window_seconds: float = DEFAULT_WINDOW_SECONDS,
           reply_tokens: int = DEFAULT_REPLY_TOKENS, prm: ProcessRewardConfig | None = None) -> None:
     """Load a model and serve it until interrupted: for generation, or (with `prm`) as a process reward model."""
     import uvicorn
 
     from rftt.models import load_model
 
-    model, tokenizer = load_model(model_name, dtype=dtype, device=configured_device("--device", device))
+    model, tokenizer = load_model(model_name, dtype=precision, device=configured_device("--device", device))
     model.eval()
     if prm is not None:
         scorer = HFProcessRewardModel(model, tokenizer, prm.step_tag, prm.good_token, prm.bad_token)

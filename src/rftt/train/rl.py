@@ -23,7 +23,7 @@ from accelerate.utils import gather_object
 from transformers import get_scheduler
 
 from rftt.algos import POLICY_LOSSES, clipped_value_loss, compute_advantages, masked_mean
-from rftt.config import configured_device, to_dict
+from rftt.config import configured_device, configured_training_precision, to_dict
 from rftt.data import Problem, load_problems
 from rftt.engine.hf import HFEngine
 from rftt.models import load_model, recorded_step_tags
@@ -75,7 +75,8 @@ class RLTrainer:
         self.output.mkdir(parents=True, exist_ok=True)
         check_settings(config)
         device = configured_device("config.device", config.device)
-        self.config = config = replace(config, device=str(device))
+        precision = configured_training_precision("config.precision", config.precision, config.model)
+        self.config = config = replace(config, device=str(device), precision=precision)
         select_device(device)
         torch.manual_seed(config.seed)
         AcceleratorState._reset_state(reset_partial_state=True)  # a stage run before in this process set it up

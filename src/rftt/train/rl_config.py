@@ -29,7 +29,8 @@ class RLConfig:
     `prefix_cache_mib`: the rollout engine's KV prefix cache (tree rollouts write every node on top of its
     parent's prefix; the cache is emptied by each optimizer step).
     `precision`: `bf16` runs rollouts and forward passes under bf16 autocast with fp32 weights and optimizer;
-    `native` does so where the device computes bf16 natively (`rftt.precision`). `device`: `auto` (the GPU when
+    `native` does so where the device computes bf16 natively, `auto` when the checkpoint is stored in bf16
+    (`rftt.precision`). `device`: `auto` (the GPU when
     there is one), `cpu`, `cuda` or `cuda:N`; the run's record in `final` names the device it ran on.
     `max_minutes`: stop before a step that, at the mean step time so far, would end more than this many minutes
     after the run (or its resumption) started, and save `final` as after the last step: RL within a wall-clock
@@ -65,7 +66,7 @@ class RLConfig:
     max_grad_norm: float = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.01
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
     device: str = AUTO_DEVICE
     steps: int = 20
     max_minutes: float | None = None
@@ -97,10 +98,8 @@ def check_settings(config: RLConfig) -> None:
         raise ConfigError("config.advantage: gae needs a critic (set critic: shared)")
     if config.advantage in ("grpo", "rloo") and config.rollout.samples_per_prompt < 2:
         raise ConfigError(f"config.rollout.samples_per_prompt: {config.advantage} needs at least 2 samples per prompt")
-    if config.rollout.kind == "tree" and config.rollout.answer_format == "program":
-        raise ConfigError("config.rollout.answer_format: tree rollouts write functional-token steps, not programs")
-    if config.rollout.kind == "tree" and config.rollout.absolute_tolerance:
-        raise ConfigError("config.rollout.absolute_tolerance: tree rollouts judge answers exactly (set it to 0)")
+    if config.rollout.kind == "tree":
+        config.rollout.answer_check.check_for_tree_search("config.rollout.answer_check")
     if config.rollout.oversample < 1:
         raise ConfigError("config.rollout.oversample: must be at least 1")
     if config.max_minutes is not None and config.max_minutes <= 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 
@@ -21,23 +21,27 @@ from rftt.engine.types import SamplingParams
 from rftt.prompts import get_template
 from rftt.rewards import RewardConfig, token_rewards
 from rftt.search.mcts import SearchConfig, TreeSearch
-from rftt.search.policies import TokenGuidedPolicy
+from rftt.search.policies import TokenGuidedPolicy, TreePolicyConfig
 from rftt.search.process_rewards import tree_value_rewards
 from rftt.search.scoring import OutcomeScorer
-from rftt.tokens import Move, StepTags
-from rftt.verify import Gold, Outcome
-from rftt.verify.judge import AnswerFormat, judge
-from rftt.verify.outcome import PIPELINE_LAST_NUMBER_FALLBACK
+from rftt.tokens import StepTags
+from rftt.verify import Outcome
+from rftt.verify.judge import AnswerCheckConfig
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
     """How trajectories are made. `kind: sampling` draws `samples_per_prompt` completions per prompt;
-    `kind: tree` runs a token-guided search with that many rollouts per prompt; `max_children` gives child
-    slots only to the moves with the highest priors (all legal moves when unset), so that rollouts are not
-    spent on moves the warm-up never taught; `sampled_children: n` gives each node n slots whose moves are
-    drawn from the priors (see `TokenGuidedPolicy`). `oversample: k` rolls out k times the step's prompts and
-    trains on the step's number of groups, those whose samples' rewards differ first (`keep_informative_groups`)."""
+    `kind: tree` runs a token-guided search with that many rollouts per prompt, the policy growing trees as
+    `tree` says (`rftt.search.policies.TreePolicyConfig`, as in tree-search evaluation: unset, its steps sample at
+    this `temperature` and run to `max_new_tokens`). `oversample: k` rolls out k times the step's prompts and
+    trains on the step's number of groups, those whose samples' rewards differ first (`keep_informative_groups`).
+    `answer_check`: how answers are found and compared (`rftt.verify.judge.AnswerCheckConfig`, as in evaluation)."""
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "answer_format": "answer_check.format", "absolute_tolerance": "answer_check.absolute_tolerance",
+        "last_number_fallback": "answer_check.last_number_fallback", "step_max_tokens": "tree.step_max_tokens",
+        "max_children": "tree.max_children", "sampled_children": "tree.sampled_children"}
 
     kind: Literal["sampling", "tree"] = "sampling"
     samples_per_prompt: int = 4
@@ -45,19 +49,10 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 256
     template: str = "chat"
-    step_max_tokens: int = 128
-    max_children: int | None = None
-    sampled_children: int | None = None
+    tree: TreePolicyConfig = field(default_factory=TreePolicyConfig)
     oversample: int = 1
     search: SearchConfig = field(default_factory=lambda: SearchConfig(unvisited_order="prior", parallel_rollouts=4))
-    last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
-    answer_format: AnswerFormat = "text"
-    absolute_tolerance: float = 0.0
-
-    def judge(self, completions: Sequence[str], golds: Sequence[str | Gold]) -> list[Outcome]:
-        """Outcomes of completions under this config's answer format and comparison."""
-        return judge(completions, golds, answer_format=self.answer_format,
-                     last_number_fallback=self.last_number_fallback, absolute_tolerance=self.absolute_tolerance)
+    answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
 
 
 @dataclass
@@ -123,7 +118,7 @@ def greedy_accuracy(engine: Engine, tokenizer: Any, problems: Sequence[Problem],
     template = get_template(config.template)
     prompts = [template.render(problem.question, tokenizer) for problem in problems]
     results = engine.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens))
-    outcomes = config.judge([samples[0].text for samples in results], [problem.gold for problem in problems])
+    outcomes = config.answer_check.judge([samples[0].text for samples in results], [problem.gold for problem in problems])
     return sum(outcome.correct for outcome in outcomes) / max(len(problems), 1)
 
 
@@ -151,7 +146,7 @@ def sampling_rollouts(model: RolloutModel, problems: Sequence[Problem], config: 
             batch.problem_ids.append(problem.id)
             texts.append(completion.text)
             golds.append(problem.gold)
-    batch.outcomes = config.judge(texts, golds)
+    batch.outcomes = config.answer_check.judge(texts, golds)
     return batch
 
 
@@ -160,12 +155,11 @@ def tree_rollouts(model: RolloutModel, problems: Sequence[Problem], config: Roll
     engine, tokenizer, tokens = model.engine, model.tokenizer, model.tokens
     if tokens is None:
         raise ValueError("tree rollouts need the policy's step tags")
-    policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, temperature=config.temperature,
-                               top_p=config.top_p, seed=seed, max_tokens={move: config.step_max_tokens for move in Move},
-                               max_children=config.max_children, sampled_children=config.sampled_children)
+    policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, top_p=config.top_p, seed=seed,
+                               **config.tree.policy_settings(config.temperature, config.max_new_tokens))
     search_config = SearchConfig(**{**config.search.__dict__, "rollouts": config.samples_per_prompt, "seed": seed})
-    trees = TreeSearch(policy, OutcomeScorer(last_number_fallback=config.last_number_fallback), search_config).run(
-        problems)
+    scorer = OutcomeScorer(last_number_fallback=config.answer_check.last_number_fallback)
+    trees = TreeSearch(policy, scorer, search_config).run(problems)
     batch = TrajectoryBatch()
     for group, (problem, tree) in enumerate(zip(problems, trees)):
         prompt = policy.prefix_ids(tree, tree.root)

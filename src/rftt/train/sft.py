@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from rftt.config import to_dict, trainer_device
+from rftt.config import configured_training_precision, to_dict, trainer_device
 from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
 from rftt.precision import AUTO_DEVICE, Precision, uses_bf16
@@ -53,7 +53,8 @@ class SFTConfig:
     `functional_token_step_multiplier`: full fine-tuning takes steps this many times larger for the functional
     tokens' embedding rows (see `LargerStepsForNewRows`); 1 turns it off. `functional_tokens: false` keeps the
     step tags of the functional style as ordinary text (the ablation; see `rftt.tokens.text_tags`).
-    `precision`: `bf16` is the Trainer's mixed bf16; `native` uses it where the device computes bf16 natively.
+    `precision`: `bf16` is the Trainer's mixed bf16; `native` uses it where the device computes bf16 natively,
+    `auto` when the checkpoint is stored in bf16 (`rftt.precision`).
     `device`: `auto` (the GPU when there is one), `cpu` or `cuda` (see `rftt.config.trainer_device`)."""
 
     model: str = DEFAULT_MODEL
@@ -71,7 +72,7 @@ class SFTConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
     device: str = AUTO_DEVICE
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -176,7 +177,8 @@ def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, h
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps,
         lr_scheduler_type=config.scheduler, warmup_steps=int(config.warmup_ratio * total_steps),
         weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-        bf16=uses_bf16(config.precision, device), activation_checkpointing=config.gradient_checkpointing,
+        bf16=uses_bf16(configured_training_precision("config.precision", config.precision, config.model), device),
+        activation_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
         eval_strategy="epoch" if has_dev else "no", report_to=list(config.report_to),

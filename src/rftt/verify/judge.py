@@ -7,10 +7,12 @@ program-of-thought style), run in the sandbox; its return value is the answer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from rftt.config import ConfigError
 from rftt.verify import check_many
-from rftt.verify.outcome import Gold, Outcome
+from rftt.verify.outcome import PIPELINE_LAST_NUMBER_FALLBACK, Gold, Outcome
 from rftt.verify.programs import check_programs
 from rftt.verify.sandbox import ProgramExecutor
 from rftt.workers import shared_at_exit
@@ -28,3 +30,29 @@ def judge(completions: Sequence[str], golds: Sequence[str | Gold], *, answer_for
         return check_programs(completions, golds, default_executor(), absolute_tolerance)[0]
     return check_many(completions, golds, last_number_fallback=last_number_fallback,
                       absolute_tolerance=absolute_tolerance)
+
+
+@dataclass(frozen=True)
+class AnswerCheckConfig:
+    """How a stage finds and compares answers, the same settings in evaluation and RL. `format`: `text` (the
+    completion states its answer) or `program` (a `def solution():` run in the sandbox); `last_number_fallback`:
+    also read an answer the text does not state, its last number or expression (false counts only stated answers,
+    so the extraction rate measures format); `absolute_tolerance`: numbers this close are equal (for golds rounded
+    in the data, as SVAMP's)."""
+
+    format: AnswerFormat = "text"
+    last_number_fallback: bool = PIPELINE_LAST_NUMBER_FALLBACK
+    absolute_tolerance: float = 0.0
+
+    def judge(self, completions: Sequence[str], golds: Sequence[str | Gold]) -> list[Outcome]:
+        """One Outcome per completion under these settings."""
+        return judge(completions, golds, answer_format=self.format, last_number_fallback=self.last_number_fallback,
+                     absolute_tolerance=self.absolute_tolerance)
+
+    def check_for_tree_search(self, key: str) -> None:
+        """Tree search writes functional-token steps and judges their answers exactly: refuse the settings it
+        cannot honour, naming `key` (the group's place in the config)."""
+        if self.format != "text":
+            raise ConfigError(f"{key}.format: tree search writes functional-token steps, not programs")
+        if self.absolute_tolerance:
+            raise ConfigError(f"{key}.absolute_tolerance: tree search judges answers exactly (set it to 0)")
