@@ -307,3 +307,39 @@ def test_from_run_refuses_a_folder_without_a_demo_run(finished_run, tmp_path):
     config, _, _ = finished_run
     with pytest.raises(ConfigError, match="holds no demo run"):
         run_demo(replace(config, output_dir=str(tmp_path / "variant")), from_run=str(tmp_path))
+
+
+def _old_names(settings: dict, renamed: dict[str, str], old_defaults: dict) -> dict:
+    """Stage settings as written before the settings groups: old names, and the old defaults given."""
+    for old, new in renamed.items():
+        group, _, name = new.rpartition(".")
+        section = settings.get(group, {}) if group else settings
+        if name in section:
+            settings[old] = section.pop(name)
+    for group in ("tree", "answer_check"):
+        settings.pop(group, None)
+    return settings | old_defaults
+
+
+def test_a_run_from_one_recorded_before_the_settings_groups_takes_its_finished_stages(finished_run, tmp_path):
+    from rftt.search.runner import SearchRunConfig
+    from rftt.train.rollouts import RolloutConfig
+
+    config, _, run = finished_run
+    source = tmp_path / "before-groups"
+    shutil.copytree(run, source)
+    for stage in ("baseline", "eval-sft"):
+        recipe = source / stage / "recipe.yaml"
+        recipe.write_text(yaml.safe_dump(_old_names(yaml.safe_load(recipe.read_text()), EvalConfig.renamed_keys,
+                                                    {"tree_temperature": 0.1})))  # the old default, unread by greedy
+    search = source / "search" / "recipe.yaml"
+    search.write_text(yaml.safe_dump(_old_names(yaml.safe_load(search.read_text()), SearchRunConfig.renamed_keys, {})))
+    rl = yaml.safe_load((source / "rl" / "recipe.yaml").read_text())
+    rl["rollout"] = _old_names(rl["rollout"], RolloutConfig.renamed_keys, {"step_max_tokens": 128})
+    (source / "rl" / "recipe.yaml").write_text(yaml.safe_dump(rl))
+    reused = {}
+    for name, origin in (("from-today", run), ("from-before", source)):
+        run_demo(replace(config, output_dir=str(tmp_path / name)), from_run=str(origin))
+        stages = json.loads((tmp_path / name / STAGES_FILE).read_text())
+        reused[name] = [stage for stage, record in stages.items() if record.get("reused_from") == str(origin)]
+    assert reused["from-before"] == reused["from-today"] and "eval-sft" in reused["from-today"]

@@ -102,7 +102,7 @@ def test_rftt_eval_killed_half_way_resumes_and_skips_finished_problems(tmp_path,
 def test_resuming_with_different_settings_is_refused(tmp_path, checkpoint):
     data = write_problems(tmp_path / "data.jsonl", 2)
     evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
-    with pytest.raises(ConfigError, match="different settings \\(max_new_tokens\\)"):
+    with pytest.raises(ConfigError, match="different settings \\(max_new_tokens: 12 recorded, 5 now\\)"):
         evaluate(eval_config(tmp_path, checkpoint, data, max_new_tokens=5), progress=False)
 
 
@@ -126,7 +126,7 @@ def test_a_run_resumes_when_its_data_and_model_are_named_by_another_path(tmp_pat
     monkeypatch.chdir(tmp_path)
     relative = eval_config(tmp_path, os.path.relpath(checkpoint, tmp_path), "data.jsonl")
     assert evaluate(relative, progress=False)["problems"] == 2
-    with pytest.raises(ConfigError, match="different settings \\(dataset\\)"):
+    with pytest.raises(ConfigError, match="different settings \\(dataset.path: .*data.jsonl' recorded, .*other.jsonl' now\\)"):
         evaluate(eval_config(tmp_path, checkpoint, write_problems(tmp_path / "other.jsonl", 2)), progress=False)
 
 
@@ -139,7 +139,7 @@ def test_a_run_written_before_a_setting_existed_resumes_when_the_setting_keeps_i
     saved.write_text(json.dumps(older))
     evaluate(eval_config(tmp_path, checkpoint, data), progress=False)
     saved.write_text(json.dumps(older))
-    with pytest.raises(ConfigError, match="different settings \\(answer_check\\)"):
+    with pytest.raises(ConfigError, match="different settings \\(answer_check.absolute_tolerance: 0.0 recorded, 0.01 now\\)"):
         evaluate(eval_config(tmp_path, checkpoint, data, answer_check={"absolute_tolerance": 0.01}), progress=False)
 
 

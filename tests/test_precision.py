@@ -113,9 +113,11 @@ def test_training_in_auto_precision_computes_as_the_checkpoint_is_stored(tmp_pat
     tiny_tokenizer.save_pretrained(tmp_path)
     assert configured_training_precision("config.precision", "auto", str(tmp_path)) == computes
     assert configured_training_precision("config.precision", "fp32", str(tmp_path)) == "fp32"
-    arguments = _training_arguments(SFTConfig(model=str(tmp_path), device="cpu"), tmp_path / "run", steps_per_epoch=4,
+    arguments = _training_arguments(SFTConfig(precision=computes, device="cpu"), tmp_path / "run", steps_per_epoch=4,
                                     has_dev=False)
     assert arguments.bf16 is (computes == "bf16")
+    with pytest.raises(ValueError, match="depends on the checkpoint"):
+        uses_bf16("auto", "cpu")
 
 
 def test_fp16_is_refused_for_training_naming_the_key_and_taken_for_generation(tmp_path, tiny_model, tiny_tokenizer):
@@ -135,11 +137,17 @@ def test_the_dtype_setting_of_generation_stages_loads_as_precision(tmp_path):
     from rftt.config import load_config
     from rftt.evaluate import EvalConfig
     from rftt.search.runner import SearchRunConfig
+    from rftt.train.rl import RLConfig
+    from rftt.train.sft import SFTConfig
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("dtype: bfloat16\n")
     for config_class in (EvalConfig, SearchRunConfig):
         with pytest.warns(FutureWarning, match="dtype is now precision"):
+            assert load_config(config_class, recipe).precision == "bf16"
+    recipe.write_text("precision: bfloat16\n")
+    for config_class in (SFTConfig, RLConfig):
+        with pytest.warns(FutureWarning, match="precision: bfloat16 is now bf16"):
             assert load_config(config_class, recipe).precision == "bf16"
     assert load_config(EvalConfig, overrides=["precision=native"]).precision == "native"
 

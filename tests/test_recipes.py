@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 import warnings
 from pathlib import Path
@@ -94,7 +95,7 @@ def test_an_old_name_set_later_wins_and_both_names_in_one_place_are_refused(tmp_
         assert load_config(EvalConfig, new, ["tree_temperature=0.9"]).tree.temperature == 0.9
     both = tmp_path / "both.yaml"
     both.write_text("tree_temperature: 0.2\ntree: {temperature: 0.4}\n")
-    with pytest.raises(ConfigError, match="both.yaml: tree_temperature is the old name of tree.temperature, and both are set"):
+    with pytest.raises(ConfigError, match="old name of tree.temperature, and both are set; set tree.temperature only"):
         load_config(EvalConfig, both)
 
 
@@ -104,6 +105,8 @@ def test_settings_saved_under_old_names_read_as_todays():
     settings = with_defaults(EvalConfig, saved)
     assert settings["tree"]["temperature"] == 0.5 and settings["answer_check"]["format"] == "text"
     assert "tree_temperature" not in settings
+    # the old tree search sampled at top_p 0.95 without recording it; settings saved under today's names keep theirs
+    assert settings["tree"]["top_p"] == 0.95 and with_defaults(EvalConfig, to_dict(EvalConfig()))["tree"]["top_p"] is None
 
 
 def _config_classes(cls: type, seen: set) -> set:
@@ -130,3 +133,43 @@ def test_every_renamed_key_names_a_setting_that_exists_today():
             assert name in {field.name for field in dataclasses.fields(owner)}, f"{cls.__name__}: {new}"
         for key in getattr(cls, "renamed_values", {}):
             assert key in fields, f"{cls.__name__}.renamed_values names {key}, not a setting"
+
+
+def _before_grouping(settings: dict, renamed: dict[str, str], old_defaults: dict) -> dict:
+    """Settings as a version before the groups saved them: the old names, and the old defaults given."""
+    old = json.loads(json.dumps(settings))
+    for old_name, new in renamed.items():
+        group, _, name = new.rpartition(".")
+        section = old[group] if group else old
+        if name in section:
+            old[old_name] = section.pop(name)
+    for group in {new.rpartition(".")[0] for new in renamed.values()} - {""}:
+        if not old.get(group):
+            old.pop(group, None)
+    return old | old_defaults
+
+
+@pytest.mark.parametrize("method, changed", [("greedy", []), ("maj@4", []), ("tree", ["tree"])])
+def test_an_evaluation_folder_saved_before_the_grouping_continues_unless_its_tree_search_changed(tmp_path, method,
+                                                                                                  changed):
+    from rftt.evaluate import EVAL_RUN_FOLDER
+    from rftt.run_folder import changed_settings
+
+    now = to_dict(EvalConfig(method=method))
+    old = _before_grouping(now, EvalConfig.renamed_keys, {"tree_temperature": 0.1, "dtype": "auto"})
+    assert "answer_check" not in old and old["tree_temperature"] == 0.1
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    # the old default sampled tree steps at 0.1, today's at the evaluation's temperature: only a tree search differs
+    assert changed_settings(tmp_path, EvalConfig, now, EVAL_RUN_FOLDER) == changed
+
+
+@pytest.mark.parametrize("kind, changed", [("sampling", []), ("tree", ["rollout"])])
+def test_an_rl_folder_saved_before_the_grouping_continues_unless_its_tree_rollouts_changed(tmp_path, kind, changed):
+    from rftt.run_folder import changed_settings
+    from rftt.train.rl_config import RL_RUN_FOLDER
+    from rftt.train.rollouts import RolloutConfig
+
+    now = to_dict(RLConfig(precision="fp32", rollout=RolloutConfig(kind=kind)))
+    old = now | {"rollout": _before_grouping(now["rollout"], RolloutConfig.renamed_keys, {"step_max_tokens": 128})}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert changed_settings(tmp_path, RLConfig, now, RL_RUN_FOLDER) == changed

@@ -140,7 +140,7 @@ def test_an_rl_folder_is_not_continued_with_other_settings(tmp_path, checkpoint,
 
     RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run"))
     RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run", "steps=9", "resume=true"))
-    with pytest.raises(ConfigError, match=r"different settings \(clip\)"):
+    with pytest.raises(ConfigError, match=r"different settings \(clip: 0.2 recorded, 0.5 now\)"):
         RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, tmp_path / "run", "clip=0.5"))
 
 
@@ -361,6 +361,19 @@ def test_a_step_saved_but_not_yet_logged_is_logged_on_resume(tmp_path, checkpoin
     assert [record["step"] for record in logged] == [0, 1, 2]
     assert logged[1]["reward"] == json.loads(lines[1])["reward"]
     assert [step for step, _ in tensorboard_scalars(run, "reward")] == [1, 2, 3]
+
+
+def test_the_rl_command_prints_its_last_steps_with_or_without_a_kl_term(tmp_path, checkpoint, data, capsys):
+    from rftt.cli import main
+
+    for coefficient in (0.0, 0.01):
+        arguments = ["rl", "--config", str(RECIPES / "grpo_arithmetic.yaml"), "--model", str(checkpoint),
+                     "--output-dir", str(tmp_path / f"kl-{coefficient}"), "--device", "cpu",
+                     *[item for setting in [*SMALL, "steps=1", f"kl.coefficient={coefficient}"] for item in ("--set", setting)],
+                     "--set", "dataset={name: json, path: " + data + "}"]
+        assert main(arguments) == 0
+        [printed] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+        assert printed["step"] == 0 and ("kl" in printed) is (coefficient > 0)
 
 
 def test_two_processes_train_the_same_weights(tmp_path, checkpoint, data):

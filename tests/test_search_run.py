@@ -179,5 +179,5 @@ def test_a_search_folder_is_not_continued_with_other_settings(tmp_path):
 
     first = SearchRunConfig(output_dir=str(tmp_path / "search"), candidates=2, device="cpu")
     claim_run_folder(tmp_path / "search", SearchRunConfig, to_dict(first), SEARCH_RUN_FOLDER)
-    with pytest.raises(ConfigError, match=r"different settings \(candidates\)"):  # refused before anything loads
+    with pytest.raises(ConfigError, match=r"different settings \(candidates: 2 recorded, 3 now\)"):  # refused before anything loads
         run_search(SearchRunConfig(output_dir=str(tmp_path / "search"), candidates=3, device="cpu"))

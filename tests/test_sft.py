@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -105,6 +106,19 @@ def test_a_run_on_the_auto_device_records_the_device_it_ran_on(tmp_path, checkpo
     assert record["config"]["device"] == str(resolve_device("auto"))
 
 
+@pytest.mark.parametrize("stored, computes", [(torch.float32, "fp32"), (torch.bfloat16, "bf16")])
+def test_auto_precision_trains_as_the_checkpoint_is_stored_and_the_run_records_it(tmp_path, checkpoint, stored,
+                                                                                  computes):
+    from transformers import AutoModelForCausalLM
+
+    start = tmp_path / "start"
+    shutil.copytree(checkpoint, start)
+    AutoModelForCausalLM.from_pretrained(checkpoint).to(stored).save_pretrained(start)
+    run_sft(sft_config(start, write_sft_file(tmp_path / "sft.jsonl", 8), tmp_path / "run", "max_steps=1"))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == computes
+    assert json.loads((tmp_path / "run" / FINAL_FOLDER / RFTT_CONFIG_FILE).read_text())["config"]["precision"] == computes
+
+
 def test_training_lowers_the_loss_and_keeps_functional_tokens(tmp_path, checkpoint):
     data = write_sft_file(tmp_path / "sft.jsonl", 12)
     summary = run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=30", "learning_rate=0.003"))
@@ -168,7 +182,7 @@ def test_a_folder_is_not_continued_with_other_settings(tmp_path, checkpoint):
     data = write_sft_file(tmp_path / "sft.jsonl", 8)
     run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=1"))
     run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=2", "resume=true"))  # more steps: continued
-    with pytest.raises(ConfigError, match=r"different settings \(learning_rate\)"):
+    with pytest.raises(ConfigError, match=r"different settings \(learning_rate: 0.001 recorded, 0.5 now\)"):
         run_sft(sft_config(checkpoint, data, tmp_path / "run", "learning_rate=0.5", "resume=true"))
 
 

@@ -129,14 +129,17 @@ def command_sft(arguments: argparse.Namespace) -> int:
     return 0
 
 
+RL_PRINTED_METRICS = ("step", "reward", "accuracy", "kl", "step_seconds")
+
+
 def command_rl(arguments: argparse.Namespace) -> int:
     """Online RL (RFTT or ReFT, by recipe); metrics to metrics.jsonl, checkpoints, final model."""
     from rftt.train.rl import RLConfig, run_rl
 
     config = job_config(RLConfig, arguments)
     history = run_rl(config)
-    for metrics in history[-3:]:
-        print(json.dumps({key: metrics[key] for key in ("step", "reward", "accuracy", "kl", "step_seconds")}))
+    for metrics in history[-3:]:  # without a KL term there is no kl metric
+        print(json.dumps({key: metrics[key] for key in RL_PRINTED_METRICS if key in metrics}))
     print(f"final model: {config.output_dir}/final")
     return 0
 

@@ -26,6 +26,9 @@ RENAMED_KEYS = "renamed_keys"
 recipes that use the old names still load, with a warning that names the new one."""
 RENAMED_VALUES = "renamed_values"
 """Likewise for values: `renamed_values: ClassVar[...]` maps a key to {old value: value now}."""
+FORMER_DEFAULTS = "former_defaults"
+"""And `former_defaults: ClassVar[...]`: {dotted key: value} that versions with the old names used without
+recording them, given to run settings saved under the old names, so a run folder is compared by what it did."""
 
 
 class ConfigError(RfttError):
@@ -120,34 +123,41 @@ def _nested_config(annotation: Any) -> type | None:
     return next((option for option in options if dataclasses.is_dataclass(option)), None)
 
 
-def _place(data: dict[str, Any], dotted: str, value: Any) -> bool:
-    """Set `dotted` in `data` (copying the sections on the way) to the value an old key held; False, setting
-    nothing, when `dotted` is already set there."""
+def _place(data: dict[str, Any], dotted: str, value: Any) -> str | None:
+    """Set `dotted` in `data` (copying the sections on the way) to the value an old key held; what stops it, when
+    something does, setting nothing."""
     *sections, leaf = dotted.split(".")
     target = data
     for part in sections:
         inner = target.get(part, {})
         if not isinstance(inner, Mapping):
-            return False
+            return f"its section {part} is {inner!r}, not a mapping of settings"
         target[part] = dict(inner)
         target = target[part]
     if leaf in target:
-        return False
+        return "both are set"
     target[leaf] = value
-    return True
+    return None
 
 
-def current_names(cls: type, data: Mapping[str, Any], source: str = "config", prefix: str = "") -> dict[str, Any]:
+def current_names(cls: type, data: Mapping[str, Any], source: str = "config", prefix: str = "",
+                  saved: bool = False) -> dict[str, Any]:
     """`data` (read from `source`, at `prefix` in the whole config) with the keys that `cls` and the configs
     nested in it renamed moved to their new places, each move warned about with both names; an old and a new
-    name for one setting in the same source is an error."""
+    name for one setting in the same source is an error. `saved`: `data` is what a run recorded, so where it
+    uses old names it gets the class's former defaults."""
     moved: dict[str, Any] = dict(data)
-    for old, new in getattr(cls, RENAMED_KEYS, {}).items():
+    renamed = getattr(cls, RENAMED_KEYS, {})
+    if saved and renamed.keys() & moved.keys():
+        for dotted, value in getattr(cls, FORMER_DEFAULTS, {}).items():
+            _place(moved, dotted, value)
+    for old, new in renamed.items():
         if old not in moved:
             continue
-        if not _place(moved, new, moved.pop(old)):
-            raise ConfigError(f"{source}: {prefix}{old} is the old name of {prefix}{new}, and both are set; "
-                              f"keep {prefix}{new}")
+        problem = _place(moved, new, moved.pop(old))
+        if problem:
+            raise ConfigError(f"{source}: {prefix}{old} is the old name of {prefix}{new}, and {problem}; "
+                              f"set {prefix}{new} only")
         warnings.warn(f"{source}: {prefix}{old} is now {prefix}{new} (the old name still loads; rename it)",
                       FutureWarning, stacklevel=2)
     for key, values in getattr(cls, RENAMED_VALUES, {}).items():
@@ -160,7 +170,7 @@ def current_names(cls: type, data: Mapping[str, Any], source: str = "config", pr
     for name, value in moved.items():
         nested = _nested_config(hints.get(name))
         if nested is not None and isinstance(value, Mapping):
-            moved[name] = current_names(nested, value, source, f"{prefix}{name}.")
+            moved[name] = current_names(nested, value, source, f"{prefix}{name}.", saved)
     return moved
 
 
@@ -258,7 +268,7 @@ def with_defaults(cls: type, saved: Mapping[str, Any]) -> dict[str, Any]:
     since, at any depth."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return _merge(to_dict(cls()), current_names(cls, saved))
+        return _merge(to_dict(cls()), current_names(cls, saved, saved=True))
 
 
 def with_resolved_paths(settings: dict[str, Any], dotted_keys: Sequence[str]) -> dict[str, Any]:

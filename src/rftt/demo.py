@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from rftt.config import ConfigError, load_config, to_dict
+from rftt.config import ConfigError, load_config, to_dict, with_defaults
 from rftt.data.benchmarks import BENCHMARKS
 from rftt.demo_budget import DemoPlan, calibrate, planned_config, rl_minutes
 from rftt.demo_problems import make_problem_files
@@ -49,10 +49,11 @@ from rftt.demo_settings import (
     problem_file,
     settings_changed,
 )
-from rftt.evaluate import EvalConfig, evaluate
+from rftt.evaluate import EvalConfig, evaluate, evaluation_settings_in_use
 from rftt.run_folder import claim_run_folder
 from rftt.search.runner import SearchRunConfig, run_search
 from rftt.train.rl import RLConfig, run_rl
+from rftt.train.rl_config import rl_settings_in_use
 from rftt.train.sft import SFTConfig, run_sft
 
 
@@ -199,12 +200,19 @@ def _moved(value: Any, old: str, new: str) -> Any:
     return value
 
 
+SETTINGS_IN_USE: dict[type, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    EvalConfig: evaluation_settings_in_use, RLConfig: rl_settings_in_use}
+
+
 def _same_stage_settings(source: Path, name: str, stage: Any, source_folder: str, run_folder: str) -> bool:
-    """Whether the stage `name` of the run `source` ran with `stage`'s settings, paths aside."""
+    """Whether the stage `name` of the run `source` ran with `stage`'s settings (those it reads, under today's
+    names), paths aside."""
     recipe = source / name / "recipe.yaml"
     if not recipe.exists():
         return False
-    return _moved(yaml.safe_load(recipe.read_text()), source_folder, run_folder) == yaml.safe_load(stage_recipe(stage))
+    in_use = SETTINGS_IN_USE.get(type(stage), lambda settings: settings)
+    before = with_defaults(type(stage), _moved(yaml.safe_load(recipe.read_text()), source_folder, run_folder))
+    return in_use(before) == in_use(yaml.safe_load(stage_recipe(stage)))
 
 
 def reuse_finished_stages(source: Path, config: DemoConfig, stages: Sequence[tuple[str, Any, str]]) -> list[str]:

@@ -211,7 +211,7 @@ def measure_speed(model_name: str, generation_precision: Precision, precision: P
 
     model, tokenizer = load_model(model_name, dtype=weights_dtype(generation_precision, device), device=device)
     generation = probe_generation(model, tokenizer, budget.probe)
-    training_forward = autocast(configured_training_precision("sft.precision", precision, model_name), device)
+    training_forward = autocast(configured_training_precision("config.sft.precision", precision, model_name), device)
     training = probe_training(model.float().train(), budget.probe, training_forward)
     seconds = {"generation_probe": round(generation, 3), "training_probe": round(training, 3)}
     speed = MachineSpeed(generation=generation / budget.reference.generation_probe,

@@ -14,6 +14,7 @@ from rftt.precision import AUTO_DEVICE
 from rftt.run_folder import RunFolder, changed_settings
 from rftt.search.runner import SearchRunConfig
 from rftt.train.rl import RLConfig
+from rftt.train.rl_config import rl_settings_in_use
 from rftt.train.sft import SFTConfig
 
 BUDGETS = ("default", "small")
@@ -71,7 +72,10 @@ def problem_file(run: Path, name: str, limit: int | None = None) -> DatasetSpec:
     return DatasetSpec(name="json", path=str(run / PROBLEM_FOLDER / f"{name}.jsonl"), limit=limit)
 
 
-DEMO_RUN_FOLDER = RunFolder(CONFIG_FILE, DEMO_PATHS)
+DEMO_RUN_FOLDER = RunFolder(CONFIG_FILE, DEMO_PATHS,
+                            comparable=lambda settings: {**settings, "rl": rl_settings_in_use(settings["rl"])})
+"""The demo's settings, its RL stage's compared by what it reads (its evaluation's tree settings always are: the
+demo searches with the trained model)."""
 
 
 def settings_changed(run: Path, settings: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:

@@ -30,7 +30,7 @@ from rftt.precision import AUTO_DEVICE, DTYPE_NAMES, Precision
 from rftt.prompts import get_template
 from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.search.mcts import SearchConfig, TreeSearch
-from rftt.search.policies import TokenGuidedPolicy, TreePolicyConfig
+from rftt.search.policies import TOKEN_GUIDED_TOP_P, TokenGuidedPolicy, TreePolicyConfig
 from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
 from rftt.search.scoring import ANSWERED_REASONS, SelfConsistencyScorer
 from rftt.search.tree import Tree
@@ -63,6 +63,7 @@ class EvalConfig:
         "tree_max_children": "tree.max_children", "tree_sampled_children": "tree.sampled_children",
         "tree_step_max_tokens": "tree.step_max_tokens", "dtype": "precision"}
     renamed_values: ClassVar[dict[str, dict[str, str]]] = {"precision": DTYPE_NAMES}
+    former_defaults: ClassVar[dict[str, float]] = {"tree.top_p": TOKEN_GUIDED_TOP_P}
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
@@ -102,15 +103,28 @@ class EvalConfig:
                               max_new_tokens=self.max_new_tokens, seed=self.seed)
 
 
-def _without_problem_count(settings: dict[str, Any]) -> dict[str, Any]:
-    """Settings as the resume check compares them: `dataset.limit` may change, since records are per problem
-    (a larger limit evaluates only the new problems, a smaller one summarises the first ones)."""
-    return {**settings, "dataset": {key: value for key, value in settings["dataset"].items() if key != "limit"}}
+TREE_SEARCH_SETTINGS = ("tree", "tree_rollouts", "search", "process_rewards")
+
+
+def evaluation_settings_in_use(settings: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's settings without those its method does not read (tree search's, unless `method: tree`),
+    so that runs are compared by what decides their results."""
+    if settings.get("method") == "tree":
+        return settings
+    return {key: value for key, value in settings.items() if key not in TREE_SEARCH_SETTINGS}
+
+
+def _compared_on_resume(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as the resume check compares them: those in use, and not `dataset.limit`, since records are per
+    problem (a larger limit evaluates only the new problems, a smaller one summarises the first ones)."""
+    in_use = evaluation_settings_in_use(settings)
+    return {**in_use, "dataset": {key: value for key, value in settings["dataset"].items() if key != "limit"}}
 
 
 EVAL_RUN_FOLDER = RunFolder(CONFIG_FILE, RUN_PATHS, frozenset({"engine", "batch_size", "output_dir", "device"}),
-                            _without_problem_count)
-"""Evaluation resumes with another engine, batch size, folder or device, and with more or fewer problems."""
+                            _compared_on_resume)
+"""Evaluation resumes with another engine, batch size, folder or device, with more or fewer problems, and with
+other tree-search settings when it does not search."""
 
 
 def _problem_record(problem: Problem, prompt: str, completions: list, outcomes: list, seconds: float,
@@ -175,7 +189,7 @@ def _tree_records(config: EvalConfig, engine: Engine, tokenizer: Any):
     """A function from a batch of problems to their records, for inference-time tree search."""
     tags = step_tags_for_search(config.model, getattr(engine, "model", None), tokenizer)
     policy = TokenGuidedPolicy(engine, tokenizer, tags, template=config.template, seed=config.seed,
-                               **config.tree.policy_settings(config.temperature, config.max_new_tokens))
+                               **config.tree.policy_settings(config.temperature, config.top_p, config.max_new_tokens))
     rewards = config.process_rewards
     scorer = SelfConsistencyScorer(build_process_rewards(rewards, config.device), rewards.outcome_weight, rewards.process_weight,
                                    last_number_fallback=config.answer_check.last_number_fallback)

@@ -115,9 +115,10 @@ def training_precision(precision: str, stored_dtype: torch.dtype | None) -> str:
 
 
 def uses_bf16(precision: str, device: torch.device | str) -> bool:
-    """Whether a training stage computing in `precision` (`training_precision`'s) runs its forward passes in bf16
-    on `device`."""
-    precision = training_precision(precision, None)
+    """Whether a training stage computing in `precision` (resolved by `training_precision`) runs its forward
+    passes in bf16 on `device`."""
+    if training_precision(precision, None) != precision:
+        raise ValueError(f"precision {precision!r} depends on the checkpoint: resolve it with training_precision first")
     return precision == "bf16" or (precision == "native" and native_bf16(device))
 
 

@@ -24,25 +24,45 @@ class RunFolder:
     comparable: Callable[[Settings], Settings] = field(default=lambda settings: settings)
 
 
+def _compared(folder: Path, config_class: type, settings: Mapping[str, Any],
+              contract: RunFolder) -> tuple[Settings, Settings] | None:
+    """The settings recorded in `folder` (None when nothing is) and `settings`, both as the contract compares them."""
+    path = folder / contract.config_file
+    if not path.exists():
+        return None
+    previous = with_defaults(config_class, json.loads(path.read_text()))
+    before, now = (contract.comparable(with_resolved_paths(dict(values), contract.path_settings))
+                   for values in (previous, settings))
+    return before, now
+
+
 def changed_settings(folder: Path, config_class: type, settings: Mapping[str, Any], contract: RunFolder,
                      ignore: Sequence[str] = ()) -> list[str]:
     """The top-level settings recorded in `folder` that differ from `settings` (none when nothing is recorded)."""
-    path = folder / contract.config_file
-    if not path.exists():
+    compared = _compared(folder, config_class, settings, contract)
+    if compared is None:
         return []
-    previous = with_defaults(config_class, json.loads(path.read_text()))
-    now, before = (contract.comparable(with_resolved_paths(dict(values), contract.path_settings))
-                   for values in (settings, previous))
+    before, now = compared
     skipped = set(ignore) | contract.may_change
     return sorted(key for key in now if key not in skipped and before.get(key) != now[key])
 
 
+def _differences(before: Any, now: Any, key: str) -> list[str]:
+    """Each leaf setting under `key` that differs, with its recorded value and its value now."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [difference for name in sorted(set(before) | set(now))
+                for difference in _differences(before.get(name), now.get(name), f"{key}.{name}")]
+    return [] if before == now else [f"{key}: {before!r} recorded, {now!r} now"]
+
+
 def claim_run_folder(folder: Path, config_class: type, settings: Mapping[str, Any], contract: RunFolder) -> None:
-    """Continue `folder` with these settings, or refuse with the settings that differ; then record them."""
+    """Continue `folder` with these settings, or refuse naming each setting that differs; then record them."""
     folder.mkdir(parents=True, exist_ok=True)
     changed = changed_settings(folder, config_class, settings, contract)
     if changed:
-        raise ConfigError(f"{folder} holds a run with different settings ({', '.join(changed)}); "
+        before, now = _compared(folder, config_class, settings, contract)
+        details = [difference for key in changed for difference in _differences(before.get(key), now[key], key)]
+        raise ConfigError(f"{folder} holds a run with different settings ({'; '.join(details)}); "
                           "choose another output folder or delete it")
     record = with_resolved_paths(dict(settings), contract.path_settings)
     (folder / contract.config_file).write_text(json.dumps(record, indent=2) + "\n")

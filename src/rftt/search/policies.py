@@ -205,26 +205,35 @@ class PromptedPolicy(EngineWriter):
         return f"\\boxed{{{answer}}}" if answer is not None else None
 
 
+TOKEN_GUIDED_TOP_P = 0.95
+TOKEN_GUIDED_STEP_TOKENS = 256
+"""The token-guided policy's nucleus and step length where its stage has none of its own (`rftt search`)."""
+
+
 @dataclass(frozen=True)
 class TreePolicyConfig:
-    """How the token-guided policy grows trees, the same settings in RL's tree rollouts and in tree-search
-    evaluation. `temperature`: the steps' sampling temperature (unset: the stage's `temperature`);
-    `step_max_tokens`: the longest step (unset: the stage's `max_new_tokens`); `max_children`: only the moves with
-    the highest priors get child slots (unset: every legal move), so that rollouts are not spent on moves the
-    warm-up never taught; `sampled_children: n`: each node gets n slots whose moves are drawn from the priors."""
+    """How the token-guided policy grows trees, the same settings in RL's tree rollouts, tree-search evaluation
+    and `rftt search --set policy=token_guided`. `temperature`, `top_p`: the steps' sampling (unset: the stage's
+    own); `step_max_tokens`: the longest step (unset: the stage's `max_new_tokens`); `max_children`: only the
+    moves with the highest priors get child slots (unset: every legal move), so that rollouts are not spent on
+    moves the warm-up never taught; `sampled_children: n`: each node gets n slots whose moves are drawn from the
+    priors."""
 
     temperature: float | None = None
+    top_p: float | None = None
     step_max_tokens: int | None = None
     max_children: int | None = None
     sampled_children: int | None = None
 
-    def policy_settings(self, temperature: float, max_new_tokens: int) -> dict[str, Any]:
-        """`TokenGuidedPolicy` keyword arguments, the stage's `temperature` and `max_new_tokens` filling what is
-        unset."""
-        step_tokens = self.step_max_tokens or max_new_tokens
-        return {"temperature": temperature if self.temperature is None else self.temperature,
-                "max_tokens": {move: step_tokens for move in Move}, "max_children": self.max_children,
-                "sampled_children": self.sampled_children}
+    def policy_settings(self, temperature: float, top_p: float, max_new_tokens: int) -> dict[str, Any]:
+        """`TokenGuidedPolicy` keyword arguments, the stage's `temperature`, `top_p` and `max_new_tokens` filling
+        what is unset."""
+        def own(value: Any, stage: Any) -> Any:
+            return stage if value is None else value
+
+        return {"temperature": own(self.temperature, temperature), "top_p": own(self.top_p, top_p),
+                "max_tokens": {move: own(self.step_max_tokens, max_new_tokens) for move in Move},
+                "max_children": self.max_children, "sampled_children": self.sampled_children}
 
 
 @dataclass
@@ -241,10 +250,10 @@ class TokenGuidedPolicy(EngineWriter):
     step_tags: StepTags
     template: str = "functional"
     temperature: float = 0.1
-    top_p: float = 0.95
+    top_p: float = TOKEN_GUIDED_TOP_P
     max_children: int | None = None
     sampled_children: int | None = None
-    max_tokens: dict[Move, int] = field(default_factory=lambda: {move: 256 for move in Move})
+    max_tokens: dict[Move, int] = field(default_factory=lambda: {move: TOKEN_GUIDED_STEP_TOKENS for move in Move})
     seed: int | None = None
 
     def __post_init__(self) -> None:

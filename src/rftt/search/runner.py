@@ -31,15 +31,18 @@ from rftt.search.policies import (
     MOVE_INSTRUCTIONS,
     PHASE_ONE_MOVES,
     PROMPTED_STEP_TOKENS,
+    TOKEN_GUIDED_STEP_TOKENS,
+    TOKEN_GUIDED_TOP_P,
     MoveExample,
     PromptedPolicy,
     TokenGuidedPolicy,
+    TreePolicyConfig,
 )
 from rftt.search.process_rewards import ProcessRewardConfig, build_process_rewards
 from rftt.search.scoring import OutcomeScorer
 from rftt.search.tree import Tree
 from rftt.tokens import Move
-from rftt.verify import check_many
+from rftt.verify.judge import AnswerCheckConfig
 
 TREES_FILE = "trees.jsonl"
 SFT_FILE = "sft.jsonl"
@@ -52,7 +55,9 @@ class SearchRunConfig:
     length limits (`step_max_tokens`, default `PROMPTED_STEP_TOKENS`), of the instructions (`instructions`,
     default `MOVE_INSTRUCTIONS`) and of the worked examples (`examples`: per move a list of `{question,
     steps: [[move, content], ...], content}`, default `MOVE_EXAMPLES`); `end_truncated_steps` makes a step
-    cut at its limit a dead end. `precision` and `device`: as in `EvalConfig` (config.json records the device used)."""
+    cut at its limit a dead end. `tree`: how `policy: token_guided` grows trees (`TreePolicyConfig`, as in evaluation
+    and RL). `answer_check`: how answers are judged (`AnswerCheckConfig`, as in evaluation and RL). `precision` and
+    `device`: as in `EvalConfig` (config.json records the device used)."""
 
     renamed_keys: ClassVar[dict[str, str]] = {"dtype": "precision"}
     renamed_values: ClassVar[dict[str, dict[str, str]]] = {"precision": DTYPE_NAMES}
@@ -67,6 +72,8 @@ class SearchRunConfig:
     instructions: dict[str, str] = field(default_factory=dict)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     end_truncated_steps: bool = True
+    tree: TreePolicyConfig = field(default_factory=TreePolicyConfig)
+    answer_check: AnswerCheckConfig = field(default_factory=AnswerCheckConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     process_rewards: ProcessRewardConfig = field(default_factory=ProcessRewardConfig)
@@ -84,13 +91,13 @@ SEARCH_RUN_FOLDER = RunFolder("config.json", ("model", "dataset.path", "output_d
 """A search resumes (searching the problems not yet searched) with another engine, device or group size."""
 
 
-def greedy_solved(engine, tokenizer, problems: Sequence[Problem], max_tokens: int) -> list[bool]:
+def greedy_solved(engine, tokenizer, problems: Sequence[Problem], max_tokens: int,
+                  answer_check: AnswerCheckConfig) -> list[bool]:
     """Whether greedy decoding with the chat template answers each problem correctly."""
     template = get_template("chat")
     results = engine.generate([template.render(problem.question, tokenizer) for problem in problems],
                               SamplingParams(max_new_tokens=max_tokens))
-    outcomes = check_many([samples[0].text for samples in results], [problem.gold for problem in problems],
-                          last_number_fallback=False)
+    outcomes = answer_check.judge([samples[0].text for samples in results], [problem.gold for problem in problems])
     return [outcome.correct for outcome in outcomes]
 
 
@@ -135,9 +142,12 @@ def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
                                 end_truncated_steps=config.end_truncated_steps, seed=config.search.seed)
     else:
         tags = step_tags_for_search(config.model, getattr(engine, "model", None), tokenizer)
-        policy = TokenGuidedPolicy(engine, tokenizer, tags, temperature=config.temperature, seed=config.search.seed)
+        policy = TokenGuidedPolicy(engine, tokenizer, tags, seed=config.search.seed, **config.tree.policy_settings(
+            config.temperature, TOKEN_GUIDED_TOP_P, TOKEN_GUIDED_STEP_TOKENS))
     rewards = config.process_rewards
-    scorer = OutcomeScorer(build_process_rewards(rewards, config.device), rewards.outcome_weight, rewards.process_weight)
+    config.answer_check.check_for_tree_search("config.answer_check")
+    scorer = OutcomeScorer(build_process_rewards(rewards, config.device), rewards.outcome_weight, rewards.process_weight,
+                           last_number_fallback=config.answer_check.last_number_fallback)
     return TreeSearch(policy, scorer, config.search)
 
 
@@ -184,8 +194,8 @@ def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, A
                    disable=not progress)
         for start in range(0, len(problems), config.problems_per_group):
             group = problems[start : start + config.problems_per_group]
-            baseline = (greedy_solved(engine, tokenizer, group, config.greedy_max_tokens) if config.greedy_baseline
-                        else [None] * len(group))
+            baseline = (greedy_solved(engine, tokenizer, group, config.greedy_max_tokens, config.answer_check)
+                        if config.greedy_baseline else [None] * len(group))
             seconds_before = search.statistics.seconds
             trees = search.run(group, on_tree_done=lambda tree: bar.update(1))
             seconds = (search.statistics.seconds - seconds_before) / len(group)

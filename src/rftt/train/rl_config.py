@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from rftt.data import DatasetSpec
 from rftt.models import DEFAULT_MODEL
-from rftt.precision import AUTO_DEVICE, Precision
+from rftt.precision import AUTO_DEVICE, DTYPE_NAMES, Precision
 from rftt.rewards import RewardConfig
 from rftt.run_folder import RunFolder
 from rftt.train.rollouts import RolloutConfig
@@ -40,6 +40,8 @@ class RLConfig:
     token they share computed once (`rftt.train.packing`); used where exact for the model's attention.
     `packed_tokens`: unique tokens per packed micro-batch (unset: `micro_batch_size` times the step's longest
     sequence); a smaller row spends less on its dense attention mask, a larger one shares more."""
+
+    renamed_values: ClassVar[dict[str, dict[str, str]]] = {"precision": DTYPE_NAMES}
 
     model: str = DEFAULT_MODEL
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec(name="arithmetic", size=1000, seed=1))
@@ -84,10 +86,23 @@ class RLConfig:
     resume: bool = False
 
 
+TREE_ROLLOUT_SETTINGS = ("tree", "search")
+
+
+def rl_settings_in_use(settings: dict[str, Any]) -> dict[str, Any]:
+    """An RL run's settings without those its rollouts do not read (tree search's, unless `rollout.kind: tree`),
+    so that runs are compared by what decides their training."""
+    rollout = settings.get("rollout", {})
+    if rollout.get("kind") == "tree":
+        return settings
+    return {**settings, "rollout": {key: value for key, value in rollout.items() if key not in TREE_ROLLOUT_SETTINGS}}
+
+
 RL_RUN_FOLDER = RunFolder("config.json", ("model", "dataset.path", "dev.path", "output_dir"), frozenset({
     "steps", "resume", "max_minutes", "eval_every", "save_every", "keep_checkpoints", "log_rollouts", "device",
-    "prefix_cache_mib", "output_dir"}))
-"""An RL run continues with more steps, another time budget, evaluation or checkpoint schedule, or device."""
+    "prefix_cache_mib", "output_dir"}), rl_settings_in_use)
+"""An RL run continues with more steps, another time budget, evaluation or checkpoint schedule, or device, and
+with other tree-search settings when its rollouts sample."""
 
 
 def check_settings(config: RLConfig) -> None:

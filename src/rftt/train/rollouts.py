@@ -155,8 +155,8 @@ def tree_rollouts(model: RolloutModel, problems: Sequence[Problem], config: Roll
     engine, tokenizer, tokens = model.engine, model.tokenizer, model.tokens
     if tokens is None:
         raise ValueError("tree rollouts need the policy's step tags")
-    policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, top_p=config.top_p, seed=seed,
-                               **config.tree.policy_settings(config.temperature, config.max_new_tokens))
+    policy = TokenGuidedPolicy(engine, tokenizer, tokens, template=config.template, seed=seed,
+                               **config.tree.policy_settings(config.temperature, config.top_p, config.max_new_tokens))
     search_config = SearchConfig(**{**config.search.__dict__, "rollouts": config.samples_per_prompt, "seed": seed})
     scorer = OutcomeScorer(last_number_fallback=config.answer_check.last_number_fallback)
     trees = TreeSearch(policy, scorer, search_config).run(problems)

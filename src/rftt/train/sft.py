@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -27,7 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from rftt.config import configured_training_precision, to_dict, trainer_device
 from rftt.data import DataError
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, load_model
-from rftt.precision import AUTO_DEVICE, Precision, uses_bf16
+from rftt.precision import AUTO_DEVICE, DTYPE_NAMES, Precision, uses_bf16
 from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, save_step_tags
 from rftt.tokens.vocabulary import text_tags
@@ -56,6 +56,8 @@ class SFTConfig:
     `precision`: `bf16` is the Trainer's mixed bf16; `native` uses it where the device computes bf16 natively,
     `auto` when the checkpoint is stored in bf16 (`rftt.precision`).
     `device`: `auto` (the GPU when there is one), `cpu` or `cuda` (see `rftt.config.trainer_device`)."""
+
+    renamed_values: ClassVar[dict[str, dict[str, str]]] = {"precision": DTYPE_NAMES}
 
     model: str = DEFAULT_MODEL
     data: SFTDataConfig = field(default_factory=SFTDataConfig)
@@ -177,7 +179,7 @@ def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, h
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, max_steps=config.max_steps,
         lr_scheduler_type=config.scheduler, warmup_steps=int(config.warmup_ratio * total_steps),
         weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
-        bf16=uses_bf16(configured_training_precision("config.precision", config.precision, config.model), device),
+        bf16=uses_bf16(config.precision, device),
         activation_checkpointing=config.gradient_checkpointing,
         logging_steps=config.logging_steps,
         save_strategy="steps", save_steps=config.save_steps, save_total_limit=config.save_total_limit,
@@ -228,7 +230,8 @@ SFT_RUN_FOLDER = RunFolder("config.json", ("model", "data.path", "output_dir"), 
 def run_sft(config: SFTConfig) -> dict[str, Any]:
     """Train, save `output_dir/final`, and return a summary (losses, steps, timing, data report); the record
     in `final` names the device it ran on."""
-    config = replace(config, device=str(trainer_device("config.device", config.device)))
+    config = replace(config, device=str(trainer_device("config.device", config.device)),
+                     precision=configured_training_precision("config.precision", config.precision, config.model))
     output = Path(config.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:  # one writer in a distributed run
