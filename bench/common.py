@@ -39,6 +39,16 @@ def write_results(name: str, figures: dict, indent: int | None = 2) -> Path:
     return path
 
 
+def earlier_runs(name: str, label: str | None) -> dict:
+    """The labelled runs already in results/NAME.json (kept when this run is labelled too), without this label:
+    two versions of the code, run in turn, compare in one file."""
+    path = RESULTS / f"{name}.json"
+    if label is None or not path.exists():
+        return {}
+    runs = json.loads(path.read_text()).get("runs", {})
+    return {run_label: run for run_label, run in runs.items() if run_label != label} if isinstance(runs, dict) else {}
+
+
 def _cpus() -> int:
     import os
 

@@ -31,7 +31,7 @@ import rftt
 from rftt.data import load_problems
 from rftt.verify import VerifierPool
 
-from common import RESULTS, peak_memory_mib, write_results
+from common import earlier_runs, peak_memory_mib, write_results
 
 PLAIN_FORMATS = ("<output>{}</output>", "The answer is {}.", "\\boxed{{{}}}", "#### {}")
 PATHOLOGICAL = ("Let us see: $2^{2^{2^{2^{30}}}}$", "\\sqrt{2}")
@@ -73,15 +73,6 @@ def summary(outcomes: list, seconds: float, right: list[bool] | None, ids: list[
             for index, outcome in enumerate(outcomes) if right is not None and outcome.correct != right[index]
         ][:5],
     }
-
-
-def earlier_runs(label: str | None) -> dict:
-    """The runs already in the results file (kept when this run is labelled), without this label."""
-    path = RESULTS / "verify_throughput.json"
-    if label is None or not path.exists():
-        return {}
-    runs = json.loads(path.read_text()).get("runs", {})
-    return {name: run for name, run in runs.items() if name != label} if isinstance(runs, dict) else {}
 
 
 def ratios(runs: dict) -> dict:
@@ -136,7 +127,7 @@ def main() -> None:
         run["workers"] = pool.size
     run["peak_memory_mib_parent"] = round(peak_memory_mib(), 1)
 
-    runs = {**earlier_runs(arguments.label), arguments.label or "latest": run}
+    runs = {**earlier_runs("verify_throughput", arguments.label), arguments.label or "latest": run}
     path = write_results("verify_throughput", {"after_over_before_answers_per_second": ratios(runs), "runs": runs},
                          indent=None)
     print(f"{'set':<16}{'answers':>8}{'correct':>9}{'should':>8}{'seconds':>9}{'answers/s':>11}")

@@ -400,3 +400,22 @@ def test_the_growing_cache_layer_holds_what_concatenation_would():
         got, expected = growing.update(keys, values), plain.update(keys, values)
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert growing.keys.shape == plain.keys.shape == (2, 2, GROWTH_STEPS * 2 + 7, 4)
+
+
+@pytest.mark.parametrize("top", [0, 2])
+def test_outputs_record_live_rows_only_and_a_finished_row_at_its_limit_is_left_as_it_is(top):
+    from rftt.engine.batch import Outputs
+
+    outputs = Outputs(width=3, pad_id=0, device=torch.device("cpu"), top_logprobs=top)
+    outputs.reserve(2)
+    before = [buffer.clone() for buffer in (outputs.tokens, outputs.logprobs, outputs.top_ids, outputs.top_values)]
+    logits = torch.randn(2, 7, generator=torch.Generator().manual_seed(0))
+    tokens = torch.tensor([4, 5])
+    outputs.record(torch.tensor([0, 1]), torch.tensor([1, 3]), tokens, logits, live=torch.tensor([True, False]))
+    expected = torch.log_softmax(logits, dim=-1)
+    assert outputs.tokens[0].tolist() == [0, 4, 0]
+    assert outputs.logprobs[0, 1] == pytest.approx(float(expected[0, 4]), abs=1e-6)
+    if top:
+        assert outputs.top_ids[0, 1].tolist() == expected[0].topk(2).indices.tolist()
+    for buffer, saved in zip((outputs.tokens, outputs.logprobs, outputs.top_ids, outputs.top_values), before):
+        assert torch.equal(buffer[1], saved[1])  # the finished row (step 3 = its limit) is unchanged

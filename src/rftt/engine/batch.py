@@ -190,14 +190,23 @@ class Outputs:
             torch.cat([buffer, buffer.new_zeros((extra, *buffer.shape[1:]))])
             for buffer in (self.logprobs, self.top_ids, self.top_values))
 
-    def record(self, rows: torch.Tensor, steps: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor) -> None:
-        """Write each row's new token at its step, with its log-probability under the model (and the top ones)."""
-        distribution = torch.log_softmax(logits, dim=-1)
-        self.tokens[rows, steps] = tokens
-        self.logprobs[rows, steps] = distribution.gather(1, tokens[:, None]).squeeze(1)
+    def record(self, rows: torch.Tensor, steps: torch.Tensor, tokens: torch.Tensor, logits: torch.Tensor,
+               live: torch.Tensor) -> None:
+        """Write each live row's new token at its step, with its log-probability under the model (and the top
+        ones). Whole-batch operations only: no boolean indexing (a host sync on a GPU), no copy of the logits, and
+        the log-probability is the chosen logit less the row's log-sum-exp (no full distribution is written)."""
+        steps = steps.clamp(max=self.tokens.shape[1] - 1)  # a finished row's step may be its limit: left unchanged
+
+        def write(buffer: torch.Tensor, values: torch.Tensor) -> None:
+            mask = live.view(-1, *[1] * (values.dim() - 1))
+            buffer[rows, steps] = torch.where(mask, values, buffer[rows, steps])
+
+        write(self.tokens, tokens)
+        write(self.logprobs, logits.gather(1, tokens[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1))
         if self.top_ids.shape[-1]:
-            values, ids = torch.topk(distribution, self.top_ids.shape[-1], dim=-1)
-            self.top_ids[rows, steps], self.top_values[rows, steps] = ids, values
+            values, ids = torch.topk(torch.log_softmax(logits, dim=-1), self.top_ids.shape[-1], dim=-1)
+            write(self.top_ids, ids)
+            write(self.top_values, values)
 
     def top(self, row: int, length: int) -> list[list[tuple[int, float]]] | None:
         """A row's most likely tokens at each of its first `length` steps (None when not recorded)."""

@@ -244,14 +244,16 @@ class HFEngine(Engine):
         stop_ids = self._stop_ids(params)
         rows: Rows | None = None
         cache: DynamicCache | None = None
-        hungry = True
+        hungry, live_rows = True, 0  # the count of live rows is kept here, so no step asks the device for it
         while True:
-            if hungry and queue.waiting_rows() < self._free_rows(rows):
+            if hungry and queue.waiting_rows() < self.max_batch_rows - live_rows:
                 hungry = False
                 queue.add([replace(request, prompt=self.encode(request.prompt)) for request in feed()])
                 outputs.reserve(len(queue.owners))
-            if queue.waiting and (rows is None or (self.plain_cache and self._free_rows(rows) >= self._refill_rows)):
+            if queue.waiting and (rows is None or (self.plain_cache and
+                                                   self.max_batch_rows - live_rows >= self._refill_rows)):
                 rows, cache = self._admit(rows, cache, queue, params)
+                live_rows = 0 if rows is None else rows.index.numel()
             if rows is None:
                 return
             new_tokens = sample_tokens(self._penalised(rows, outputs, params), params.temperature, params.top_k,
@@ -260,11 +262,10 @@ class HFEngine(Engine):
             if listener is not None:
                 stopped = self._tell(listener, queue, rows, live, new_tokens)
                 rows.finished, live = rows.finished | stopped, live & ~stopped
-            outputs.record(rows.index[live], rows.steps[live], new_tokens[live], rows.logits[live])
+                live_rows -= int(stopped.sum())
+            outputs.record(rows.index, rows.steps, new_tokens, rows.logits, live)
             rows.steps = rows.steps + live.long()
             done = torch.isin(new_tokens, stop_ids) & live
-            for row in done.nonzero().flatten().tolist():
-                stop_reasons[int(rows.index[row])] = int(new_tokens[row])
             if stop_strings:
                 for row in stop_strings.candidate_rows(new_tokens).tolist():
                     original = int(rows.index[row])
@@ -274,18 +275,24 @@ class HFEngine(Engine):
                     if stop is not None:
                         stop_reasons[original], done[row] = stop, True
             ended = (done | (rows.steps >= rows.limit)) & live
-            rows.finished = rows.finished | ended
-            for row in ended.nonzero().flatten().tolist():
-                original, length = int(rows.index[row]), int(rows.steps[row])
-                number, sample = queue.owners[original]
+            ended_rows = ended.nonzero().flatten()
+            if ended_rows.numel():  # the step's host sync; the rows' facts are read only when some ended
+                rows.finished = rows.finished | ended
+                live_rows -= ended_rows.numel()
                 hungry = True
-                completion = self._completion(
-                    outputs.tokens[original, :length].tolist(), outputs.logprobs[original, :length].tolist(),
-                    stop_reasons.pop(original, None), params, len(queue.prompts[number]))
-                yield number, sample, replace(completion, top_logprobs=outputs.top(original, length))
-            if bool(rows.finished.all()):
+                facts = torch.stack([rows.index, rows.steps, done.long(), new_tokens])[:, ended_rows].tolist()
+                for original, length, by_token, token in zip(*facts):
+                    number, sample = queue.owners[original]
+                    completion = self._completion(
+                        outputs.tokens[original, :length].tolist(), outputs.logprobs[original, :length].tolist(),
+                        stop_reasons.pop(original, token if by_token else None), params, len(queue.prompts[number]))
+                    yield number, sample, replace(completion, top_logprobs=outputs.top(original, length))
+            if live_rows == 0:
                 rows, cache = None, None
                 continue
+            if live_rows <= (1 - _COMPACT_WHEN_FINISHED_FRACTION) * rows.index.numel():
+                new_tokens = new_tokens[~rows.finished]
+                rows, cache = drop_finished(rows, cache, trim=self.plain_cache)
             rows, cache = self._advance(rows, cache, new_tokens)
 
     def _penalised(self, rows: Rows, outputs: Outputs, params: SamplingParams) -> torch.Tensor:
@@ -304,9 +311,6 @@ class HFEngine(Engine):
                 in zip(owners, new_tokens.tolist(), alive) if row_alive]
         stopped = set(listener(told))
         return torch.tensor([number in stopped for number, _ in owners], device=self.device) & live
-
-    def _free_rows(self, rows: Rows | None) -> int:
-        return self.max_batch_rows - (0 if rows is None else int((~rows.finished).sum()))
 
     @property
     def _refill_rows(self) -> int:
@@ -343,11 +347,7 @@ class HFEngine(Engine):
         return join(rows, cache, new_rows, new_cache)
 
     def _advance(self, rows: Rows, cache: DynamicCache, new_tokens: torch.Tensor) -> tuple[Rows, DynamicCache]:
-        """Feed the new tokens to the batch, first dropping finished rows once enough of them have finished."""
-        if float(rows.finished.float().mean()) >= _COMPACT_WHEN_FINISHED_FRACTION:
-            kept = (~rows.finished).nonzero().flatten()
-            new_tokens = new_tokens[kept]
-            rows, cache = drop_finished(rows, cache, trim=self.plain_cache)
+        """Feed the new tokens to the batch (finished rows are fed padding)."""
         new_tokens = torch.where(rows.finished, torch.full_like(new_tokens, self.pad_id), new_tokens)
         attention_mask = torch.cat([rows.attention_mask, torch.ones_like(rows.attention_mask[:, :1])], dim=1)
         logits = self._forward(new_tokens[:, None], attention_mask, rows.next_position[:, None], cache)
