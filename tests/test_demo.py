@@ -95,6 +95,7 @@ def test_every_stage_runs_and_every_artefact_exists(finished_run):
         assert (run / name).exists(), name
     for name in list(stages)[2:]:
         assert (run / name / "recipe.yaml").exists() and f"--config {run / name / 'recipe.yaml'}" in stages[name]["command"]
+    assert not (run / "sft" / "checkpoints").exists() and not (run / "rl" / "checkpoints").exists()  # finished: final only
     page = (run / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and page.count("<iframe srcdoc=") == 2
     assert summary["search"]["correct_paths"] > 0, "the constant-answer model must give the warm-up some paths"
@@ -288,13 +289,14 @@ def test_a_run_from_another_takes_its_finished_stages_up_to_the_first_changed_on
     config, summary, run = finished_run
     variant = tmp_path / "variant"
     source_recipes = {name: (run / name / "recipe.yaml").read_text() for name in ("sft", "rl")}
-    variant_summary = run_demo(replace(config, output_dir=str(variant), rl=replace(config.rl, steps=1)),
-                               from_run=str(run))
+    variant_summary = run_demo(replace(config, output_dir=str(variant), rl=replace(config.rl, steps=1),
+                                       keep_resume_checkpoints=True), from_run=str(run))
     stages = json.loads((variant / STAGES_FILE).read_text())
     copied = [name for name, record in stages.items() if record.get("reused_from") == str(run)]
     assert copied == ["calibration", "problems", "baseline", "search", "sft", "eval-sft"]
     assert all(stages[name]["done"] for name in ("rl", "eval-rl", "eval-rl-tree"))
     assert stages["rl"]["summary"]["steps_run"] == 1 and len(read_records(variant / "rl" / "metrics.jsonl")) == 2
+    assert list((variant / "rl" / "checkpoints").iterdir()), "keep_resume_checkpoints: the RL run's are kept"
     assert variant_summary["accuracy"]["eval-sft"] == summary["accuracy"]["eval-sft"]
     assert f"copied from {run}" in (variant / "report.html").read_text()
     assert {name: (run / name / "recipe.yaml").read_text() for name in ("sft", "rl")} == source_recipes  # copies, not links

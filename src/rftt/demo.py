@@ -52,6 +52,7 @@ from rftt.demo_settings import (
 from rftt.evaluate import EvalConfig, evaluate, evaluation_settings_in_use
 from rftt.run_folder import claim_run_folder
 from rftt.search.runner import SearchRunConfig, run_search
+from rftt.train import CHECKPOINT_FOLDER
 from rftt.train.rl import RLConfig, run_rl
 from rftt.train.rl_config import rl_settings_in_use
 from rftt.train.sft import SFTConfig, run_sft
@@ -287,6 +288,8 @@ def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
             stage = replace(stage, max_minutes=round(rl_minutes(config.budget, plan, book.spent(), taken), 2))
         recipe = run / name / "recipe.yaml" if book.done(name) else write_recipe(stage, run / name)
         book.run(name, f"rftt {command} --config {recipe}", _stage_work(stage))
+        if isinstance(stage, (SFTConfig, RLConfig)) and not config.keep_resume_checkpoints:
+            shutil.rmtree(run / name / CHECKPOINT_FOLDER, ignore_errors=True)  # done: `final` is what later stages read
     return write_report(run, planned, book.stages, plan)
 
 

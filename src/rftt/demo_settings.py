@@ -38,7 +38,9 @@ class DemoConfig:
     """The demo's settings. The stage sections are ordinary stage configs; the demo fills in their model,
     data, seed and output folder, so only the other settings of those sections take effect.
     `functional_tokens: false` is the ablation: the same pipeline with the step tags kept as ordinary text.
-    `device` (`auto`: the GPU when there is one, `cpu`, `cuda`) is every stage's, the calibration's too."""
+    `device` (`auto`: the GPU when there is one, `cpu`, `cuda`) is every stage's, the calibration's too.
+    `keep_resume_checkpoints: false` deletes a finished SFT or RL stage's resume checkpoints (weights and optimizer
+    state, three times its final model) once the stage is done; true keeps them, to train that stage on later."""
 
     model: str = DEFAULT_MODEL
     task: DatasetSpec = field(default_factory=lambda: DatasetSpec(name=DEMO_TASK, size=2000, seed=1))
@@ -58,6 +60,7 @@ class DemoConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     example_trees: int = 3
     example_rollouts: int = 8
+    keep_resume_checkpoints: bool = False
     output_dir: str = "runs/demo"
 
 
@@ -72,7 +75,7 @@ def problem_file(run: Path, name: str, limit: int | None = None) -> DatasetSpec:
     return DatasetSpec(name="json", path=str(run / PROBLEM_FOLDER / f"{name}.jsonl"), limit=limit)
 
 
-DEMO_RUN_FOLDER = RunFolder(CONFIG_FILE, DEMO_PATHS,
+DEMO_RUN_FOLDER = RunFolder(CONFIG_FILE, DEMO_PATHS, frozenset({"keep_resume_checkpoints"}),
                             comparable=lambda settings: {**settings, "rl": rl_settings_in_use(settings["rl"])})
 """The demo's settings, its RL stage's compared by what it reads (its evaluation's tree settings always are: the
 demo searches with the trained model)."""

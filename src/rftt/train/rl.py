@@ -31,6 +31,7 @@ from rftt.precision import autocast, select_device
 from rftt.rewards import outcome_reward
 from rftt.run_folder import claim_run_folder
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
+from rftt.train import CHECKPOINT_FOLDER
 from rftt.train.experience import Experience, UpdateResult
 from rftt.train.metrics_log import MetricsLog, RolloutLog, step_metrics, trajectory_records
 from rftt.train.packing import TrainingForward
@@ -114,8 +115,8 @@ class RLTrainer:
         self.problems = list(load_problems(config.dataset))
         self.dev_problems = list(load_problems(config.dev)) if config.dev else []
         self.start_step, saved_metrics = 0, None
-        if config.resume and checkpoints(self.output / "checkpoints"):
-            latest = self.output / "checkpoints" / f"step-{checkpoints(self.output / 'checkpoints')[-1]}"
+        if config.resume and checkpoints(self.output / CHECKPOINT_FOLDER):
+            latest = self.output / CHECKPOINT_FOLDER / f"step-{checkpoints(self.output / CHECKPOINT_FOLDER)[-1]}"
             self.start_step = load_training_state(latest, self.training_state()) + 1
             saved_metrics = checkpoint_metrics(latest)
         main = self.accelerator.is_main_process
@@ -232,7 +233,7 @@ class RLTrainer:
         saving = config.save_every and ((step + 1) % config.save_every == 0 or step + 1 == config.steps)
         if saving and self.accelerator.is_main_process:
             with timer.phase("checkpoint"):
-                save_checkpoint(CheckpointFolder(self.output / "checkpoints", config.keep_checkpoints), step,
+                save_checkpoint(CheckpointFolder(self.output / CHECKPOINT_FOLDER, config.keep_checkpoints), step,
                                 self.training_state(), self._record(), metrics=timer.stamped(metrics))
         metrics = timer.stamped(metrics)
         if self.log is not None:

@@ -31,6 +31,7 @@ from rftt.precision import AUTO_DEVICE, DTYPE_NAMES, Precision, uses_bf16
 from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, save_step_tags
 from rftt.tokens.vocabulary import text_tags
+from rftt.train import CHECKPOINT_FOLDER
 from rftt.train.sft_data import (
     DataReport,
     SFTCollator,
@@ -43,7 +44,6 @@ from rftt.train.sft_data import (
 from rftt.train.weights import LoraSettings, apply_lora, write_fingerprint
 
 FINAL_FOLDER = "final"
-CHECKPOINT_FOLDER = "checkpoints"
 LOG_FILE = "log.jsonl"
 
 
