@@ -135,6 +135,20 @@ def test_the_old_forward_is_kept_where_the_update_cannot_supply_it(tmp_path, che
         assert not trainer.old_policy_is_current(4), (recipe, overrides)
 
 
+def test_a_finished_run_whose_checkpoints_were_deleted_is_not_resumed_from_scratch(tmp_path, checkpoint, data):
+    import shutil
+
+    from rftt.config import ConfigError
+
+    run = tmp_path / "run"
+    run_rl(recipe_config("grpo_arithmetic.yaml", checkpoint, data, run, "steps=1", "save_every=1"))
+    trained = (run / "final" / "model.safetensors").read_bytes()
+    shutil.rmtree(run / "checkpoints")  # as the demo does once the stage is done
+    with pytest.raises(ConfigError, match="a finished run with no checkpoint to resume from"):
+        RLTrainer(recipe_config("grpo_arithmetic.yaml", checkpoint, data, run, "steps=2", "save_every=1", "resume=true"))
+    assert (run / "final" / "model.safetensors").read_bytes() == trained
+
+
 def test_an_rl_folder_is_not_continued_with_other_settings(tmp_path, checkpoint, data):
     from rftt.config import ConfigError
 

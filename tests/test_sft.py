@@ -186,6 +186,14 @@ def test_a_folder_is_not_continued_with_other_settings(tmp_path, checkpoint):
         run_sft(sft_config(checkpoint, data, tmp_path / "run", "learning_rate=0.5", "resume=true"))
 
 
+def test_a_finished_warm_up_whose_checkpoints_were_deleted_is_not_resumed_from_scratch(tmp_path, checkpoint):
+    data = write_sft_file(tmp_path / "sft.jsonl", 8)
+    run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=1"))
+    shutil.rmtree(tmp_path / "run" / "checkpoints", ignore_errors=True)  # as the demo does once the stage is done
+    with pytest.raises(ConfigError, match="a finished run with no checkpoint to resume from"):
+        run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=2", "resume=true"))
+
+
 def test_a_time_budget_stops_training_early_with_a_checkpoint(tmp_path, checkpoint):
     data = write_sft_file(tmp_path / "data.jsonl", 16)
     summary = run_sft(sft_config(checkpoint, data, tmp_path / "run", "max_steps=50", "max_minutes=0"))

@@ -52,7 +52,7 @@ from rftt.demo_settings import (
 from rftt.evaluate import EvalConfig, evaluate, evaluation_settings_in_use
 from rftt.run_folder import claim_run_folder
 from rftt.search.runner import SearchRunConfig, run_search
-from rftt.train import CHECKPOINT_FOLDER
+from rftt.train import CHECKPOINT_FOLDER, FINAL_FOLDER
 from rftt.train.rl import RLConfig, run_rl
 from rftt.train.rl_config import rl_settings_in_use
 from rftt.train.sft import SFTConfig, run_sft
@@ -159,7 +159,7 @@ class StagePlan:
 def plan_stages(config: DemoConfig) -> StagePlan:
     run = Path(config.output_dir)
     held_out = problem_file(run, "held_out")
-    sft_model, rl_model = str(run / "sft" / "final"), str(run / "rl" / "final")
+    sft_model, rl_model = str(run / "sft" / FINAL_FOLDER), str(run / "rl" / FINAL_FOLDER)
     evaluation = replace(config.evaluation, seed=config.seed, method="greedy", dataset=held_out, device=config.device)
     trained = replace(evaluation, template=config.rl.rollout.template)
     search = replace(config.search, model=config.model, output_dir=str(run / "search"), device=config.device,
@@ -236,7 +236,8 @@ def reuse_finished_stages(source: Path, config: DemoConfig, stages: Sequence[tup
     for name, matches in same.items():
         if not matches or not finished.get(name, {}).get("done"):
             break
-        shutil.copytree(source / name, run / name, dirs_exist_ok=True)
+        resume_state = None if config.keep_resume_checkpoints else shutil.ignore_patterns(CHECKPOINT_FOLDER)
+        shutil.copytree(source / name, run / name, dirs_exist_ok=True, ignore=resume_state)
         reused[name] = {**finished[name], "reused_from": str(source)}
     _add_stages(run, reused)
     return list(reused)

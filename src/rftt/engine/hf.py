@@ -245,15 +245,16 @@ class HFEngine(Engine):
         rows: Rows | None = None
         cache: DynamicCache | None = None
         hungry, live_rows = True, 0  # the count of live rows is kept here, so no step asks the device for it
+        admissible = True  # whether waiting requests may fit now: not again until rows end or requests arrive
         while True:
             if hungry and queue.waiting_rows() < self.max_batch_rows - live_rows:
-                hungry = False
+                hungry, admissible = False, True
                 queue.add([replace(request, prompt=self.encode(request.prompt)) for request in feed()])
                 outputs.reserve(len(queue.owners))
-            if queue.waiting and (rows is None or (self.plain_cache and
-                                                   self.max_batch_rows - live_rows >= self._refill_rows)):
+            if admissible and queue.waiting and (rows is None or (self.plain_cache and
+                                                                  self.max_batch_rows - live_rows >= self._refill_rows)):
                 rows, cache = self._admit(rows, cache, queue, params)
-                live_rows = 0 if rows is None else rows.index.numel()
+                live_rows, admissible = (0 if rows is None else rows.index.numel()), False
             if rows is None:
                 return
             new_tokens = sample_tokens(self._penalised(rows, outputs, params), params.temperature, params.top_k,
@@ -262,7 +263,8 @@ class HFEngine(Engine):
             if listener is not None:
                 stopped = self._tell(listener, queue, rows, live, new_tokens)
                 rows.finished, live = rows.finished | stopped, live & ~stopped
-                live_rows -= int(stopped.sum())
+                stopped_rows = int(stopped.sum())
+                live_rows, admissible = live_rows - stopped_rows, admissible or stopped_rows > 0
             outputs.record(rows.index, rows.steps, new_tokens, rows.logits, live)
             rows.steps = rows.steps + live.long()
             done = torch.isin(new_tokens, stop_ids) & live
@@ -279,7 +281,7 @@ class HFEngine(Engine):
             if ended_rows.numel():  # the step's host sync; the rows' facts are read only when some ended
                 rows.finished = rows.finished | ended
                 live_rows -= ended_rows.numel()
-                hungry = True
+                hungry = admissible = True
                 facts = torch.stack([rows.index, rows.steps, done.long(), new_tokens])[:, ended_rows].tolist()
                 for original, length, by_token, token in zip(*facts):
                     number, sample = queue.owners[original]

@@ -25,6 +25,7 @@ from rftt.data import DataError
 from rftt.jsonl import read_records
 from rftt.models import DEFAULT_MODEL, RFTT_CONFIG_FILE, resolve_checkpoint
 from rftt.precision import AUTO_DEVICE
+from rftt.train import CHECKPOINT_FOLDER, FINAL_FOLDER
 
 POSITIVE = 1
 
@@ -109,7 +110,7 @@ def train_reranker(config: RerankerConfig) -> dict[str, Any]:
     model, tokenizer = load_reranker(config.model)
     output = Path(config.output_dir)
     arguments = TrainingArguments(
-        output_dir=str(output / "checkpoints"), per_device_train_batch_size=config.batch_size,
+        output_dir=str(output / CHECKPOINT_FOLDER), per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate, num_train_epochs=config.epochs, seed=config.seed, report_to=[],
         save_strategy="no", logging_steps=10, remove_unused_columns=False,
         use_cpu=device.type == "cpu")
@@ -117,7 +118,7 @@ def train_reranker(config: RerankerConfig) -> dict[str, Any]:
     trainer = Trainer(model=model, args=arguments, train_dataset=_Encoded(samples, tokenizer, config.max_length),
                       data_collator=_collate(tokenizer.pad_token_id))
     result = trainer.train()
-    final = output / "final"
+    final = output / FINAL_FOLDER
     trainer.save_model(str(final))
     tokenizer.save_pretrained(final)
     summary = {"samples": len(samples), "correct": positives, "train_loss": result.training_loss,

@@ -31,7 +31,7 @@ from rftt.precision import autocast, select_device
 from rftt.rewards import outcome_reward
 from rftt.run_folder import claim_run_folder
 from rftt.tokens import FunctionalTokenError, FunctionalTokens, StepTags
-from rftt.train import CHECKPOINT_FOLDER
+from rftt.train import CHECKPOINT_FOLDER, FINAL_FOLDER, check_resumable
 from rftt.train.experience import Experience, UpdateResult
 from rftt.train.metrics_log import MetricsLog, RolloutLog, step_metrics, trajectory_records
 from rftt.train.packing import TrainingForward
@@ -115,6 +115,8 @@ class RLTrainer:
         self.problems = list(load_problems(config.dataset))
         self.dev_problems = list(load_problems(config.dev)) if config.dev else []
         self.start_step, saved_metrics = 0, None
+        if config.resume:
+            check_resumable(self.output, bool(checkpoints(self.output / CHECKPOINT_FOLDER)))
         if config.resume and checkpoints(self.output / CHECKPOINT_FOLDER):
             latest = self.output / CHECKPOINT_FOLDER / f"step-{checkpoints(self.output / CHECKPOINT_FOLDER)[-1]}"
             self.start_step = load_training_state(latest, self.training_state()) + 1
@@ -186,7 +188,7 @@ class RLTrainer:
                 break
         write_fingerprint(self.policy, self.output, self.ranks[0])
         if self.accelerator.is_main_process:
-            save_model_folder(self.output / "final", self.training_state(), self._record())
+            save_model_folder(self.output / FINAL_FOLDER, self.training_state(), self._record())
         if self.log is not None:
             self.log.close()
         return history

@@ -31,7 +31,7 @@ from rftt.precision import AUTO_DEVICE, DTYPE_NAMES, Precision, uses_bf16
 from rftt.run_folder import RunFolder, claim_run_folder
 from rftt.tokens import FunctionalTokens, StepTags, add_functional_tokens, save_step_tags
 from rftt.tokens.vocabulary import text_tags
-from rftt.train import CHECKPOINT_FOLDER
+from rftt.train import CHECKPOINT_FOLDER, FINAL_FOLDER, check_resumable
 from rftt.train.sft_data import (
     DataReport,
     SFTCollator,
@@ -43,7 +43,6 @@ from rftt.train.sft_data import (
 )
 from rftt.train.weights import LoraSettings, apply_lora, write_fingerprint
 
-FINAL_FOLDER = "final"
 LOG_FILE = "log.jsonl"
 
 
@@ -236,6 +235,8 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:  # one writer in a distributed run
         claim_run_folder(output, SFTConfig, to_dict(config), SFT_RUN_FOLDER)
+    if config.resume:
+        check_resumable(output, last_complete_checkpoint(output / CHECKPOINT_FOLDER) is not None)
     model, tokenizer = load_model(config.model, dtype=torch.float32)
     tags: StepTags | None = None
     new_token_ids: list[int] = []
