@@ -243,8 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(handler=command_search)
 
     sft = commands.add_parser("sft", help="supervised warm-up (functional-token paths or gold solutions)")
-    job_arguments(sft, {**SFT_FLAGS, "resume": ("resume", None, "continue from the last checkpoint in output_dir")},
-                   dataset_section="data.dataset")
+    job_arguments(sft, SFT_FLAGS, dataset_section="data.dataset")
     sft.set_defaults(handler=command_sft)
 
     rl = commands.add_parser("rl", help="online RL: tree or sampled rollouts, REINFORCE++ / PPO-GAE / GRPO / RLOO")

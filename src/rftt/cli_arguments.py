@@ -62,30 +62,34 @@ def dataset_spec(arguments: argparse.Namespace) -> DatasetSpec:
     )
 
 
+MODEL_FLAG = {"model": ("model", str, "model name, folder or hub id")}
+OUTPUT_FLAG = {"output-dir": ("output_dir", str, "where the run's files go (re-run to resume)")}
+ENGINE_FLAGS = {"engine": ("engine.kind", str, "hf, openai or vllm"),
+                "base-url": ("engine.base_url", str, "server address for --engine openai")}
+"""Flags several jobs share, each defined once."""
+
 EVAL_FLAGS = {
-    "model": ("model", str, "model name, folder or hub id"),
+    **MODEL_FLAG,
     "method": ("method", str, "greedy, maj@k (for example maj@8), rerank@k or tree"),
     "reranker": ("reranker", str, "for --method rerank@k: a trained reranker folder"),
     "rollouts": ("tree_rollouts", lambda text: [int(part) for part in text.split(",")],
                  "for --method tree: rollout counts to report, for example 1,4,16"),
     "template": ("template", str, "prompt template: chat, functional, reft, plain"),
     "max-new-tokens": ("max_new_tokens", int, "longest completion"),
-    "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
-    "engine": ("engine.kind", str, "hf, openai or vllm"),
-    "base-url": ("engine.base_url", str, "server address for --engine openai"),
+    **OUTPUT_FLAG,
+    **ENGINE_FLAGS,
 }
 SEARCH_FLAGS = {
-    "model": ("model", str, "model name, folder or hub id"),
+    **MODEL_FLAG,
     "policy": ("policy", str, "prompted (phase 1) or token_guided (phase 2)"),
     "rollouts": ("search.rollouts", int, "rollouts per problem"),
-    "output-dir": ("output_dir", str, "where the run's files go (re-run to resume)"),
-    "engine": ("engine.kind", str, "hf, openai or vllm"),
-    "base-url": ("engine.base_url", str, "server address for --engine openai"),
+    **OUTPUT_FLAG,
+    **ENGINE_FLAGS,
 }
 
 
 SFT_FLAGS = {
-    "model": ("model", str, "model name, folder or hub id"),
+    **MODEL_FLAG,
     "data": ("data.path", str, "an `rftt search` sft.jsonl file (data.source=search)"),
     "style": ("data.style", str, "functional, cot or program"),
     "lora-rank": ("lora.rank", int, "train a LoRA adapter of this rank instead of all weights"),
@@ -93,6 +97,7 @@ SFT_FLAGS = {
     "max-steps": ("max_steps", int, "stop after this many optimizer steps"),
     "learning-rate": ("learning_rate", float, "peak learning rate"),
     "output-dir": ("output_dir", str, "where checkpoints, logs and the final model go"),
+    "resume": ("resume", None, "continue from the last checkpoint in output_dir"),
 }
 
 
