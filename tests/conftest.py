@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -168,3 +169,17 @@ def running_server(*arguments: str):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def settings_before_grouping(settings: dict, renamed: dict[str, str], old_defaults: dict | None = None) -> dict:
+    """A config's settings as a version before the settings groups wrote them: each renamed setting under its old
+    name (`renamed`: a config class's `renamed_keys`), no group sections, and the old defaults given."""
+    old = json.loads(json.dumps(settings))
+    for old_name, new in renamed.items():
+        group, _, name = new.rpartition(".")
+        section = old.get(group, {}) if group else old
+        if name in section:
+            old[old_name] = section.pop(name)
+    for group in {new.rpartition(".")[0] for new in renamed.values()} - {""}:
+        old.pop(group, None)
+    return old | (old_defaults or {})

@@ -24,7 +24,7 @@ from rftt.jsonl import read_records
 from rftt.report import last_step_rollouts, write_report
 from rftt.tokens import FUNCTIONAL_TOKENS_FILE
 
-from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer
+from conftest import TINY_CHAT_TEMPLATE, build_tiny_model, build_tiny_tokenizer, settings_before_grouping
 
 ANSWER = "7"
 TINY_BUDGET = [
@@ -217,13 +217,7 @@ def test_a_run_folder_from_an_older_version_or_given_by_a_relative_path_continue
     # settings added after the run began, at their default (the budget sets rl.rollout.tree itself), and the
     # evaluation's settings under the names they had before answer_check and tree grouped them
     del saved["functional_tokens"], saved["evaluation"]["answer_check"]["absolute_tolerance"]
-    evaluation = saved["evaluation"]
-    for old, new in EvalConfig.renamed_keys.items():
-        group, _, name = new.rpartition(".")
-        section = evaluation[group] if group else evaluation
-        if name in section:
-            evaluation[old] = section.pop(name)
-    del evaluation["answer_check"], evaluation["tree"]
+    evaluation = saved["evaluation"] = settings_before_grouping(saved["evaluation"], EvalConfig.renamed_keys)
     assert evaluation["dtype"] == "native" and "tree_sampled_children" in evaluation
     saved_path.write_text(json.dumps(saved))
     monkeypatch.chdir(run.parent)
@@ -311,18 +305,6 @@ def test_from_run_refuses_a_folder_without_a_demo_run(finished_run, tmp_path):
         run_demo(replace(config, output_dir=str(tmp_path / "variant")), from_run=str(tmp_path))
 
 
-def _old_names(settings: dict, renamed: dict[str, str], old_defaults: dict) -> dict:
-    """Stage settings as written before the settings groups: old names, and the old defaults given."""
-    for old, new in renamed.items():
-        group, _, name = new.rpartition(".")
-        section = settings.get(group, {}) if group else settings
-        if name in section:
-            settings[old] = section.pop(name)
-    for group in ("tree", "answer_check"):
-        settings.pop(group, None)
-    return settings | old_defaults
-
-
 def test_a_run_from_one_recorded_before_the_settings_groups_takes_its_finished_stages(finished_run, tmp_path):
     from rftt.search.runner import SearchRunConfig
     from rftt.train.rollouts import RolloutConfig
@@ -332,12 +314,13 @@ def test_a_run_from_one_recorded_before_the_settings_groups_takes_its_finished_s
     shutil.copytree(run, source)
     for stage in ("baseline", "eval-sft"):
         recipe = source / stage / "recipe.yaml"
-        recipe.write_text(yaml.safe_dump(_old_names(yaml.safe_load(recipe.read_text()), EvalConfig.renamed_keys,
+        recipe.write_text(yaml.safe_dump(settings_before_grouping(yaml.safe_load(recipe.read_text()), EvalConfig.renamed_keys,
                                                     {"tree_temperature": 0.1})))  # the old default, unread by greedy
     search = source / "search" / "recipe.yaml"
-    search.write_text(yaml.safe_dump(_old_names(yaml.safe_load(search.read_text()), SearchRunConfig.renamed_keys, {})))
+    search.write_text(yaml.safe_dump(settings_before_grouping(yaml.safe_load(search.read_text()),
+                                                          SearchRunConfig.renamed_keys)))
     rl = yaml.safe_load((source / "rl" / "recipe.yaml").read_text())
-    rl["rollout"] = _old_names(rl["rollout"], RolloutConfig.renamed_keys, {"step_max_tokens": 128})
+    rl["rollout"] = settings_before_grouping(rl["rollout"], RolloutConfig.renamed_keys, {"step_max_tokens": 128})
     (source / "rl" / "recipe.yaml").write_text(yaml.safe_dump(rl))
     reused = {}
     for name, origin in (("from-today", run), ("from-before", source)):

@@ -17,6 +17,8 @@ from rftt.search.runner import SearchRunConfig
 from rftt.train.rl import RLConfig
 from rftt.train.sft import SFTConfig
 
+from conftest import settings_before_grouping
+
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 CONFIG_BY_PREFIX = {"eval_": EvalConfig, "search_": SearchRunConfig, "sft_": SFTConfig, "rftt_": RLConfig,
                     "reft_": RLConfig, "grpo_": RLConfig}
@@ -135,20 +137,6 @@ def test_every_renamed_key_names_a_setting_that_exists_today():
             assert key in fields, f"{cls.__name__}.renamed_values names {key}, not a setting"
 
 
-def _before_grouping(settings: dict, renamed: dict[str, str], old_defaults: dict) -> dict:
-    """Settings as a version before the groups saved them: the old names, and the old defaults given."""
-    old = json.loads(json.dumps(settings))
-    for old_name, new in renamed.items():
-        group, _, name = new.rpartition(".")
-        section = old[group] if group else old
-        if name in section:
-            old[old_name] = section.pop(name)
-    for group in {new.rpartition(".")[0] for new in renamed.values()} - {""}:
-        if not old.get(group):
-            old.pop(group, None)
-    return old | old_defaults
-
-
 @pytest.mark.parametrize("method, changed", [("greedy", []), ("maj@4", []), ("tree", ["tree"])])
 def test_an_evaluation_folder_saved_before_the_grouping_continues_unless_its_tree_search_changed(tmp_path, method,
                                                                                                   changed):
@@ -156,7 +144,7 @@ def test_an_evaluation_folder_saved_before_the_grouping_continues_unless_its_tre
     from rftt.run_folder import changed_settings
 
     now = to_dict(EvalConfig(method=method))
-    old = _before_grouping(now, EvalConfig.renamed_keys, {"tree_temperature": 0.1, "dtype": "auto"})
+    old = settings_before_grouping(now, EvalConfig.renamed_keys, {"tree_temperature": 0.1, "dtype": "auto"})
     assert "answer_check" not in old and old["tree_temperature"] == 0.1
     (tmp_path / "config.json").write_text(json.dumps(old))
     # the old default sampled tree steps at 0.1, today's at the evaluation's temperature: only a tree search differs
@@ -170,6 +158,6 @@ def test_an_rl_folder_saved_before_the_grouping_continues_unless_its_tree_rollou
     from rftt.train.rollouts import RolloutConfig
 
     now = to_dict(RLConfig(precision="fp32", rollout=RolloutConfig(kind=kind)))
-    old = now | {"rollout": _before_grouping(now["rollout"], RolloutConfig.renamed_keys, {"step_max_tokens": 128})}
+    old = now | {"rollout": settings_before_grouping(now["rollout"], RolloutConfig.renamed_keys, {"step_max_tokens": 128})}
     (tmp_path / "config.json").write_text(json.dumps(old))
     assert changed_settings(tmp_path, RLConfig, now, RL_RUN_FOLDER) == changed
