@@ -16,7 +16,7 @@ from rftt.verify import Gold, Outcome, VerifierPool, check, check_many
 from rftt.verify.equivalence import final_side, is_unfinished, parse_number
 from rftt.verify.extract import find_answer
 from rftt.verify.judgement import not_final, quick_verdict
-from rftt.verify.outcome import CheckOptions, gold_answer, resolved_format
+from rftt.verify.outcome import CheckOptions, read_gold
 from rftt.verify.pool import make_comparison
 
 CASES = yaml.safe_load((Path(__file__).parent / "data" / "verify_cases.yaml").read_text())
@@ -108,8 +108,9 @@ def test_a_latex_answer_is_read_whole_and_not_as_its_last_number():
     (r"The final answer is $2\sqrt{3}$", "latex", r"2\sqrt{3}"), ("Tom has 3.\n#### 3", "latex", "3"),
 ])
 def test_a_gold_format_decides_whether_the_answer_is_found_in_the_gold(gold, expected_format, answer):
-    assert resolved_format(gold, "auto") == expected_format
-    assert gold_answer(gold) == answer
+    reading = read_gold(gold, "auto")
+    assert ("value" if reading.whole else "latex") == expected_format
+    assert reading.answer == answer
 
 
 def test_golds_written_as_latex_text_are_judged_by_their_answer():

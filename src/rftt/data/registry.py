@@ -120,8 +120,9 @@ def load_problems(spec: DatasetSpec | str = DEFAULT_DATASET, **settings: Any) ->
     _check_unused_settings(spec, kind)
     if spec.offset < 0:
         raise DataError(f"dataset {spec.name}", None, "offset", f"must be 0 or more, not {spec.offset}")
-    if gold_format_problem(spec.gold_format):
-        raise DataError(f"dataset {spec.name}", None, "gold_format", gold_format_problem(spec.gold_format))
+    problem = gold_format_problem(spec.gold_format)
+    if problem:
+        raise DataError(f"dataset {spec.name}", None, "gold_format", problem)
     problems = _load(spec, kind)
     end = None if spec.limit is None else spec.offset + spec.limit
     chosen = problems[spec.offset : end]

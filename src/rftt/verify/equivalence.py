@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from rftt.verify.extract import DIGIT_GROUPS
 from rftt.verify.latex import symbolically_equal
 
 DEFAULT_RELATIVE_TOLERANCE = 1e-6
@@ -31,7 +32,7 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
 _PERCENT = re.compile(r"\\?%")
 _TRAILING_WORDS = re.compile(r"(?<=[\d}])\s*[A-Za-z][A-Za-z .]*$")
 
-_PLAIN = r"[-+]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d*)?|[-+]?\.\d+"  # "0,111" is a decimal comma, not 111
+_PLAIN = rf"[-+]?(?:{DIGIT_GROUPS}|\d+)(?:\.\d*)?|[-+]?\.\d+"
 _PLAIN_NUMBER = re.compile(rf"^(?:{_PLAIN})$")
 _SCIENTIFIC = re.compile(
     rf"^({_PLAIN})\s*(?:[eE]([-+]?\d+)|(?:\\times|\\cdot|\*|×)\s*10\s*\^\s*\{{?\s*([-+]?\d+)\s*\}}?)$"

@@ -31,7 +31,9 @@ _CLAUSE_AFTER_ANSWER = re.compile(
     r",\s+(?:and|but|though|although|which|so|since|because|as|where|while|that|i\.e\.)\b|\s+\((?=[A-Za-z]{2,}\b)")
 _CHOICE_MARKER = re.compile(r"\(\s*([a-e])\s*\)|\b(?:option|choice)\s+(?:is\s+)?\(?([a-e])\b|^\s*([a-e])(?:\s*\))?\s*$",
                             re.IGNORECASE)
-_NUMBER = re.compile(r"(?<![A-Za-z\d])(?<![A-Za-z]-)(?:[-\u2212]?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?|[-\u2212]?\.\d+)")
+DIGIT_GROUPS = r"[1-9]\d{0,2}(?:,\d{3})+"
+"""Thousands written with commas (`1,234`; a group never starts a number with 0: `0,111` is a decimal comma)."""
+_NUMBER = re.compile(rf"(?<![A-Za-z\d])(?<![A-Za-z]-)(?:[-\u2212]?(?:{DIGIT_GROUPS}|\d+)(?:\.\d+)?|[-\u2212]?\.\d+)")
 
 Anchor = Literal["output", "boxed", "gsm8k", "phrase", "choice", "last_number"]
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from rftt.verify.equivalence import (
     answers_equal,
-    choice_letter,
     final_side,
     has_arithmetic_left,
     is_choice_letter,
@@ -60,7 +59,7 @@ def quick_verdict(comparison: Comparison) -> Verdict | None:
     """The verdict when no worker is needed (rules 1-2, or no answer anywhere); else None."""
     found, gold = comparison.found, comparison.gold_answer
     if is_choice_letter(gold):
-        return Verdict(found is not None and choice_letter(found.text) == choice_letter(gold),
+        return Verdict(found is not None and answers_equal(found.text, gold, symbolic=False),
                        found.text if found else None)
     if found is None:
         return None if any(mark in comparison.text for mark in _MARKUP) else Verdict(False, None)

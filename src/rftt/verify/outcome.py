@@ -57,11 +57,6 @@ def read_gold(gold: str, gold_format: GoldFormat = "auto") -> GoldReading:
     return GoldReading(found.text if found else gold, False)
 
 
-def resolved_format(gold: str, gold_format: GoldFormat) -> GoldFormat:
-    """`auto` decided for one gold: `latex` when it is marked-up text, else `value`."""
-    return "value" if read_gold(gold, gold_format).whole else "latex"
-
-
 @dataclass(frozen=True)
 class Outcome:
     """The verdict on one prediction: correct or not, the answer found in it, and why."""
@@ -89,6 +84,3 @@ def as_text(value: object) -> str | None:
     return str(value)
 
 
-def gold_answer(gold: str, gold_format: GoldFormat = "auto") -> str:
-    """The answer a gold states: the whole of a plain value, the answer found in LaTeX text (else all of it)."""
-    return read_gold(gold, gold_format).answer
