@@ -261,10 +261,10 @@ class HFEngine(Engine):
                                        params.top_p, generator)
             live = ~rows.finished
             if listener is not None:
-                stopped = self._tell(listener, queue, rows, live, new_tokens)
-                rows.finished, live = rows.finished | stopped, live & ~stopped
-                stopped_rows = int(stopped.sum())
-                live_rows, admissible = live_rows - stopped_rows, admissible or stopped_rows > 0
+                stopped, stopped_rows = self._tell(listener, queue, rows, live, new_tokens)
+                if stopped is not None:
+                    rows.finished, live = rows.finished | stopped, live & ~stopped
+                    live_rows, admissible = live_rows - stopped_rows, True
             outputs.record(rows.index, rows.steps, new_tokens, rows.logits, live)
             rows.steps = rows.steps + live.long()
             done = torch.isin(new_tokens, stop_ids) & live
@@ -285,10 +285,10 @@ class HFEngine(Engine):
                 facts = torch.stack([rows.index, rows.steps, done.long(), new_tokens])[:, ended_rows].tolist()
                 for original, length, by_token, token in zip(*facts):
                     number, sample = queue.owners[original]
-                    completion = self._completion(
+                    yield number, sample, self._completion(
                         outputs.tokens[original, :length].tolist(), outputs.logprobs[original, :length].tolist(),
-                        stop_reasons.pop(original, token if by_token else None), params, len(queue.prompts[number]))
-                    yield number, sample, replace(completion, top_logprobs=outputs.top(original, length))
+                        stop_reasons.pop(original, token if by_token else None), params, len(queue.prompts[number]),
+                        outputs.top(original, length))
             if live_rows == 0:
                 rows, cache = None, None
                 continue
@@ -305,14 +305,17 @@ class HFEngine(Engine):
                                params.frequency_penalty)
 
     def _tell(self, listener: TokenListener, queue: StreamQueue, rows: Rows, live: torch.Tensor,
-              new_tokens: torch.Tensor) -> torch.Tensor:
-        """Tell the listener each live row's new token; the rows of the requests it stops, as a mask."""
-        owners = [queue.owners[index] for index in rows.index.tolist()]
-        alive = live.tolist()
-        told = [(number, sample, token) for (number, sample), token, row_alive
-                in zip(owners, new_tokens.tolist(), alive) if row_alive]
+              new_tokens: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+        """Tell the listener each live row's new token (one read of the device); the live rows of the requests
+        it stops, as a mask and a count (None and 0 when it stops none, as on almost every step)."""
+        indices, alive, tokens = torch.stack([rows.index, live.long(), new_tokens]).tolist()
+        owners = [queue.owners[index] for index in indices]
+        told = [(number, sample, token) for (number, sample), token, row_alive in zip(owners, tokens, alive) if row_alive]
         stopped = set(listener(told))
-        return torch.tensor([number in stopped for number, _ in owners], device=self.device) & live
+        if not stopped:
+            return None, 0
+        hits = [bool(row_alive) and number in stopped for (number, _), row_alive in zip(owners, alive)]
+        return torch.tensor(hits, device=self.device), sum(hits)
 
     @property
     def _refill_rows(self) -> int:
@@ -358,13 +361,13 @@ class HFEngine(Engine):
 
     def _completion(
         self, token_ids: list[int], logprobs: list[float], stop_reason: str | int | None, params: SamplingParams,
-        prompt_tokens: int,
+        prompt_tokens: int, top_logprobs: list[list[tuple[int, float]]] | None = None,
     ) -> Completion:
         text = self.visible_text(token_ids, params)
         if isinstance(stop_reason, str):
             text = cut_at_stop(text, params.stop)
         finish_reason = "stop" if stop_reason is not None else "length"
-        return Completion(text, token_ids, logprobs, finish_reason, stop_reason, prompt_tokens)
+        return Completion(text, token_ids, logprobs, finish_reason, stop_reason, prompt_tokens, top_logprobs=top_logprobs)
 
     def hidden_token_ids(self, params: SamplingParams) -> set[int]:
         """Tokens a completion's text leaves out: end-of-sequence and padding, unless they are stop tokens."""

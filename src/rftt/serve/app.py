@@ -42,7 +42,7 @@ from rftt.engine.protocol import (
     Usage,
     openai_error,
 )
-from rftt.engine.types import Completion, EngineError
+from rftt.engine.types import Completion, EngineError, Prompt
 from rftt.precision import AUTO_DEVICE
 from rftt.search.process_rewards import PROCESS_REWARDS_PATH, HFProcessRewardModel, ProcessRewardConfig
 from rftt.serve.batching import DEFAULT_WINDOW_SECONDS, QueuedRequest, RequestBatcher
@@ -126,8 +126,12 @@ def _add_generation_routes(app: FastAPI, engine: HFEngine, batcher: RequestBatch
         if engine.tokenizer.chat_template is None:
             raise EngineError(f"{model_name} has no chat template: use /v1/completions with a formatted prompt")
         messages = [message.for_template() for message in request.messages]
-        prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        params = request.sampling_params(request.length_limit() or min(reply_tokens, _context_left(engine, prompt)))
+        prompt: Prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        limit = request.length_limit()
+        if not limit:
+            prompt = engine.encode(prompt)  # tokenized once: for the context left and for the engine
+            limit = min(reply_tokens, _context_left(engine, len(prompt)))
+        params = request.sampling_params(limit)
         if request.stream:
             chunks = ChatChunks(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model_name)
             return _streamed(batcher.submit([prompt], params, streamed=True), engine, chunks, request)
@@ -164,9 +168,9 @@ def _streamed(submitted: QueuedRequest, engine: HFEngine, chunks: ChunkWriter, r
     return StreamingResponse(stream_events(submitted, engine, chunks, include_usage), media_type="text/event-stream")
 
 
-def _context_left(engine: HFEngine, prompt: str) -> int:
+def _context_left(engine: HFEngine, prompt_tokens: int) -> int:
     """How many tokens fit after a prompt in the model's context (a chat reply's default length limit)."""
-    left = engine.model.config.max_position_embeddings - len(engine.encode(prompt))
+    left = engine.model.config.max_position_embeddings - prompt_tokens
     if left < 1:
         raise EngineError(f"messages: the prompt fills the model's context of {engine.model.config.max_position_embeddings} "
                           "tokens")

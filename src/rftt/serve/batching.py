@@ -138,7 +138,7 @@ class RequestBatcher:
                   listener: TokenListener | None, loop: asyncio.AbstractEventLoop) -> None:
         """On the engine thread: stream the group's prompts, each with its own length limit, and answer each
         request (on the event loop) once all its samples are done."""
-        owners = [(position, index) for position, request in enumerate(group) for index in range(len(request.prompts))]
+        owners = _prompt_owners(group)
         requests = [StreamRequest(prompt, request.params.n, request.params.max_new_tokens)
                     for request in group for prompt in request.prompts]
         params = replace(group[0].params, max_new_tokens=max(request.params.max_new_tokens for request in group))
@@ -160,7 +160,7 @@ class RequestBatcher:
         """Hands each step's tokens to the streamed requests they belong to (on the event loop's thread) and
         names the requests whose clients left, so the engine stops their rows."""
         loop = asyncio.get_running_loop()
-        owners = [(position, index) for position, request in enumerate(group) for index in range(len(request.prompts))]
+        owners = _prompt_owners(group)
         stopped: set[int] = set()
 
         def listen(told: Sequence[tuple[int, int, int]]) -> list[int]:
@@ -186,6 +186,11 @@ def _deliver(group: list[QueuedRequest], tokens: dict[int, list[tuple[int, int, 
     """Put one step's tokens on the queues of the streamed requests they belong to."""
     for position, items in tokens.items():
         group[position].tokens.put_nowait(items)
+
+
+def _prompt_owners(group: list[QueuedRequest]) -> list[tuple[int, int]]:
+    """For each prompt of an engine call, in order: its request's place in the group and its place in the request."""
+    return [(position, index) for position, request in enumerate(group) for index in range(len(request.prompts))]
 
 
 def _finish(request: QueuedRequest, results: list[list[Completion]] | None = None,

@@ -190,7 +190,9 @@ async def stream_events(request: QueuedRequest, engine: HFEngine, chunks: ChunkW
             for prompt_index, sample, token_id in told:
                 tokens[(prompt_index, sample)].append(token_id)
             for key, token_ids in tokens.items():
-                delta = texts.setdefault(key, TextDeltas(engine, request.params)).add(token_ids)
+                if key not in texts:  # once per choice: a TextDeltas reads the tokenizer's ways when made
+                    texts[key] = TextDeltas(engine, request.params)
+                delta = texts[key].add(token_ids)
                 if delta:
                     yield event(chunks.delta(key[0] * samples + key[1], delta))
         results = await request.answer
