@@ -181,3 +181,15 @@ def test_a_search_folder_is_not_continued_with_other_settings(tmp_path):
     claim_run_folder(tmp_path / "search", SearchRunConfig, to_dict(first), SEARCH_RUN_FOLDER)
     with pytest.raises(ConfigError, match=r"different settings \(candidates: 2 recorded, 3 now\)"):  # refused before anything loads
         run_search(SearchRunConfig(output_dir=str(tmp_path / "search"), candidates=3, device="cpu"))
+
+
+def test_answer_checking_search_cannot_honour_is_refused_before_the_folder_records_it(tmp_path):
+    from rftt.config import ConfigError
+    from rftt.search.runner import SearchRunConfig, run_search
+    from rftt.verify.judge import AnswerCheckConfig
+
+    config = SearchRunConfig(output_dir=str(tmp_path / "search"), device="cpu",
+                             answer_check=AnswerCheckConfig(absolute_tolerance=0.01))
+    with pytest.raises(ConfigError, match="config.answer_check.absolute_tolerance: tree search judges answers exactly"):
+        run_search(config)
+    assert not (tmp_path / "search" / "config.json").exists()  # so the corrected run is not refused

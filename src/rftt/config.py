@@ -11,6 +11,7 @@ import re
 import types
 import typing
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar, Union
 
@@ -117,6 +118,12 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+@lru_cache(maxsize=None)
+def _field_types(cls: type | None) -> dict[str, Any]:
+    """A config dataclass's fields and their types (read once per class: configs are walked level by level)."""
+    return typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
+
+
 def _nested_config(annotation: Any) -> type | None:
     """The config dataclass a field holds (also through `X | None`), else None."""
     options = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (annotation,)
@@ -166,7 +173,7 @@ def current_names(cls: type, data: Mapping[str, Any], source: str = "config", pr
             moved[key] = values[value]
             warnings.warn(f"{source}: {prefix}{key}: {value} is now {values[value]} (the old value still loads)",
                           FutureWarning, stacklevel=2)
-    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    hints = _field_types(cls)
     for name, value in moved.items():
         nested = _nested_config(hints.get(name))
         if nested is not None and isinstance(value, Mapping):
@@ -182,7 +189,7 @@ def from_dict(cls: type[Config], data: Mapping[str, Any], where: str = "config")
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key; known keys: {', '.join(known)}")
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     values = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**values)
@@ -226,9 +233,9 @@ def current_key(cls: type | None, dotted: str, source: str) -> str:
             *sections, part = new.split(".")
             for section in sections:
                 renamed.append(section)
-                cls = _nested_config(typing.get_type_hints(cls).get(section)) if cls else None
+                cls = _nested_config(_field_types(cls).get(section))
         renamed.append(part)
-        hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
+        hints = _field_types(cls)
         cls = _nested_config(hints.get(part))
     return ".".join(renamed)
 
@@ -246,7 +253,7 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: Se
                 base: Mapping[str, Any] | None = None, flags: Mapping[str, Any] | None = None) -> Config:
     """A config from defaults, then `base`, then a YAML file, then command-line `flags`, then
     `key=value` overrides (each later one wins)."""
-    data: dict[str, Any] = _merge({}, current_names(cls, base or {}))
+    data: dict[str, Any] = merge_settings({}, current_names(cls, base or {}))
     where = "config"
     if path is not None:
         where = str(path)
@@ -256,8 +263,8 @@ def load_config(cls: type[Config], path: str | Path | None = None, overrides: Se
             raise ConfigError(f"{path}: cannot read the recipe ({error})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of settings, got {type(loaded).__name__}")
-        data = _merge(data, current_names(cls, loaded, where))
-    data = _merge(data, current_names(cls, flags or {}))
+        data = merge_settings(data, current_names(cls, loaded, where))
+    data = merge_settings(data, current_names(cls, flags or {}))
     for override in overrides:
         apply_override(data, override, cls)
     return from_dict(cls, data, where)
@@ -268,7 +275,7 @@ def with_defaults(cls: type, saved: Mapping[str, Any]) -> dict[str, Any]:
     since, at any depth."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return _merge(to_dict(cls()), current_names(cls, saved, saved=True))
+        return merge_settings(to_dict(cls()), current_names(cls, saved, saved=True))
 
 
 def with_resolved_paths(settings: dict[str, Any], dotted_keys: Sequence[str]) -> dict[str, Any]:
@@ -285,10 +292,11 @@ def with_resolved_paths(settings: dict[str, Any], dotted_keys: Sequence[str]) ->
     return resolved
 
 
-def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+def merge_settings(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """`into` with `update` laid over it at every depth (a later layer of settings wins)."""
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
+            merge_settings(into[key], value)
         else:
             into[key] = dict(value) if isinstance(value, Mapping) else value
     return into

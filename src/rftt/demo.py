@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from rftt.config import ConfigError, load_config, to_dict, with_defaults
+from rftt.config import ConfigError, load_config, merge_settings, to_dict, with_defaults
 from rftt.data.benchmarks import BENCHMARKS
 from rftt.demo_budget import DemoPlan, calibrate, planned_config, rl_minutes
 from rftt.demo_problems import make_problem_files
@@ -65,16 +65,8 @@ def budget_recipe(budget: str) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name in BUDGETS[: BUDGETS.index(budget) + 1]:
         text = resources.files("rftt").joinpath(f"recipes/demo_{name}.yaml").read_text()
-        data = _deep_merge(data, yaml.safe_load(text) or {})
+        data = merge_settings(data, yaml.safe_load(text) or {})
     return data
-
-
-def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(into)
-    for key, value in update.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
-            else value
-    return merged
 
 
 def demo_config(budget: str = "default", recipe: str | None = None, overrides: Sequence[str] = (),
@@ -267,7 +259,6 @@ def run_demo(config: DemoConfig, from_run: str | None = None) -> dict[str, Any]:
     from rftt.report import write_report
 
     run = Path(config.output_dir)
-    run.mkdir(parents=True, exist_ok=True)
     claim_run_folder(run, DemoConfig, to_dict(replace(config, output_dir=str(run))), DEMO_RUN_FOLDER)
     (run / "demo.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     fresh = from_run is not None and not (run / STAGES_FILE).exists()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from rftt.config import ConfigError, configured_device, configured_training_precision
-from rftt.precision import Precision, autocast, weights_dtype
+from rftt.precision import Precision, autocast
 
 if TYPE_CHECKING:
     from rftt.demo_settings import DemoConfig
@@ -203,16 +203,15 @@ def planned_seconds(budget: BudgetConfig) -> float:
     return budget.minutes * 60 * (1 - budget.reserve)
 
 
-def measure_speed(model_name: str, generation_precision: Precision, precision: Precision, budget: BudgetConfig,
+def measure_speed(model_name: str, generation_precision: Precision, training_precision: str, budget: BudgetConfig,
                   device: torch.device) -> tuple[MachineSpeed, dict[str, float]]:
     """This machine's speed against the reference one, and the probes' seconds, with the start model on the
-    stages' device, in the precision generation stages load and the one training stages compute in."""
+    stages' device, in the precision generation stages load and the one training stages compute in (resolved)."""
     from rftt.models import load_model
 
-    model, tokenizer = load_model(model_name, dtype=weights_dtype(generation_precision, device), device=device)
+    model, tokenizer = load_model(model_name, dtype=generation_precision, device=device)
     generation = probe_generation(model, tokenizer, budget.probe)
-    training_forward = autocast(configured_training_precision("config.sft.precision", precision, model_name), device)
-    training = probe_training(model.float().train(), budget.probe, training_forward)
+    training = probe_training(model.float().train(), budget.probe, autocast(training_precision, device))
     seconds = {"generation_probe": round(generation, 3), "training_probe": round(training, 3)}
     speed = MachineSpeed(generation=generation / budget.reference.generation_probe,
                          training=training / budget.reference.training_probe)
@@ -279,7 +278,8 @@ def calibrate(config: DemoConfig) -> dict[str, Any]:
     """The `calibration` stage: measure this machine, plan the stages, print the plan; returns both."""
     started = time.perf_counter()
     device = configured_device("config.device", config.device)
-    speed, probes = measure_speed(config.model, config.search.precision, config.sft.precision, config.budget, device)
+    training_precision = configured_training_precision("config.sft.precision", config.sft.precision, config.model)
+    speed, probes = measure_speed(config.model, config.search.precision, training_precision, config.budget, device)
     plan = plan_budget(config.budget, recipe_sizes(config), speed, spent=time.perf_counter() - started)
     print(format_plan(plan, probes), flush=True)
     return {"probes": probes, "plan": plan.to_dict()}

@@ -312,7 +312,6 @@ def evaluate(config: EvalConfig, *, engine: Engine | None = None, tokenizer: Any
     config = as_run(config)
     get_template(config.template)
     output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     claim_run_folder(output, EvalConfig, to_dict(config), EVAL_RUN_FOLDER)
     problems = list(problems if problems is not None else load_problems(config.dataset))
     records_path = output / PROBLEMS_FILE

@@ -145,7 +145,6 @@ def _make_search(config: SearchRunConfig, engine, tokenizer) -> TreeSearch:
         policy = TokenGuidedPolicy(engine, tokenizer, tags, seed=config.search.seed, **config.tree.policy_settings(
             config.temperature, TOKEN_GUIDED_TOP_P, TOKEN_GUIDED_STEP_TOKENS))
     rewards = config.process_rewards
-    config.answer_check.check_for_tree_search("config.answer_check")
     scorer = OutcomeScorer(build_process_rewards(rewards, config.device), rewards.outcome_weight, rewards.process_weight,
                            last_number_fallback=config.answer_check.last_number_fallback)
     return TreeSearch(policy, scorer, config.search)
@@ -182,6 +181,7 @@ def summarise(output: Path) -> dict[str, Any]:
 
 def run_search(config: SearchRunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Search every problem not yet searched in `config.output_dir`, export its data, return the summary."""
+    config.answer_check.check_for_tree_search("config.answer_check")
     config = replace(config, device=str(configured_device("config.device", config.device)))
     output = Path(config.output_dir)
     claim_run_folder(output, SearchRunConfig, to_dict(config), SEARCH_RUN_FOLDER)

@@ -115,10 +115,11 @@ class RLTrainer:
         self.problems = list(load_problems(config.dataset))
         self.dev_problems = list(load_problems(config.dev)) if config.dev else []
         self.start_step, saved_metrics = 0, None
+        saved = checkpoints(self.output / CHECKPOINT_FOLDER) if config.resume else []
         if config.resume:
-            check_resumable(self.output, bool(checkpoints(self.output / CHECKPOINT_FOLDER)))
-        if config.resume and checkpoints(self.output / CHECKPOINT_FOLDER):
-            latest = self.output / CHECKPOINT_FOLDER / f"step-{checkpoints(self.output / CHECKPOINT_FOLDER)[-1]}"
+            check_resumable(self.output, bool(saved))
+        if saved:
+            latest = self.output / CHECKPOINT_FOLDER / f"step-{saved[-1]}"
             self.start_step = load_training_state(latest, self.training_state()) + 1
             saved_metrics = checkpoint_metrics(latest)
         main = self.accelerator.is_main_process

@@ -171,7 +171,7 @@ def split_dev(examples: Sequence[SFTExample], fraction: float, limit: int) -> tu
 
 def _training_arguments(config: SFTConfig, output: Path, steps_per_epoch: int, has_dev: bool) -> TrainingArguments:
     total_steps = config.max_steps if config.max_steps > 0 else math.ceil(steps_per_epoch * config.epochs)
-    device = trainer_device("config.device", config.device)
+    device = torch.device(config.device)  # resolved by run_sft
     return TrainingArguments(
         output_dir=str(output / CHECKPOINT_FOLDER), per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation,
@@ -235,8 +235,9 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     if int(os.environ.get("RANK", "0")) == 0:  # one writer in a distributed run
         claim_run_folder(output, SFTConfig, to_dict(config), SFT_RUN_FOLDER)
+    checkpoint = last_complete_checkpoint(output / CHECKPOINT_FOLDER) if config.resume else None
     if config.resume:
-        check_resumable(output, last_complete_checkpoint(output / CHECKPOINT_FOLDER) is not None)
+        check_resumable(output, checkpoint is not None)
     model, tokenizer = load_model(config.model, dtype=torch.float32)
     tags: StepTags | None = None
     new_token_ids: list[int] = []
@@ -261,7 +262,6 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     trainer = Trainer(model=model, args=arguments, train_dataset=_Rows(train_rows),
                       eval_dataset=_Rows(dev_rows) if dev_rows else None, data_collator=SFTCollator(tokenizer.pad_token_id),
                       callbacks=_callbacks(config, output, tokens))
-    checkpoint = last_complete_checkpoint(Path(arguments.output_dir)) if config.resume else None
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
